@@ -1,0 +1,1 @@
+//! framebus-capture (placeholder until its issue lands).

@@ -1,0 +1,1 @@
+//! framebus-channel (placeholder until its issue lands).

@@ -1,0 +1,587 @@
+//! `FramePool`: a bounded, observable allocator of fd-backed slots.
+//!
+//! * Reuse: an acquire takes the **most recently freed** free slot that fits
+//!   (capacity ≥ request and ≤ 2 × request, so a thumbnail never pins a 4K slot
+//!   and a hot, cache-warm slot is preferred). Otherwise a new slot is mapped.
+//! * Limits: `max_bytes` (bytes mapped, free slots included) and `max_slots`.
+//!   At the limit, free slots that do not fit are unmapped oldest-first to make
+//!   room; if every slot is in use the pool blocks (with a timeout) or fails
+//!   with [`Error::PoolExhausted`], naming the limit and the slots' holders.
+//! * `trim()` unmaps every free slot; with the memfd closed the kernel frees the
+//!   pages, so RSS really drops.
+//! * `close()` stops new acquires; slots still leased are unmapped when their
+//!   last lease goes.
+//!
+//! Locking: one mutex around the bookkeeping; `mmap`/`munmap` run outside it.
+//! Nothing here touches Python, so dropping a lease never needs the GIL.
+
+use crate::lease::LeaseInner;
+use crate::slot::{page_size, round_up};
+use crate::{Error, Frame, FrameLayout, Lease, PixelFormat, Result, Slot, SlotHome};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+/// What `acquire` does when the pool is at its limit and every slot is in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exhausted {
+    /// Fail at once with [`Error::PoolExhausted`].
+    Error,
+    /// Wait for a slot to be released, up to the timeout (`None` = forever).
+    Block(Option<Duration>),
+}
+
+/// How a pool is bounded and backed.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// Upper bound on bytes mapped (free and in use). `None` = unbounded.
+    pub max_bytes: Option<usize>,
+    /// Upper bound on slots mapped. `None` = unbounded.
+    pub max_slots: Option<usize>,
+    /// Policy at the limit.
+    pub on_exhausted: Exhausted,
+    /// Ask for huge pages (hugetlbfs, else transparent huge pages).
+    pub huge_pages: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_bytes: None,
+            max_slots: None,
+            on_exhausted: Exhausted::Error,
+            huge_pages: false,
+        }
+    }
+}
+
+/// A snapshot of a pool's accounting. Every number is exact at the instant of the call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub slots: usize,
+    pub slots_in_use: usize,
+    pub slots_free: usize,
+    pub bytes_mapped: usize,
+    pub bytes_in_use: usize,
+    pub bytes_free: usize,
+    pub high_water_bytes: usize,
+    pub max_bytes: Option<usize>,
+    pub max_slots: Option<usize>,
+    /// Successful acquires.
+    pub acquires: u64,
+    /// Acquires served from a free slot.
+    pub reuses: u64,
+    /// Slots mapped.
+    pub maps: u64,
+    /// Slots unmapped (trim, eviction, close, release after close).
+    pub unmaps: u64,
+    /// Acquires that had to wait for a release.
+    pub waits: u64,
+    /// Acquires that failed with `PoolExhausted`.
+    pub exhausted: u64,
+    pub closed: bool,
+}
+
+struct InUse {
+    lease: Weak<LeaseInner>,
+    capacity: usize,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Free slots, oldest first; the most recently freed is at the end.
+    free: Vec<Slot>,
+    in_use: HashMap<u64, InUse>,
+    /// Bytes of slots mapped or being mapped (reserved before mmap).
+    bytes_mapped: usize,
+    slots_mapped: usize,
+    bytes_in_use: usize,
+    stats: PoolStats,
+}
+
+pub(crate) struct PoolShared {
+    config: PoolConfig,
+    state: Mutex<PoolState>,
+    released: Condvar,
+}
+
+/// A bounded pool of fd-backed frame slots. Clones share the same pool.
+#[derive(Clone)]
+pub struct FramePool {
+    shared: Arc<PoolShared>,
+}
+
+impl std::fmt::Debug for FramePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FramePool")
+            .field("config", &self.shared.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Default for FramePool {
+    fn default() -> Self {
+        FramePool::new(PoolConfig::default())
+    }
+}
+
+impl FramePool {
+    pub fn new(config: PoolConfig) -> FramePool {
+        FramePool {
+            shared: Arc::new(PoolShared {
+                config,
+                state: Mutex::new(PoolState::default()),
+                released: Condvar::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.config
+    }
+
+    /// Lease a slot of at least `len` bytes, following the pool's policy at the limit.
+    pub fn acquire(&self, len: usize) -> Result<Lease> {
+        self.acquire_with(len, self.shared.config.on_exhausted)
+    }
+
+    /// Lease a slot of at least `len` bytes with an explicit policy at the limit.
+    pub fn acquire_with(&self, len: usize, policy: Exhausted) -> Result<Lease> {
+        if len == 0 {
+            return Err(Error::InvalidDimension {
+                what: "frame size",
+                value: 0,
+                why: "must be at least 1 byte",
+            });
+        }
+        let cfg = &self.shared.config;
+        let unit = if cfg.huge_pages { 2 << 20 } else { page_size() };
+        let needed = round_up(len, unit);
+        if let Some(max) = cfg.max_bytes {
+            if needed > max {
+                return Err(Error::TooLarge {
+                    requested: len,
+                    limit_name: "max_bytes",
+                    limit: max,
+                });
+            }
+        }
+        if cfg.max_slots == Some(0) {
+            return Err(Error::TooLarge {
+                requested: len,
+                limit_name: "max_slots",
+                limit: 0,
+            });
+        }
+        let start = Instant::now();
+        let deadline = match policy {
+            Exhausted::Block(Some(t)) => Some(start + t),
+            _ => None,
+        };
+        let mut waited = false;
+        let mut st = self.lock();
+        loop {
+            if st.stats.closed {
+                return Err(Error::PoolClosed);
+            }
+            // 1. Most recently freed slot that fits.
+            if let Some(i) = st
+                .free
+                .iter()
+                .rposition(|s| s.capacity() >= needed && s.capacity() <= fit_limit(needed))
+            {
+                let slot = st.free.remove(i);
+                st.stats.reuses += 1;
+                return Ok(self.lend(st, slot));
+            }
+            // 2. Room for a new mapping, after evicting free slots oldest-first.
+            let mut evicted = Vec::new();
+            while !self.has_room(&st, needed) && !st.free.is_empty() {
+                let s = st.free.remove(0);
+                st.bytes_mapped -= s.capacity();
+                st.slots_mapped -= 1;
+                st.stats.unmaps += 1;
+                evicted.push(s);
+            }
+            if self.has_room(&st, needed) {
+                st.bytes_mapped += needed;
+                st.slots_mapped += 1;
+                drop(st);
+                drop(evicted); // munmap outside the lock
+                let made = Slot::new(needed, cfg.huge_pages);
+                let mut st = self.lock();
+                return match made {
+                    Ok(slot) => {
+                        // The slot may be larger than reserved (huge page rounding).
+                        st.bytes_mapped = st.bytes_mapped - needed + slot.capacity();
+                        st.stats.maps += 1;
+                        Ok(self.lend(st, slot))
+                    }
+                    Err(e) => {
+                        st.bytes_mapped -= needed;
+                        st.slots_mapped -= 1;
+                        Err(e)
+                    }
+                };
+            }
+            drop(evicted);
+            // 3. Everything is in use: wait or fail.
+            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+            if policy == Exhausted::Error || timed_out {
+                st.stats.exhausted += 1;
+                return Err(self.exhausted_error(&st, len, waited.then(|| start.elapsed())));
+            }
+            if !waited {
+                st.stats.waits += 1;
+                waited = true;
+            }
+            st = match deadline {
+                None => self
+                    .shared
+                    .released
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    self.shared
+                        .released
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Lease a slot for a frame of the given geometry and return it as a writable frame.
+    pub fn acquire_frame(
+        &self,
+        width: usize,
+        height: usize,
+        format: PixelFormat,
+        stride: Option<usize>,
+    ) -> Result<Frame> {
+        let layout = FrameLayout::new(width, height, format, stride)?;
+        let lease = self.acquire(layout.byte_len())?;
+        Frame::new(lease, layout)
+    }
+
+    /// Unmap every free slot. Returns the bytes given back to the OS.
+    pub fn trim(&self) -> usize {
+        let mut st = self.lock();
+        let free = std::mem::take(&mut st.free);
+        let bytes: usize = free.iter().map(Slot::capacity).sum();
+        st.bytes_mapped -= bytes;
+        st.slots_mapped -= free.len();
+        st.stats.unmaps += free.len() as u64;
+        drop(st);
+        drop(free);
+        bytes
+    }
+
+    /// Stop handing out slots and unmap the free ones. Leased slots are unmapped
+    /// when their last lease is dropped. Waiters get [`Error::PoolClosed`].
+    pub fn close(&self) {
+        self.lock().stats.closed = true;
+        self.trim();
+        self.shared.released.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().stats.closed
+    }
+
+    /// Exact accounting at this instant.
+    pub fn stats(&self) -> PoolStats {
+        let st = self.lock();
+        let mut s = st.stats.clone();
+        s.slots = st.slots_mapped;
+        s.slots_in_use = st.in_use.len();
+        s.slots_free = st.free.len();
+        s.bytes_mapped = st.bytes_mapped;
+        s.bytes_in_use = st.bytes_in_use;
+        s.bytes_free = st.free.iter().map(Slot::capacity).sum();
+        s.max_bytes = self.shared.config.max_bytes;
+        s.max_slots = self.shared.config.max_slots;
+        s
+    }
+
+    /// True when both handles are the same pool.
+    pub fn same_pool(&self, other: &FramePool) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A panic while holding the lock cannot leave the counters half-updated in
+        // a way that matters for memory safety, so poisoning is ignored.
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_room(&self, st: &PoolState, needed: usize) -> bool {
+        let cfg = &self.shared.config;
+        cfg.max_bytes.is_none_or(|m| st.bytes_mapped + needed <= m)
+            && cfg.max_slots.is_none_or(|m| st.slots_mapped < m)
+    }
+
+    fn lend(&self, mut st: MutexGuard<'_, PoolState>, slot: Slot) -> Lease {
+        let id = slot.id();
+        let capacity = slot.capacity();
+        let home: Arc<dyn SlotHome> = self.shared.clone();
+        let lease = Lease::new(slot, Some(home));
+        st.in_use.insert(
+            id,
+            InUse {
+                lease: lease.downgrade(),
+                capacity,
+                since: Instant::now(),
+            },
+        );
+        st.bytes_in_use += capacity;
+        st.stats.acquires += 1;
+        st.stats.high_water_bytes = st.stats.high_water_bytes.max(st.bytes_in_use);
+        lease
+    }
+
+    fn exhausted_error(&self, st: &PoolState, requested: usize, waited: Option<Duration>) -> Error {
+        let cfg = &self.shared.config;
+        let (limit_name, limit) = match (cfg.max_slots, cfg.max_bytes) {
+            (Some(m), _) if st.slots_mapped >= m => ("max_slots", m),
+            (_, Some(m)) => ("max_bytes", m),
+            (Some(m), None) => ("max_slots", m),
+            (None, None) => ("max_bytes", usize::MAX),
+        };
+        let mut held: Vec<(&u64, &InUse)> = st.in_use.iter().collect();
+        held.sort_by_key(|(_, u)| u.since);
+        let now = Instant::now();
+        let mut holders: Vec<String> = held
+            .iter()
+            .take(8)
+            .map(|(id, u)| {
+                format!(
+                    "slot {id} ({} bytes, {} holder(s), held {:.3} s)",
+                    u.capacity,
+                    Lease::holders_of(&u.lease),
+                    now.duration_since(u.since).as_secs_f64()
+                )
+            })
+            .collect();
+        if held.len() > 8 {
+            holders.push(format!("and {} more", held.len() - 8));
+        }
+        Error::PoolExhausted {
+            limit_name,
+            limit,
+            requested,
+            in_use_slots: st.in_use.len(),
+            in_use_bytes: st.bytes_in_use,
+            waited,
+            holders: holders.join(", "),
+        }
+    }
+}
+
+/// The largest free slot a request of `needed` bytes may take.
+fn fit_limit(needed: usize) -> usize {
+    needed.saturating_mul(2)
+}
+
+impl SlotHome for PoolShared {
+    fn give_back(&self, slot: Slot) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.in_use.remove(&slot.id()).is_some() {
+            st.bytes_in_use -= slot.capacity();
+        }
+        if st.stats.closed {
+            st.bytes_mapped -= slot.capacity();
+            st.slots_mapped -= 1;
+            st.stats.unmaps += 1;
+            drop(st);
+            drop(slot);
+        } else {
+            st.free.push(slot);
+            drop(st);
+        }
+        self.released.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(max_bytes: Option<usize>, max_slots: Option<usize>, on: Exhausted) -> FramePool {
+        FramePool::new(PoolConfig {
+            max_bytes,
+            max_slots,
+            on_exhausted: on,
+            huge_pages: false,
+        })
+    }
+
+    #[test]
+    fn reuses_most_recently_freed_fitting_slot() {
+        let p = FramePool::default();
+        let a = p.acquire(100_000).unwrap();
+        let b = p.acquire(100_000).unwrap();
+        let c = p.acquire(100_000).unwrap();
+        let (ia, ib, ic) = (a.slot_id(), b.slot_id(), c.slot_id());
+        drop(b);
+        drop(a);
+        drop(c);
+        assert_eq!(p.acquire(100_000).unwrap().slot_id(), ic);
+        // the dropped lease above went back on top again
+        let x = p.acquire(100_000).unwrap();
+        let y = p.acquire(100_000).unwrap();
+        let z = p.acquire(100_000).unwrap();
+        assert_eq!((x.slot_id(), y.slot_id(), z.slot_id()), (ic, ia, ib));
+        let s = p.stats();
+        assert_eq!(s.maps, 3);
+        assert_eq!(s.reuses, 4);
+    }
+
+    #[test]
+    fn small_frame_does_not_take_a_huge_slot() {
+        let p = FramePool::default();
+        let big = p.acquire(33 << 20).unwrap();
+        let big_id = big.slot_id();
+        drop(big);
+        let small = p.acquire(1 << 20).unwrap();
+        assert_ne!(small.slot_id(), big_id);
+        assert!(small.capacity() < 2 << 20);
+        assert_eq!(p.acquire(33 << 20).unwrap().slot_id(), big_id);
+    }
+
+    #[test]
+    fn slot_is_not_reused_while_any_clone_lives() {
+        let p = pool(None, Some(1), Exhausted::Error);
+        let a = p.acquire(4096).unwrap();
+        let view = a.clone();
+        drop(a);
+        let e = p.acquire(4096).unwrap_err().to_string();
+        assert!(e.contains("max_slots=1"), "{e}");
+        assert!(e.contains("1 holder(s)"), "{e}");
+        drop(view);
+        p.acquire(4096).unwrap();
+    }
+
+    #[test]
+    fn too_large_is_refused_upfront() {
+        let p = pool(Some(1 << 20), None, Exhausted::Block(None));
+        let e = p.acquire(2 << 20).unwrap_err().to_string();
+        assert!(e.contains("max_bytes=1048576"), "{e}");
+        assert!(e.contains("2097152"), "{e}");
+    }
+
+    #[test]
+    fn blocking_acquire_wakes_on_release_and_times_out() {
+        let p = pool(
+            None,
+            Some(1),
+            Exhausted::Block(Some(Duration::from_millis(50))),
+        );
+        let a = p.acquire(4096).unwrap();
+        let t = Instant::now();
+        let e = p.acquire(4096).unwrap_err().to_string();
+        assert!(t.elapsed() >= Duration::from_millis(45));
+        assert!(e.contains("waited"), "{e}");
+        let p2 = p.clone();
+        let h = std::thread::spawn(move || {
+            p2.acquire_with(4096, Exhausted::Block(Some(Duration::from_secs(5))))
+                .map(|l| l.slot_id())
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        let id = a.slot_id();
+        drop(a);
+        assert_eq!(h.join().unwrap().unwrap(), id);
+        assert_eq!(p.stats().waits, 2);
+    }
+
+    #[test]
+    fn evicts_free_slots_that_do_not_fit_to_make_room() {
+        let p = pool(Some(3 << 20), None, Exhausted::Error);
+        drop(p.acquire(1 << 20).unwrap());
+        drop(p.acquire(100).unwrap());
+        let big = p.acquire(3 << 20).unwrap();
+        assert_eq!(p.stats().bytes_mapped, big.capacity());
+        assert_eq!(p.stats().unmaps, 2);
+    }
+
+    #[test]
+    fn stats_trim_and_close() {
+        let p = FramePool::default();
+        let a = p.acquire(10_000).unwrap();
+        let b = p.acquire(10_000).unwrap();
+        let page = page_size();
+        let cap = round_up(10_000, page);
+        drop(b);
+        let s = p.stats();
+        assert_eq!((s.slots, s.slots_in_use, s.slots_free), (2, 1, 1));
+        assert_eq!(
+            (s.bytes_mapped, s.bytes_in_use, s.bytes_free),
+            (2 * cap, cap, cap)
+        );
+        assert_eq!(s.high_water_bytes, 2 * cap);
+        assert_eq!(p.trim(), cap);
+        assert_eq!(p.stats().bytes_mapped, cap);
+        p.close();
+        assert!(matches!(p.acquire(1), Err(Error::PoolClosed)));
+        // a lease outliving close() still reads valid memory, then is unmapped
+        // SAFETY: single-threaded test, nobody writes concurrently.
+        unsafe { assert_eq!(a.as_slice().len(), cap) };
+        drop(a);
+        let s = p.stats();
+        assert_eq!((s.slots, s.bytes_mapped, s.bytes_in_use), (0, 0, 0));
+    }
+
+    #[test]
+    fn lease_outlives_the_pool_handle() {
+        let p = FramePool::default();
+        let a = p.acquire(5000).unwrap();
+        drop(p);
+        // SAFETY: single-threaded test, nobody writes concurrently.
+        unsafe { assert_eq!(a.as_slice()[0], 0) };
+    }
+
+    #[test]
+    fn many_threads_never_share_a_slot() {
+        use std::collections::HashSet;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let p = pool(
+            None,
+            Some(6),
+            Exhausted::Block(Some(Duration::from_secs(10))),
+        );
+        let live: Arc<Mutex<HashSet<u64>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let (p, live, stop) = (p.clone(), live.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut l = p.acquire(4096 * (1 + t % 2)).unwrap();
+                        assert!(live.lock().unwrap().insert(l.slot_id()), "double use");
+                        let mark = (t as u8).wrapping_mul(31).wrapping_add(n as u8);
+                        l.get_mut().unwrap()[..64].fill(mark);
+                        std::thread::yield_now();
+                        assert!(l.get_mut().unwrap()[..64].iter().all(|&b| b == mark));
+                        assert!(live.lock().unwrap().remove(&l.slot_id()));
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert!(total > 100);
+        let s = p.stats();
+        assert_eq!(s.slots_in_use, 0);
+        assert!(s.slots <= 6);
+        assert_eq!(s.slots_free, s.slots, "no slot lost");
+        assert_eq!(s.acquires, total);
+    }
+}

@@ -1,0 +1,237 @@
+//! `Slot`: one page-aligned, fd-backed shared mapping.
+//!
+//! A slot owns a memfd and a `MAP_SHARED` mapping of it. Because the memory has
+//! a file descriptor, the very same pages can be attached by the X server
+//! (MIT-SHM `attach_fd`), mapped by another process (fd passed over a Unix
+//! socket) or written to a pipe, with no copy. Dropping a slot unmaps it and
+//! closes the fd; once no other process maps it, the kernel frees the pages.
+//!
+//! This module knows nothing about pools or reference counts: see `lease`.
+
+use crate::{Error, Result};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::MemfdFlags;
+use rustix::mm::{MapFlags, ProtFlags};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+const HUGE_PAGE: usize = 2 << 20;
+
+static NEXT_SLOT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The system page size (cached).
+pub fn page_size() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(rustix::param::page_size)
+}
+
+/// Round `len` up to a whole number of `unit`s (a power of two).
+pub(crate) fn round_up(len: usize, unit: usize) -> usize {
+    (len + unit - 1) & !(unit - 1)
+}
+
+/// One fd-backed mapping. Not `Clone`: share it through a [`crate::Lease`].
+#[derive(Debug)]
+pub struct Slot {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    fd: Option<OwnedFd>,
+    id: u64,
+    huge: bool,
+    writable: bool,
+}
+
+// SAFETY: a Slot is an owned mapping; the pointer is valid for `capacity` bytes
+// until Drop, from any thread. Concurrent access to the bytes is governed by the
+// Lease rules (see lease.rs), not by Slot itself.
+unsafe impl Send for Slot {}
+// SAFETY: &Slot only hands out the raw pointer and metadata; see above.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    /// Create a new memfd of at least `len` bytes (rounded up to pages, or to 2 MiB
+    /// huge pages when `huge` is asked and the kernel has them) and map it.
+    pub fn new(len: usize, huge: bool) -> Result<Slot> {
+        if len == 0 {
+            return Err(Error::InvalidDimension {
+                what: "slot size",
+                value: 0,
+                why: "must be at least 1 byte",
+            });
+        }
+        if huge {
+            if let Ok(slot) = Self::new_with(round_up(len, HUGE_PAGE), true) {
+                return Ok(slot);
+            }
+            // No hugetlbfs pages reserved (the common case): fall back to normal
+            // pages and ask for transparent huge pages, which shmem may honour.
+            let slot = Self::new_with(round_up(len, page_size()), false)?;
+            // SAFETY: the range is exactly our own live mapping; MADV_HUGEPAGE is
+            // only advice and cannot invalidate the memory.
+            let _ = unsafe {
+                rustix::mm::madvise(
+                    slot.ptr.as_ptr().cast(),
+                    slot.capacity,
+                    rustix::mm::Advice::LinuxHugepage,
+                )
+            };
+            return Ok(slot);
+        }
+        Self::new_with(round_up(len, page_size()), false)
+    }
+
+    fn new_with(capacity: usize, huge: bool) -> Result<Slot> {
+        let mut flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+        if huge {
+            flags |= MemfdFlags::HUGETLB;
+        }
+        let fd = rustix::fs::memfd_create("framebus-slot", flags)
+            .map_err(|e| Error::os("memfd_create", e))?;
+        rustix::fs::ftruncate(&fd, capacity as u64).map_err(|e| Error::os("ftruncate", e))?;
+        // Forbid shrinking: a peer that maps this fd can then never SIGBUS on it.
+        let _ = rustix::fs::fcntl_add_seals(&fd, rustix::fs::SealFlags::SHRINK);
+        Self::map(fd, capacity, true, huge)
+    }
+
+    /// Map an fd received from elsewhere (another process's slot). `len` must not
+    /// exceed the file's size; the file is checked so a lying peer cannot make us
+    /// map past its end (which would SIGBUS on access).
+    pub fn map_fd(fd: OwnedFd, len: usize, writable: bool) -> Result<Slot> {
+        if len == 0 {
+            return Err(Error::InvalidDimension {
+                what: "mapping length",
+                value: 0,
+                why: "must be at least 1 byte",
+            });
+        }
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
+        if (st.st_size as u64) < len as u64 {
+            return Err(Error::BufferTooSmall {
+                needed: len,
+                got: st.st_size as usize,
+                what: "mapping a received slot".into(),
+            });
+        }
+        Self::map(fd, len, writable, false)
+    }
+
+    fn map(fd: OwnedFd, capacity: usize, writable: bool, huge: bool) -> Result<Slot> {
+        let prot = if writable {
+            ProtFlags::READ | ProtFlags::WRITE
+        } else {
+            ProtFlags::READ
+        };
+        // SAFETY: a fresh mapping chosen by the kernel (null hint, no MAP_FIXED), so
+        // it cannot alias any existing Rust object; the fd is valid for the call.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                capacity,
+                prot,
+                MapFlags::SHARED,
+                &fd,
+                0,
+            )
+        }
+        .map_err(|e| Error::os("mmap", e))?;
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::Os {
+            op: "mmap",
+            source: std::io::Error::other("null mapping"),
+        })?;
+        Ok(Slot {
+            ptr,
+            capacity,
+            fd: Some(fd),
+            id: NEXT_SLOT_ID.fetch_add(1, Ordering::Relaxed),
+            huge,
+            writable,
+        })
+    }
+
+    /// Start of the mapping (page-aligned).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Mapped bytes (a multiple of the page size for slots made here).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// A process-unique id, stable for the life of the slot.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Backed by hugetlbfs pages.
+    pub fn is_huge(&self) -> bool {
+        self.huge
+    }
+
+    /// Mapped writable.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    /// The memfd behind the mapping, to attach to the X server or send to a peer.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // SAFETY: ptr/capacity are exactly the mapping created in `map`, and Drop
+        // runs once; every Lease that could hand out this pointer is gone (a Slot
+        // is owned by at most one LeaseInner or pool free list at a time).
+        unsafe {
+            let _ = rustix::mm::munmap(self.ptr.as_ptr().cast(), self.capacity);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_is_page_aligned_and_writable() {
+        let s = Slot::new(10, false).unwrap();
+        assert_eq!(s.capacity(), page_size());
+        assert_eq!(s.as_ptr() as usize % page_size(), 0);
+        // SAFETY: fresh mapping of `capacity` bytes owned by this test.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(s.as_ptr(), s.capacity()) };
+        bytes.fill(7);
+        assert!(bytes.iter().all(|&b| b == 7));
+        assert!(s.fd().is_some());
+    }
+
+    #[test]
+    fn second_mapping_of_same_fd_sees_same_bytes() {
+        let s = Slot::new(8192, false).unwrap();
+        let dup = s.fd().unwrap().try_clone_to_owned().unwrap();
+        let r = Slot::map_fd(dup, 8192, false).unwrap();
+        assert!(!r.is_writable());
+        // SAFETY: both mappings are live and owned by this test; single thread.
+        unsafe {
+            *s.as_ptr().add(5000) = 42;
+            assert_eq!(*r.as_ptr().add(5000), 42);
+        }
+        assert_ne!(s.as_ptr(), r.as_ptr());
+    }
+
+    #[test]
+    fn map_fd_refuses_length_past_end_of_file() {
+        let s = Slot::new(4096, false).unwrap();
+        let dup = s.fd().unwrap().try_clone_to_owned().unwrap();
+        let e = Slot::map_fd(dup, 1 << 20, false).unwrap_err();
+        assert!(e.to_string().contains("1048576"), "{e}");
+    }
+
+    #[test]
+    fn huge_request_falls_back_cleanly() {
+        let s = Slot::new(3 << 20, true).unwrap();
+        assert!(s.capacity() >= 3 << 20);
+    }
+}

@@ -1,0 +1,1 @@
+//! framebus-kernels (placeholder until its issue lands).

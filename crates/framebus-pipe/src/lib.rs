@@ -1,0 +1,1 @@
+//! framebus-pipe (placeholder until its issue lands).
