@@ -8,8 +8,7 @@ export FRAMEBUS_PYTHONS="${FRAMEBUS_PYTHONS:-3.9 3.13}"
 bash scripts/setup.sh
 
 echo "== cargo test (workspace)"
-cargo test --workspace -q 2>&1 | grep -vE "^\s*$|^running 0 tests|0 passed; 0 failed; 0 ignored" || true
-cargo test --workspace -q >/dev/null 2>&1 || { cargo test --workspace; exit 1; }
+cargo test --workspace -q
 
 if command -v valgrind >/dev/null; then
     echo "== core lease/pool tests under valgrind memcheck"
