@@ -42,7 +42,7 @@ for v in ${FRAMEBUS_PYTHONS:-3.11}; do
     fi
     echo "setup: building framebus for $("$venv/bin/python" -V)"
     (VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" \
-        "$venv/bin/maturin" develop --release -q 2>&1 | grep -vE "^(📦|✏️|🛠)" || true)
+        "$venv/bin/maturin" develop --release -q 2>&1 | grep -vE "^(📦|✏️|🛠|🍹|🐍|🔗|📡|Looking in|Ignoring)" || true)
     "$venv/bin/python" -c "import framebus; print('setup: framebus', framebus.__version__, 'ok')"
 done
 cargo build --release -q -p framebus-cli
