@@ -238,7 +238,7 @@ fn held_frame_is_unchanged_while_more_are_grabbed_into_a_bounded_pool() {
     for _ in 0..200 {
         let f = g.grab(Some(r), false, None).unwrap();
         assert_ne!(f.lease().slot_id(), held.lease().slot_id());
-        assert_eq!(unsafe { f.data() }[0], 0x55);
+        assert_eq!(frame_bytes(&f)[0], 0x55);
     }
     assert_eq!(frame_bytes(&held), before);
     // Both slots held: the bounded pool refuses instead of growing.
