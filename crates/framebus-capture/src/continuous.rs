@@ -92,7 +92,7 @@ impl Default for CaptureConfig {
 /// A running continuous capture. Dropping it stops and joins the thread.
 pub struct Capture {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     region: Region,
     config: CaptureConfig,
 }
@@ -150,7 +150,7 @@ impl Capture {
             })?;
         Ok(Capture {
             shared,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             region,
             config,
         })
@@ -252,11 +252,17 @@ impl Capture {
     }
 
     /// Stop the thread and wait for it. Frames already handed out stay valid;
-    /// buffered ones are released. Idempotent.
-    pub fn stop(&mut self) {
+    /// buffered ones are released. Idempotent, callable from any thread
+    /// (threads blocked in `latest`/`next` wake up with `Stopped`).
+    pub fn stop(&self) {
         self.shared.lock().stop = true;
         self.shared.changed.notify_all();
-        if let Some(t) = self.thread.take() {
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(t) = handle {
             let _ = t.join();
         }
         let mut st = self.shared.lock();

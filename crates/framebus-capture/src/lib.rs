@@ -11,6 +11,7 @@
 //!     │ └─ cursor    (XFixes cursor image blended in on request)
 //!     └─▶ Frame (BGRA, read-only, timestamp + sequence number)
 //!  Capture ── a thread running a Grabber, bounded ring, latest()/next()
+//!  png::write_png ── any 8/16-bit frame to a PNG file (fast deflate by default)
 //! ```
 //!
 //! Depends on framebus-core only; the Python bindings and the CLI sit above.
@@ -22,6 +23,7 @@ mod cursor;
 mod error;
 mod grabber;
 mod monitors;
+pub mod png;
 mod region;
 mod shm;
 #[doc(hidden)]

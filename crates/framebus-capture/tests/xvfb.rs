@@ -316,7 +316,7 @@ fn continuous_capture_delivers_new_frames_in_order_and_counts_drops() {
         return;
     };
     let g = Grabber::open(Some(&x.display), BackendChoice::Auto, FramePool::default()).unwrap();
-    let mut cap = Capture::start(
+    let cap = Capture::start(
         g,
         CaptureConfig {
             target_fps: Some(200.0),
