@@ -14,7 +14,7 @@ if command -v valgrind >/dev/null; then
     echo "== core lease/pool tests under valgrind memcheck"
     bin=$(cargo test -p framebus-core --lib --no-run --message-format=json 2>/dev/null \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+    valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-possibly-lost=no \
         "$bin" -q --test-threads=2 lease:: pool:: frame::
 fi
 
