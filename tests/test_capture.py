@@ -4,8 +4,11 @@ held frames, memory, PNG output and continuous capture."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import framebus
 import numpy as np
@@ -395,3 +398,41 @@ def test_gil_is_released_while_waiting(screen):
         done.set()
         t.join()
         assert ticks > 10_000
+
+
+# --- CLI ----------------------------------------------------------------------
+
+
+def _cli_binary():
+    root = Path(__file__).resolve().parents[1]
+    for candidate in (root / "target" / "release" / "framebus", root / "target" / "debug" / "framebus"):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("framebus")
+    if found is None:
+        pytest.skip("the framebus CLI is not built (cargo build -p framebus-cli)")
+    return found
+
+
+def test_cli_grab_writes_pixel_exact_png(screen, tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    cli = _cli_binary()
+    out = subprocess.run(
+        [cli, "grab", "-d", screen.display, "-c", "40,30,200,100"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    path = tmp_path / "sct-40x30_200x100.png"  # mss's template for --coordinates
+    assert out.stdout.strip() == str(path)
+    with Image.open(path) as im:
+        np.testing.assert_array_equal(np.asarray(im), pattern(30, 40, 200, 100)[..., 2::-1])
+    out = subprocess.run(
+        [cli, "grab", "-d", screen.display, "-m", "-1", "-o", "all-{mon}-{width}x{height}.png", "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0 and out.stdout == ""
+    assert (tmp_path / "all-0-1920x1080.png").exists()
+    bad = subprocess.run(
+        [cli, "grab", "-d", screen.display, "-m", "9"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert bad.returncode == 1 and "monitor 9 does not exist" in bad.stderr

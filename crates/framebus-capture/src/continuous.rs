@@ -257,11 +257,7 @@ impl Capture {
     pub fn stop(&self) {
         self.shared.lock().stop = true;
         self.shared.changed.notify_all();
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = handle {
             let _ = t.join();
         }

@@ -112,7 +112,9 @@ mod tests {
     use framebus_core::FramePool;
 
     fn decode(bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
-        let mut r = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+        let mut r = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
         let mut buf = vec![0; r.output_buffer_size().unwrap()];
         let info = r.next_frame(&mut buf).unwrap();
         buf.truncate(info.buffer_size());
@@ -123,7 +125,9 @@ mod tests {
     fn bgra_round_trips_at_every_level_and_padding_is_skipped() {
         let pool = FramePool::default();
         // Stride 16 for a 3-pixel BGRA row: 4 bytes of padding per row.
-        let mut f = pool.acquire_frame(3, 2, PixelFormat::Bgra, Some(16)).unwrap();
+        let mut f = pool
+            .acquire_frame(3, 2, PixelFormat::Bgra, Some(16))
+            .unwrap();
         let d = f.data_mut().unwrap();
         for (i, b) in d.iter_mut().enumerate() {
             *b = i as u8;
@@ -148,7 +152,9 @@ mod tests {
     fn gray16_is_written_big_endian() {
         let pool = FramePool::default();
         let mut f = pool.acquire_frame(1, 1, PixelFormat::Gray16, None).unwrap();
-        f.data_mut().unwrap().copy_from_slice(&0x1234u16.to_le_bytes());
+        f.data_mut()
+            .unwrap()
+            .copy_from_slice(&0x1234u16.to_le_bytes());
         let mut out = Vec::new();
         write_png(&f, &mut out, 1, false).unwrap();
         assert_eq!(decode(&out).1, vec![0x12, 0x34]);

@@ -1,6 +1,8 @@
 //! The `framebus` command line: thin clap front-end over the feature crates.
 use clap::{Parser, Subcommand};
 
+mod grab;
+
 #[derive(Parser)]
 #[command(
     name = "framebus",
@@ -16,6 +18,8 @@ struct Cli {
 enum Command {
     /// Print the pool's behaviour on this machine (page size, huge pages).
     Info,
+    /// Screenshot monitors or a region to PNG files (options like `python -m mss`).
+    Grab(grab::GrabArgs),
 }
 
 fn main() {
@@ -23,6 +27,12 @@ fn main() {
     match cli.command {
         Command::Info => {
             println!("page size: {} bytes", framebus_core::page_size());
+        }
+        Command::Grab(args) => {
+            if let Err(e) = grab::run(args) {
+                eprintln!("framebus grab: {e}");
+                std::process::exit(1);
+            }
         }
     }
 }

@@ -432,7 +432,12 @@ impl PyCapture {
     /// even if it was returned already. Raises TimeoutError, or CaptureError
     /// once stopped.
     #[pyo3(signature = (timeout=None, allow_repeat=false))]
-    fn latest(&self, py: Python<'_>, timeout: Option<f64>, allow_repeat: bool) -> PyResult<PyFrame> {
+    fn latest(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        allow_repeat: bool,
+    ) -> PyResult<PyFrame> {
         let timeout = parse_timeout(timeout)?;
         let f = py
             .detach(|| self.inner.latest(timeout, allow_repeat))
