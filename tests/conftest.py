@@ -57,9 +57,7 @@ class XvfbServer:
 
     def run(self, *cmd: str) -> subprocess.CompletedProcess:
         env = dict(os.environ, DISPLAY=self.display)
-        return subprocess.run(
-            cmd, check=False, env=env, capture_output=True, text=True, timeout=30
-        )
+        return subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=30)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

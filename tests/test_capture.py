@@ -241,8 +241,13 @@ def test_monitors_from_randr_setmonitor_and_resize_without_reopening(xvfb_factor
     g = Grabber(x.display)
     mons = g.monitors
     assert mons[0] == {
-        "left": 0, "top": 0, "width": 800, "height": 600,
-        "name": "all", "output": None, "is_primary": False,
+        "left": 0,
+        "top": 0,
+        "width": 800,
+        "height": 600,
+        "name": "all",
+        "output": None,
+        "is_primary": False,
     }
     assert [m["name"] for m in mons[1:]] == ["screen"]
     r = x.run("xrandr", "--setmonitor", "LEFT", "400/100x600/100+0+0", "none")
@@ -361,8 +366,9 @@ def test_frames_iterator_ends_when_stopped_from_another_thread(screen):
 
 def test_slow_consumer_keeps_memory_bounded(screen):
     pool = framebus.FramePool()
-    with Capture(region=(0, 0, 256, 256), target_fps=None, buffer=3, pool=pool,
-                 display=screen.display) as cap:
+    with Capture(
+        region=(0, 0, 256, 256), target_fps=None, buffer=3, pool=pool, display=screen.display
+    ) as cap:
         for _ in range(10):
             cap.latest(timeout=5)
             time.sleep(0.03)
@@ -405,7 +411,10 @@ def test_gil_is_released_while_waiting(screen):
 
 def _cli_binary():
     root = Path(__file__).resolve().parents[1]
-    for candidate in (root / "target" / "release" / "framebus", root / "target" / "debug" / "framebus"):
+    for candidate in (
+        root / "target" / "release" / "framebus",
+        root / "target" / "debug" / "framebus",
+    ):
         if candidate.exists():
             return str(candidate)
     found = shutil.which("framebus")
@@ -419,7 +428,10 @@ def test_cli_grab_writes_pixel_exact_png(screen, tmp_path):
     cli = _cli_binary()
     out = subprocess.run(
         [cli, "grab", "-d", screen.display, "-c", "40,30,200,100"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     path = tmp_path / "sct-40x30_200x100.png"  # mss's template for --coordinates
@@ -427,8 +439,21 @@ def test_cli_grab_writes_pixel_exact_png(screen, tmp_path):
     with Image.open(path) as im:
         np.testing.assert_array_equal(np.asarray(im), pattern(30, 40, 200, 100)[..., 2::-1])
     out = subprocess.run(
-        [cli, "grab", "-d", screen.display, "-m", "-1", "-o", "all-{mon}-{width}x{height}.png", "-q"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        [
+            cli,
+            "grab",
+            "-d",
+            screen.display,
+            "-m",
+            "-1",
+            "-o",
+            "all-{mon}-{width}x{height}.png",
+            "-q",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0 and out.stdout == ""
     assert (tmp_path / "all-0-1920x1080.png").exists()

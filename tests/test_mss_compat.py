@@ -79,7 +79,12 @@ def test_grab_matches_mss(both, region):
     ours, theirs = both
     a, b = ours.grab(region), theirs.grab(region)
     assert (a.pos, a.size, a.left, a.top, a.width, a.height) == (
-        b.pos, b.size, b.left, b.top, b.width, b.height,
+        b.pos,
+        b.size,
+        b.left,
+        b.top,
+        b.width,
+        b.height,
     )
     assert repr(a) == repr(b)
     assert a.bgra == b.bgra
@@ -104,7 +109,9 @@ def test_array_interface_is_zero_copy_onto_the_frame(both):
     assert arr.ctypes.data == shot.frame.address
     assert arr.shape == (32, 64, 4)
     del shot  # the array keeps the slot alive
-    np.testing.assert_array_equal(arr, pattern(64, 32) | np.array([0, 0, 0, arr[0, 0, 3]], np.uint8))
+    np.testing.assert_array_equal(
+        arr, pattern(64, 32) | np.array([0, 0, 0, arr[0, 0, 3]], np.uint8)
+    )
 
 
 @pytest.mark.parametrize(
@@ -166,15 +173,21 @@ def test_save_and_shot_templates_like_mss(both, tmp_path):
         d = tmp_path / name
         d.mkdir()
         seen = []
-        files = list(sct.save(mon=-1, output=str(d / "all-{mon}-{width}x{height}.png"), callback=seen.append))
+        files = list(
+            sct.save(mon=-1, output=str(d / "all-{mon}-{width}x{height}.png"), callback=seen.append)
+        )
         files += list(sct.save(mon=0, output=str(d / "mon-{mon}-{left}-{top}.png")))
         files.append(sct.shot(output=str(d / "shot-{mon}.png")))
         assert seen == [files[0]]
         assert [os.path.basename(f) for f in files] == [
-            "all-0-1920x1080.png", "mon-1-0-0.png", "shot-1.png",
+            "all-0-1920x1080.png",
+            "mon-1-0-0.png",
+            "shot-1.png",
         ]
-        with pytest.raises(real_mss.ScreenShotError if sct is theirs else fmss.ScreenShotError,
-                           match="Monitor 7 does not exist."):
+        with pytest.raises(
+            real_mss.ScreenShotError if sct is theirs else fmss.ScreenShotError,
+            match="Monitor 7 does not exist.",
+        ):
             list(sct.save(mon=7))
         dated = sct.shot(output=str(d / "d-{date:%Y}.png"))
         assert os.path.basename(dated).startswith("d-20")
