@@ -15,8 +15,9 @@ Per frame, every case reads every pixel once with a uint64-view sum
 Continuous capture: a consumer that spends as long per frame as one grab (a u64 sum,
 then a spin up to the measured median grab time) fed by
   serial          grab-then-consume in one loop
-  Capture.latest  framebus.Capture(target_fps=None) on its Rust thread; the consumer
-                  takes latest() (newest unseen frame) each time
+  Capture.latest  framebus.Capture(target_fps=None) on its Rust thread (on demand: the
+                  next grab starts as soon as the consumer takes a frame, so the X
+                  server's copy overlaps the consumer); the consumer takes latest()
 Target: Capture >= 1.8x serial frames/s.
 
 Memory: RSS of this process after each case (memfd slot pages the process touched
@@ -263,7 +264,7 @@ def main() -> None:
         ],
         crow,
         notes="Target ratio >= 1.8. `dropped` = frames captured but superseded before the "
-        "consumer asked (latest() returns the newest unseen frame).",
+        "consumer asked (0 on demand: the thread stays one frame ahead).",
     )
 
 

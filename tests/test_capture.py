@@ -367,7 +367,7 @@ def test_frames_iterator_ends_when_stopped_from_another_thread(screen):
 def test_slow_consumer_keeps_memory_bounded(screen):
     pool = framebus.FramePool()
     with Capture(
-        region=(0, 0, 256, 256), target_fps=None, buffer=3, pool=pool, display=screen.display
+        region=(0, 0, 256, 256), target_fps=500, buffer=3, pool=pool, display=screen.display
     ) as cap:
         for _ in range(10):
             cap.latest(timeout=5)
@@ -376,6 +376,20 @@ def test_slow_consumer_keeps_memory_bounded(screen):
         # ring (3) + the frame being grabbed + the one just returned, at most.
         assert stats["slots"] <= 5, stats
         assert cap.dropped > 50
+
+
+def test_on_demand_capture_stays_one_frame_ahead(screen):
+    with Capture(region=(0, 0, 128, 128), target_fps=None, display=screen.display) as cap:
+        seqs = []
+        for _ in range(10):
+            f = cap.latest(timeout=5)
+            seqs.append(f.seq)
+            time.sleep(0.01)
+            assert cap.stats["buffered"] <= 1
+        # No grab is wasted: every captured frame is delivered, in order.
+        assert seqs == list(range(seqs[0], seqs[0] + 10))
+        assert cap.dropped == 0
+        assert cap.captured <= 10 + 1
 
 
 def test_capture_bad_arguments(screen):

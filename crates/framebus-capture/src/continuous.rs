@@ -16,6 +16,11 @@
 //!   sequence numbers from 1 (a gap = frames dropped).
 //! * Pacing: deadlines at `start + k / target_fps`; if the thread falls more
 //!   than one period behind it restarts the schedule instead of bursting.
+//!   Without a target rate the capture runs on demand: the next grab starts
+//!   as soon as the consumer has taken the previous frame, so grabbing
+//!   overlaps consuming (one frame ahead) and no grab is wasted on a frame
+//!   nobody will see — on a 2-core machine free-running grabs would steal the
+//!   consumer's core.
 //! * `stop()` (or drop) wakes the thread, joins it, and fails pending waits.
 //!
 //! Depends on `grabber`; nothing here touches Python.
@@ -70,7 +75,7 @@ impl Shared {
 pub struct CaptureConfig {
     /// What to grab (None = whole screen, resolved when the capture starts).
     pub region: Option<Region>,
-    /// Frames per second to aim for; None = as fast as possible.
+    /// Frames per second to aim for; None = on demand (one frame ahead of the consumer).
     pub target_fps: Option<f64>,
     /// Frames kept for the consumer (≥ 1).
     pub buffer: usize,
@@ -193,6 +198,9 @@ impl Capture {
             if let Some(f) = frame {
                 st.stats.delivered += 1;
                 st.last = Some(f.clone());
+                drop(st);
+                // An on-demand capture thread waits for the ring to empty.
+                self.shared.changed.notify_all();
                 return Ok(f);
             }
             if allow_repeat {
@@ -279,12 +287,20 @@ fn run(grabber: &mut Grabber, region: Region, cfg: &CaptureConfig, shared: &Shar
     let pool: FramePool = grabber.pool().clone();
     let mut next_due = Instant::now();
     loop {
-        // Pacing: sleep until the next deadline, waking early on stop.
+        // Pacing: sleep until the next deadline (or, on demand, until the
+        // consumer has taken the last frame), waking early on stop.
         {
             let mut st = shared.lock();
             loop {
                 if st.stop {
                     return Ok(());
+                }
+                if period.is_none() {
+                    if st.ring.is_empty() {
+                        break;
+                    }
+                    st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                    continue;
                 }
                 let now = Instant::now();
                 if now >= next_due {

@@ -368,3 +368,28 @@ fn continuous_capture_holds_the_target_rate() {
     let n = f.seq() - first.seq();
     assert!((45..=55).contains(&n), "{n} frames in one second at 50 fps");
 }
+
+#[test]
+fn on_demand_capture_grabs_only_when_the_last_frame_was_taken() {
+    let Some(x) = Xvfb::start(64, 48, &[]) else {
+        return;
+    };
+    let g = Grabber::open(Some(&x.display), BackendChoice::Auto, FramePool::default()).unwrap();
+    let cap = Capture::start(
+        g,
+        CaptureConfig {
+            target_fps: None,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for want in 1..=10 {
+        let f = cap.latest(Some(Duration::from_secs(5)), false).unwrap();
+        assert_eq!(f.seq(), want);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(cap.stats().buffered <= 1);
+    }
+    let s = cap.stats();
+    assert_eq!(s.dropped, 0);
+    assert!(s.captured <= 11, "{s:?}");
+}

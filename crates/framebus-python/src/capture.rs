@@ -379,8 +379,9 @@ pub struct PyCapture {
 
 #[pymethods]
 impl PyCapture {
-    /// Start capturing `region` at `target_fps` (None = as fast as possible),
-    /// keeping at most `buffer` unseen frames (older ones are dropped).
+    /// Start capturing `region` at `target_fps`, keeping at most `buffer`
+    /// unseen frames (older ones are dropped). `target_fps=None` captures on
+    /// demand: the next grab starts when the consumer takes the last frame.
     #[new]
     #[pyo3(signature = (region=None, target_fps=Some(60.0), buffer=3, pool=None, cursor=false, display=None, backend="auto"))]
     #[allow(clippy::too_many_arguments)]
