@@ -21,7 +21,7 @@ import pytest
 
 
 class XvfbServer:
-    def __init__(self, width: int, height: int, tcp: bool = False) -> None:
+    def __init__(self, width: int, height: int, tcp: bool = False, extra: tuple = ()) -> None:
         self.width, self.height, self.tcp = width, height, tcp
         read_fd, write_fd = os.pipe()
         args = [
@@ -35,6 +35,7 @@ class XvfbServer:
         ]
         if tcp:
             args += ["-listen", "tcp"]
+        args += list(extra)
         self.proc = subprocess.Popen(
             args, pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -85,12 +86,15 @@ def xvfb():
 
 @pytest.fixture
 def xvfb_factory():
-    """Start private Xvfb servers: ``xvfb_factory(w, h, tcp=False)``; stopped after the test."""
+    """Start private Xvfb servers: ``xvfb_factory(w, h, tcp=False, extra=())`` (``extra``:
+    more Xvfb arguments, e.g. ``("-extension", "MIT-SHM")``); stopped after the test."""
     _require_xvfb()
     servers = []
 
-    def start(width: int = 640, height: int = 480, tcp: bool = False) -> XvfbServer:
-        s = XvfbServer(width, height, tcp)
+    def start(
+        width: int = 640, height: int = 480, tcp: bool = False, extra: tuple = ()
+    ) -> XvfbServer:
+        s = XvfbServer(width, height, tcp, extra)
         servers.append(s)
         return s
 

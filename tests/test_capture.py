@@ -146,6 +146,17 @@ def test_tcp_display_falls_back_to_xgetimage(screen):
         Grabber(screen.tcp_display, backend="xshm")
 
 
+def test_server_without_mit_shm_falls_back_with_the_reason(xvfb_factory):
+    x = xvfb_factory(64, 48, extra=("-extension", "MIT-SHM"))
+    draw(x.display, 0, 0, pattern(0, 0, 64, 48))
+    with Grabber(x.display) as g:
+        assert g.backend == "xgetimage"
+        assert g.backend_reason == "the X server has no MIT-SHM extension"
+        np.testing.assert_array_equal(rgb(g.grab()), pattern(0, 0, 64, 48)[..., :3])
+    with pytest.raises(framebus.CaptureError, match="no MIT-SHM extension"):
+        Grabber(x.display, backend="xshm")
+
+
 def test_forced_xgetimage_records_the_reason(screen):
     with Grabber(screen.display, backend="xgetimage") as g:
         assert g.backend == "xgetimage"

@@ -202,3 +202,63 @@ impl Drop for Grabber {
         self.segments.clear(&self.xc);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Command, Stdio};
+
+    /// A private Xvfb (the server picks the display number: -displayfd), or None.
+    fn xvfb() -> Option<(std::process::Child, String)> {
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let (r, w) = rustix::pipe::pipe().ok()?;
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", &w.as_raw_fd().to_string()])
+            .args(["-screen", "0", "64x48x24", "-noreset"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?; // not installed: skip
+        drop(w);
+        // SAFETY: `r` is our own pipe end; the File takes over its ownership.
+        let mut f = unsafe { std::fs::File::from_raw_fd(rustix::fd::IntoRawFd::into_raw_fd(r)) };
+        let mut num = String::new();
+        let mut byte = [0u8; 1];
+        while f.read(&mut byte).ok()? == 1 && byte[0] != b'\n' {
+            num.push(byte[0] as char);
+        }
+        if num.trim().is_empty() {
+            let _ = child.kill();
+            return None;
+        }
+        Some((child, format!(":{}", num.trim())))
+    }
+
+    #[test]
+    fn a_failing_shm_get_image_switches_to_xgetimage_once_with_the_reason() {
+        let Some((mut server, display)) = xvfb() else {
+            eprintln!("Xvfb is not installed: skipping");
+            return;
+        };
+        let mut g =
+            Grabber::open(Some(&display), BackendChoice::Auto, FramePool::default()).expect("open");
+        let r = Region::new(0, 0, 16, 16);
+        let slot = g.grab(Some(r), false, None).unwrap().lease().slot_id();
+        // The slot is free again; the next grab reuses it with a bogus segment,
+        // as if the server refused SHM before any grab had succeeded.
+        g.segments.corrupt(slot);
+        g.shm_proven = false;
+        let f = g.grab(Some(r), false, None).unwrap();
+        assert_eq!(f.lease().slot_id(), slot);
+        assert_eq!(g.backend(), Backend::XGetImage);
+        let reason = g.backend_reason().unwrap().to_owned();
+        assert!(reason.starts_with("ShmGetImage failed: "), "{reason}");
+        assert_eq!(g.attached_segments(), 0, "segments detached on the switch");
+        // Switched once: later grabs stay on XGetImage with the same reason.
+        g.grab(Some(r), false, None).unwrap();
+        assert_eq!(g.backend_reason(), Some(reason.as_str()));
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}

@@ -129,4 +129,14 @@ impl SegmentCache {
     pub fn len(&self) -> usize {
         self.segments.len()
     }
+
+    /// Test hook: make the cached segment of `slot_id` point at a segment id
+    /// the server never attached, so the next ShmGetImage fails like a server
+    /// that refuses MIT-SHM.
+    #[cfg(test)]
+    pub fn corrupt(&mut self, slot_id: u64) {
+        if let Some(s) = self.segments.get_mut(&slot_id) {
+            s.seg = s.seg.wrapping_add(0x1000);
+        }
+    }
 }
