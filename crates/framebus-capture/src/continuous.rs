@@ -26,7 +26,7 @@
 //! Depends on `grabber`; nothing here touches Python.
 
 use crate::{Backend, CaptureError, Grabber, Region, Result};
-use framebus_core::{Error as CoreError, Frame, FramePool};
+use framebus_core::{Error as CoreError, Exhausted, Frame, FramePool};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -263,7 +263,13 @@ impl Capture {
     /// buffered ones are released. Idempotent, callable from any thread
     /// (threads blocked in `latest`/`next` wake up with `Stopped`).
     pub fn stop(&self) {
-        self.shared.lock().stop = true;
+        {
+            let mut st = self.shared.lock();
+            st.stop = true;
+            // Release the buffered frames first: a thread waiting for a slot
+            // of a full pool gets one and sees `stop` at once.
+            st.ring.clear();
+        }
         self.shared.changed.notify_all();
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(t) = handle {
@@ -325,19 +331,20 @@ fn run(grabber: &mut Grabber, region: Region, cfg: &CaptureConfig, shared: &Shar
                 next_due = now; // fell behind: restart the schedule, no burst
             }
         }
-        let frame = match grabber.grab(Some(region), cfg.cursor, Some(&pool)) {
+        let frame = match grabber.grab_with(
+            Some(region),
+            cfg.cursor,
+            Some(&pool),
+            Some(Exhausted::Block(Some(Duration::from_millis(20)))),
+        ) {
             Ok(f) => f,
             Err(CaptureError::Core(CoreError::PoolExhausted { .. })) => {
                 // The consumer holds every slot of a bounded pool: release the
                 // oldest buffered frame, or wait a little for the consumer.
                 let mut st = shared.lock();
+                // (The acquire above already waited 20 ms for a release.)
                 if st.ring.pop_front().is_some() {
                     st.stats.dropped += 1;
-                } else if !st.stop {
-                    let _ = shared
-                        .changed
-                        .wait_timeout(st, Duration::from_millis(5))
-                        .unwrap_or_else(|e| e.into_inner());
                 }
                 continue;
             }

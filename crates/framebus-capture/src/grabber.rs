@@ -18,7 +18,7 @@ use crate::cursor::{self, CursorSource};
 use crate::monitors::{Monitor, ScreenState};
 use crate::shm::{self, SegmentCache};
 use crate::{CaptureError, Region, Result};
-use framebus_core::{Frame, FrameLayout, FramePool, PixelFormat};
+use framebus_core::{Exhausted, Frame, FrameLayout, FramePool, PixelFormat};
 
 /// A connection to one X display that grabs into pool slots. Not `Sync`: use
 /// one per thread, or a mutex (the Python bindings do).
@@ -127,6 +127,18 @@ impl Grabber {
         with_cursor: bool,
         pool: Option<&FramePool>,
     ) -> Result<Frame> {
+        self.grab_with(region, with_cursor, pool, None)
+    }
+
+    /// As [`Grabber::grab`], overriding the pool's policy at its limit (the
+    /// capture thread waits in short steps so it can notice `stop()`).
+    pub fn grab_with(
+        &mut self,
+        region: Option<Region>,
+        with_cursor: bool,
+        pool: Option<&FramePool>,
+        policy: Option<Exhausted>,
+    ) -> Result<Frame> {
         let (w, h) = self.screen.size(&self.xc)?;
         let region = region.unwrap_or(Region::new(0, 0, w, h));
         region.check_inside(w, h)?;
@@ -146,7 +158,10 @@ impl Grabber {
             None,
         )?;
         let pool = pool.unwrap_or(&self.pool);
-        let mut lease = pool.acquire(layout.byte_len())?;
+        let mut lease = match policy {
+            Some(p) => pool.acquire_with(layout.byte_len(), p)?,
+            None => pool.acquire(layout.byte_len())?,
+        };
         self.segments.sweep(&self.xc)?;
         let timestamp = framebus_core::monotonic_ns();
         let result = self.fill(&mut lease, region);

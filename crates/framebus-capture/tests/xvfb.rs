@@ -393,3 +393,34 @@ fn on_demand_capture_grabs_only_when_the_last_frame_was_taken() {
     assert_eq!(s.dropped, 0);
     assert!(s.captured <= 11, "{s:?}");
 }
+
+#[test]
+fn stop_returns_while_the_consumer_holds_every_slot_of_a_blocking_pool() {
+    let Some(x) = Xvfb::start(64, 48, &[]) else {
+        return;
+    };
+    let pool = FramePool::new(PoolConfig {
+        max_slots: Some(2),
+        on_exhausted: framebus_core::Exhausted::Block(None),
+        ..Default::default()
+    });
+    let g = Grabber::open(Some(&x.display), BackendChoice::Auto, pool).unwrap();
+    let cap = Capture::start(
+        g,
+        CaptureConfig {
+            target_fps: Some(500.0),
+            buffer: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let a = cap.next(Some(Duration::from_secs(5))).unwrap();
+    let b = cap.next(Some(Duration::from_secs(5))).unwrap();
+    // Both slots are held here: the thread cannot grab, and must not hang stop().
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(cap.next(Some(Duration::from_millis(50))).is_err());
+    let t0 = Instant::now();
+    cap.stop();
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_ne!(a.lease().slot_id(), b.lease().slot_id());
+}
