@@ -226,7 +226,7 @@ mod tests {
     /// A private Xvfb (the server picks the display number: -displayfd), or None.
     fn xvfb() -> Option<(std::process::Child, String)> {
         use std::io::Read;
-        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::fd::AsRawFd;
         let (r, w) = rustix::pipe::pipe().ok()?;
         let mut child = Command::new("Xvfb")
             .args(["-displayfd", &w.as_raw_fd().to_string()])
@@ -236,8 +236,7 @@ mod tests {
             .spawn()
             .ok()?; // not installed: skip
         drop(w);
-        // SAFETY: `r` is our own pipe end; the File takes over its ownership.
-        let mut f = unsafe { std::fs::File::from_raw_fd(rustix::fd::IntoRawFd::into_raw_fd(r)) };
+        let mut f = std::fs::File::from(r);
         let mut num = String::new();
         let mut byte = [0u8; 1];
         while f.read(&mut byte).ok()? == 1 && byte[0] != b'\n' {

@@ -17,53 +17,40 @@ struct Xvfb {
 }
 
 impl Xvfb {
+    /// Start `Xvfb -displayfd` (the server picks a free display number itself,
+    /// so parallel tests and other projects' servers never collide), or None
+    /// when Xvfb is not installed.
     fn start(w: u32, h: u32, extra: &[&str]) -> Option<Xvfb> {
-        if Command::new("Xvfb").arg("-help").output().is_err() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let (r, wr) = rustix::pipe::pipe().expect("pipe");
+        let spawned = Command::new("Xvfb")
+            .args(["-displayfd", &wr.as_raw_fd().to_string()])
+            .args(["-screen", "0", &format!("{w}x{h}x24"), "-noreset"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(mut child) = spawned else {
             eprintln!("Xvfb is not installed: skipping");
             return None;
+        };
+        drop(wr);
+        let mut num = String::new();
+        let mut reader = std::fs::File::from(r);
+        let mut byte = [0u8; 1];
+        while matches!(reader.read(&mut byte), Ok(1)) && byte[0] != b'\n' {
+            num.push(byte[0] as char);
         }
-        // Distinct numbers per test in this process (tests run in parallel) and,
-        // through the pid, per process; taken numbers are skipped by lock file.
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let base = 1000 + (std::process::id() % 1000) * 16;
-        for _ in 0..50 {
-            let n = base + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2000;
-            if std::path::Path::new(&format!("/tmp/.X{n}-lock")).exists() {
-                continue;
-            }
-            let mut child = Command::new("Xvfb")
-                .arg(format!(":{n}"))
-                .args(["-screen", "0", &format!("{w}x{h}x24"), "-noreset"])
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .ok()?;
-            let sock = format!("/tmp/.X11-unix/X{n}");
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(10) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost a race for the number: try the next one
-                }
-                if std::path::Path::new(&sock).exists()
-                    && Grabber::open(
-                        Some(&format!(":{n}")),
-                        BackendChoice::XGetImage,
-                        FramePool::default(),
-                    )
-                    .is_ok()
-                {
-                    return Some(Xvfb {
-                        child,
-                        display: format!(":{n}"),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        if num.trim().is_empty() {
             let _ = child.kill();
             let _ = child.wait();
+            panic!("Xvfb did not report a display number");
         }
-        panic!("could not start Xvfb on any display number");
+        Some(Xvfb {
+            child,
+            display: format!(":{}", num.trim()),
+        })
     }
 }
 
