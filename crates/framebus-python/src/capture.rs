@@ -363,8 +363,12 @@ fn grab(
             )?);
         }
         let g = shared.as_mut().expect("opened above");
-        let r = target.resolve(g)?;
-        g.grab(r, cursor, pool.as_ref())
+        let result = target.resolve(g).and_then(|r| g.grab(r, cursor, pool.as_ref()));
+        if matches!(result, Err(CaptureError::X { .. })) {
+            // Maybe the server went away: reconnect on the next call.
+            *shared = None;
+        }
+        result
     });
     Ok(PyFrame::from_frame(frame.map_err(capture_err)?))
 }
