@@ -209,6 +209,7 @@ def main() -> None:
     )
     a = ap.parse_args()
     rows, crow = [], []
+    load_before = os.getloadavg()[0]
     for res in a.res.split(","):
         w, h = RES[res]
         frames = a.frames or (200 if res == "1080p" else 60)
@@ -241,6 +242,10 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
+    load = (
+        f"Load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after the run "
+        f"on {os.cpu_count()} CPUs."
+    )
     harness.report(
         "bench_capture",
         "Screen capture: grab + uint64 sum of every pixel (median of alternating repeats)",
@@ -248,7 +253,7 @@ def main() -> None:
         rows,
         notes="`x mss fps` = frames/s relative to mss 10.2 xshmgetimage (target >= 1.5 at 4K); "
         "`x limit time` = time per frame relative to one memcpy + the same sum "
-        "(target <= 1.25).",
+        "(target <= 1.25). " + load,
     )
     harness.report(
         "bench_capture_continuous",
@@ -264,7 +269,8 @@ def main() -> None:
         ],
         crow,
         notes="Target ratio >= 1.8. `dropped` = frames captured but superseded before the "
-        "consumer asked (0 on demand: the thread stays one frame ahead).",
+        "consumer asked (0 on demand: the thread stays one frame ahead). The overlap needs "
+        "two free cores (X server copying + consumer): " + load,
     )
 
 
