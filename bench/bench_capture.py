@@ -168,24 +168,27 @@ def continuous_cases(display: str, frames: int, repeats: int, work_s: float):
     cap = Capture(target_fps=None, buffer=3, pool=cap_pool, display=display)
     cap.latest(timeout=10).release()
 
-    def continuous() -> tuple[float, int]:
+    def continuous() -> tuple[float, int, float]:
         d0 = cap.dropped
         t0 = time.perf_counter()
-        last = 0
+        last, waited = 0, 0.0
         for _ in range(frames):
+            w0 = time.perf_counter()
             f = cap.latest(timeout=10)
+            waited += time.perf_counter() - w0
             assert f.seq > last
             last = f.seq
             consume(f)
             f.release()
-        return frames / (time.perf_counter() - t0), cap.dropped - d0
+        return frames / (time.perf_counter() - t0), cap.dropped - d0, waited / frames
 
-    s_fps, c_fps, drops = [], [], []
+    s_fps, c_fps, drops, waits = [], [], [], []
     for _ in range(repeats):
         s_fps.append(serial())
-        fps, d = continuous()
+        fps, d, w = continuous()
         c_fps.append(fps)
         drops.append(d)
+        waits.append(w)
     rss = harness.rss_bytes()
     cap_bytes = cap_pool.stats()["bytes_mapped"]
     cap.stop()
@@ -194,6 +197,7 @@ def continuous_cases(display: str, frames: int, repeats: int, work_s: float):
         harness.median(s_fps),
         harness.median(c_fps),
         harness.median(drops),
+        harness.median(waits),
         rss,
         cap_bytes,
         pool.stats()["bytes_mapped"],
@@ -225,7 +229,7 @@ def main() -> None:
                 rows.append(
                     [res, name, t * 1e3, 1 / t, med["mss 10.2 xshmgetimage"] / t, t / lim, mem]
                 )
-            s_fps, c_fps, drops, crss, cap_bytes, gpool = continuous_cases(
+            s_fps, c_fps, drops, wait, crss, cap_bytes, gpool = continuous_cases(
                 display, frames, a.repeats, grab_only
             )
             crow.append(
@@ -235,6 +239,7 @@ def main() -> None:
                     s_fps,
                     c_fps,
                     c_fps / s_fps,
+                    wait * 1e3,
                     drops,
                     f"{mib(crss):.0f} (capture pool {mib(cap_bytes):.0f}, grabber pool {mib(gpool):.0f})",
                 ]
@@ -264,6 +269,7 @@ def main() -> None:
             "serial fps",
             "Capture.latest fps",
             "ratio",
+            "latest() wait ms/frame",
             "dropped/repeat",
             "RSS MiB",
         ],
