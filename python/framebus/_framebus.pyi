@@ -93,3 +93,69 @@ class FramePool:
     def __exit__(self, *exc: object) -> bool: ...
 
 def default_pool() -> FramePool: ...
+
+# --- kernels ---
+# Frame methods of this feature (defined in crates/framebus-python/src/kernels.rs);
+# they belong in `class Frame` above:
+#     def convert(self, format: str, out: Buffer | Frame | None = None, *, matrix: str = "bt601",
+#                 range: str = "limited", threads: int | None = None,
+#                 simd: str | None = None) -> Any: ...
+#     def resize(self, width: int, height: int, method: str = "bilinear",
+#                format: str | None = None, out: Buffer | Frame | None = None, *,
+#                matrix: str = "bt601", range: str = "limited", threads: int | None = None,
+#                simd: str | None = None) -> Any: ...
+#     def to_tensor(self, size: tuple[int, int] | None = None,
+#                   mean: float | tuple[float, float, float] | None = None,
+#                   std: float | tuple[float, float, float] | None = None,
+#                   method: str = "area", *, threads: int | None = None,
+#                   simd: str | None = None) -> Any: ...
+def convert(
+    src: Buffer | Frame,
+    src_format: str | None,
+    dst_format: str,
+    out: Buffer | Frame | None = None,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    stride: int | None = None,
+    matrix: str = "bt601",
+    range: str = "limited",
+    threads: int | None = None,
+    simd: str | None = None,
+    pool: FramePool | None = None,
+) -> Any: ...
+def resize(
+    src: Buffer | Frame,
+    width: int,
+    height: int,
+    method: str = "bilinear",
+    src_format: str | None = None,
+    format: str | None = None,
+    out: Buffer | Frame | None = None,
+    *,
+    src_width: int | None = None,
+    src_height: int | None = None,
+    src_stride: int | None = None,
+    matrix: str = "bt601",
+    range: str = "limited",
+    threads: int | None = None,
+    simd: str | None = None,
+    pool: FramePool | None = None,
+) -> Any: ...
+def to_tensor(
+    src: Buffer | Frame,
+    size: tuple[int, int] | None = None,
+    mean: float | tuple[float, float, float] | None = None,
+    std: float | tuple[float, float, float] | None = None,
+    method: str = "area",
+    src_format: str | None = None,
+    *,
+    src_width: int | None = None,
+    src_height: int | None = None,
+    src_stride: int | None = None,
+    threads: int | None = None,
+    simd: str | None = None,
+) -> Any: ...
+def simd_levels() -> list[str]: ...
+def simd_level(simd: str | None = None) -> str: ...
+def image_nbytes(width: int, height: int, format: str, stride: int | None = None) -> int: ...
