@@ -8,7 +8,10 @@ use std::time::Instant;
 
 fn main() {
     let threads = std::env::args().nth(1).map(|s| s.parse().expect("threads"));
-    let (w, h) = (3840, 2160);
+    let (w, h) = match std::env::var("RES").as_deref() {
+        Ok("1080p") => (1920, 1080),
+        _ => (3840, 2160),
+    };
     let src: Vec<u8> = (0..w * h * 4).map(|i| (i * 7 + i / 4099) as u8).collect();
     let sv = ImageRef::from_parts(&src, w, h, PixelFormat::Bgra, None).unwrap();
     let mut out = vec![0u8; w * h * 4];

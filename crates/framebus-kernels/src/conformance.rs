@@ -81,6 +81,14 @@ fn every_level_matches_scalar_row_kernels() {
                 (k.u8_to_u16)(&src[..n], &mut b, n);
             }
             assert_eq!(a, b, "{level} u8_to_u16 n={n}");
+            let (r0, r1) = (rng.bytes(8 * w), rng.bytes(8 * w));
+            let (mut a, mut b) = (vec![0u8; 4 * w + 3], vec![0u8; 4 * w + 3]);
+            // SAFETY: as above.
+            unsafe {
+                (scalar.box2_4)(&r0, &r1, &mut a, w);
+                (k.box2_4)(&r0, &r1, &mut b, w);
+            }
+            assert_eq!(a, b, "{level} box2_4 w={w}");
             if w % 2 == 0 {
                 for s in [Bgra, Bgrx, Rgba, Rgb, Bgr] {
                     for (m, r) in [

@@ -20,6 +20,7 @@
 
 use crate::convert::{drive, for_each, plan, Options, Rows};
 use crate::image::{ImageMut, ImageRef};
+use crate::simd::{kernels, Kernels};
 use crate::spec::channels;
 use crate::{KernelError, Result};
 use framebus_core::PixelFormat;
@@ -197,6 +198,7 @@ impl Rows for Resampler<'_, '_> {
 /// `(Σp + f²/2) >> log2(f²)`, which is what `Axis::area` (and, for f = 2,
 /// `Axis::bilinear`) weights give, computed without the weight tables.
 struct BoxRows<'a, 'b> {
+    k: &'static Kernels,
     src: &'b ImageRef<'a>,
     f: usize,
     bpp: usize,
@@ -244,7 +246,8 @@ impl Rows for BoxRows<'_, '_> {
             match self.bpp {
                 1 => box2::<1>(r0, r1, buf),
                 3 => box2::<3>(r0, r1, buf),
-                _ => box2::<4>(r0, r1, buf),
+                // SAFETY: the table was checked by `simd::kernels`.
+                _ => unsafe { (self.k.box2_4)(r0, r1, buf, self.out_w) },
             }
             return buf;
         }
@@ -319,9 +322,14 @@ pub fn resize(
 ) -> Result<()> {
     let (sl, dl) = (*src.layout(), *dst.layout());
     let rs = resampler(src, dl.format, dl.width, dl.height, method)?;
+    if (sl.width, sl.height) == (dl.width, dl.height) {
+        // Both methods' weights are the identity here (one tap of 2048).
+        return crate::convert(src, dst, opts);
+    }
     let plan = plan(sl.format, dl.format, opts.matrix, opts.range)?;
     if let Some(f) = box_factor(sl.width, sl.height, dl.width, dl.height, method) {
         let br = BoxRows {
+            k: kernels(opts.simd)?,
             src,
             f,
             bpp: rs.bpp,

@@ -131,6 +131,21 @@ pub fn yuv(
     }
 }
 
+/// 2×2 box average of two rows of 4-byte pixels into `w` pixels:
+/// `(a + b + c + d + 2) >> 2` per byte.
+pub fn box2_4(r0: &[u8], r1: &[u8], out: &mut [u8], w: usize) {
+    for ((o, a), b) in out[..4 * w]
+        .chunks_exact_mut(4)
+        .zip(r0[..8 * w].chunks_exact(8))
+        .zip(r1[..8 * w].chunks_exact(8))
+    {
+        for c in 0..4 {
+            let s = a[c] as u16 + a[4 + c] as u16 + b[c] as u16 + b[4 + c] as u16;
+            o[c] = ((s + 2) >> 2) as u8;
+        }
+    }
+}
+
 /// 16-bit RGBA → 16-bit luma, full-range BT.601 (same weights as GRAY8):
 /// `(9798 R + 19234 G + 3736 B + 16384) >> 15`.
 pub fn luma16(src: &[u8], dst: &mut [u8], w: usize) {

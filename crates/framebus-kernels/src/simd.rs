@@ -122,6 +122,7 @@ pub(crate) struct Kernels {
     pub luma: unsafe fn(&LumaSpec, &[u8], &mut [u8], usize),
     pub u16_to_u8: unsafe fn(&[u8], &mut [u8], usize),
     pub u8_to_u16: unsafe fn(&[u8], &mut [u8], usize),
+    pub box2_4: unsafe fn(&[u8], &[u8], &mut [u8], usize),
     #[allow(clippy::type_complexity)]
     pub yuv: unsafe fn(&YuvSpec, &[u8], &[u8], &mut [u8], &mut [u8], Chroma<'_>, usize),
 }
@@ -132,6 +133,7 @@ static SCALAR: Kernels = Kernels {
     luma: scalar::luma,
     u16_to_u8: scalar::u16_to_u8,
     u8_to_u16: scalar::u8_to_u16,
+    box2_4: scalar::box2_4,
     yuv: scalar::yuv,
 };
 
@@ -142,6 +144,7 @@ static SSSE3: Kernels = Kernels {
     luma: crate::x86_ssse3::luma,
     u16_to_u8: crate::x86_ssse3::u16_to_u8,
     u8_to_u16: crate::x86_ssse3::u8_to_u16,
+    box2_4: crate::x86_ssse3::box2_4,
     yuv: crate::x86_ssse3::yuv,
 };
 
@@ -152,6 +155,7 @@ static AVX2: Kernels = Kernels {
     luma: crate::x86_avx2::luma,
     u16_to_u8: crate::x86_avx2::u16_to_u8,
     u8_to_u16: crate::x86_avx2::u8_to_u16,
+    box2_4: crate::x86_avx2::box2_4,
     yuv: crate::x86_avx2::yuv,
 };
 
@@ -162,6 +166,7 @@ static NEON: Kernels = Kernels {
     luma: scalar::luma,
     u16_to_u8: crate::neon::u16_to_u8,
     u8_to_u16: crate::neon::u8_to_u16,
+    box2_4: scalar::box2_4,
     yuv: scalar::yuv,
 };
 

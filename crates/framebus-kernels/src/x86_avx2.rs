@@ -38,6 +38,9 @@ op!(packus16(a, b) => _mm256_packus_epi16(a, b));
 op!(mulhi_u16(a, b) => _mm256_mulhi_epu16(a, b));
 op!(mullo16(a, b) => _mm256_mullo_epi16(a, b));
 op!(subs_u16(a, b) => _mm256_subs_epu16(a, b));
+op!(unpacklo64(a, b) => _mm256_unpacklo_epi64(a, b));
+op!(unpackhi64(a, b) => _mm256_unpackhi_epi64(a, b));
+op!(srli16_2(a) => _mm256_srli_epi16::<2>(a));
 op!(cmpeq16(a, b) => _mm256_cmpeq_epi16(a, b));
 
 /// The same 128 bits in both lanes.
@@ -95,6 +98,37 @@ unsafe fn st3(p: *mut u8, v: V) {
     let packed = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7));
     // SAFETY: forwarded to the caller.
     unsafe { _mm256_storeu_si256(p.cast(), packed) }
+}
+
+/// Store the first 12 bytes of each lane of `a`, `b`, `c`, `d` contiguously
+/// (a.lane0, a.lane1, b.lane0, ... = 96 bytes) with three full stores.
+///
+/// # Safety
+/// `p .. p + 96` must be writable.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn st3x4(p: *mut u8, a: V, b: V, c: V, d: V) {
+    // Meaningful dwords are 0, 1, 2 (lane 0) and 4, 5, 6 (lane 1) of each input.
+    let i = |v: [i32; 8]| _mm256_setr_epi32(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
+    let pv = _mm256_permutevar8x32_epi32;
+    let o0 = _mm256_blend_epi32::<0xC0>(
+        pv(a, i([0, 1, 2, 4, 5, 6, 0, 0])),
+        pv(b, i([0, 0, 0, 0, 0, 0, 0, 1])),
+    );
+    let o1 = _mm256_blend_epi32::<0xF0>(
+        pv(b, i([2, 4, 5, 6, 0, 0, 0, 0])),
+        pv(c, i([0, 0, 0, 0, 0, 1, 2, 4])),
+    );
+    let o2 = _mm256_blend_epi32::<0xFC>(
+        pv(c, i([5, 6, 0, 0, 0, 0, 0, 0])),
+        pv(d, i([0, 0, 0, 1, 2, 4, 5, 6])),
+    );
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        _mm256_storeu_si256(p.cast(), o0);
+        _mm256_storeu_si256(p.add(32).cast(), o1);
+        _mm256_storeu_si256(p.add(64).cast(), o2);
+    }
 }
 
 /// Store the low 8 bytes of each lane contiguously (16 bytes).

@@ -114,6 +114,25 @@ macro_rules! x86_kernels {
             let src_need = (LANES - 1) * 4 * sb + 16;
             let dst_need = if db == 4 { 16 * LANES } else { ST3_BYTES };
             let mut x = 0;
+            if db == 3 {
+                // 16 pixels a lane-step, written as 48 · LANES contiguous bytes
+                // (no overlapping stores).
+                let need4 = 12 * LANES * sb + src_need;
+                while x * sb + need4 <= sl && x * 3 + 48 * LANES <= dl {
+                    // SAFETY: the loop condition keeps the four loads (the last
+                    // starting `12 · LANES · sb` bytes in) inside `src[..sl]` and the
+                    // `48 · LANES`-byte store inside `dst[..dl]`.
+                    unsafe {
+                        let p = src.as_ptr().add(x * sb);
+                        let q = 4 * LANES * sb;
+                        let r = |v: V| or(shufb(v, mask), fill);
+                        let (a, b) = (r(ld(p, 4 * sb)), r(ld(p.add(q), 4 * sb)));
+                        let (c, d) = (r(ld(p.add(2 * q), 4 * sb)), r(ld(p.add(3 * q), 4 * sb)));
+                        st3x4(dst.as_mut_ptr().add(x * 3), a, b, c, d);
+                    }
+                    x += 16 * LANES;
+                }
+            }
             while x * sb + src_need <= sl && x * db + dst_need <= dl {
                 // SAFETY: the loop condition keeps the load (`src_need` bytes from
                 // `x * sb`) inside `src[..sl]` and the store (`dst_need` bytes from
@@ -217,6 +236,39 @@ macro_rules! x86_kernels {
                 i += 16 * LANES;
             }
             scalar::u8_to_u16(&src[i..], &mut dst[2 * i..], n - i);
+        }
+
+        /// See [`crate::scalar::box2_4`].
+        ///
+        /// # Safety
+        /// The CPU must support the target feature of this module.
+        #[target_feature(enable = $feat)]
+        pub unsafe fn box2_4(r0: &[u8], r1: &[u8], out: &mut [u8], w: usize) {
+            assert!(
+                r0.len() >= 8 * w && r1.len() >= 8 * w && out.len() >= 4 * w,
+                "box2: short row"
+            );
+            let (z, two) = (zero(), splat16(2));
+            let mut x = 0;
+            while x + 4 * LANES <= w {
+                // SAFETY: reads `32 · LANES` bytes of each row from `8 · x` (≤ 8w)
+                // and writes `16 · LANES` bytes from `4 · x` (≤ 4w), per the loop
+                // condition and the asserted lengths.
+                unsafe {
+                    let (p0, p1) = (r0.as_ptr().add(8 * x), r1.as_ptr().add(8 * x));
+                    let mut res = [z; 2];
+                    for (i, r) in res.iter_mut().enumerate() {
+                        let (a, b) = (ld(p0.add(16 * i), 32), ld(p1.add(16 * i), 32));
+                        let lo = add16(unpacklo8(a, z), unpacklo8(b, z));
+                        let hi = add16(unpackhi8(a, z), unpackhi8(b, z));
+                        let sum = add16(unpacklo64(lo, hi), unpackhi64(lo, hi));
+                        *r = srli16_2(add16(sum, two));
+                    }
+                    st(out.as_mut_ptr().add(4 * x), packus16(res[0], res[1]));
+                }
+                x += 4 * LANES;
+            }
+            scalar::box2_4(&r0[8 * x..], &r1[8 * x..], &mut out[4 * x..], w - x);
         }
 
         /// See [`crate::scalar::yuv`].

@@ -37,6 +37,9 @@ op!(packus16(a, b) => _mm_packus_epi16(a, b));
 op!(mulhi_u16(a, b) => _mm_mulhi_epu16(a, b));
 op!(mullo16(a, b) => _mm_mullo_epi16(a, b));
 op!(subs_u16(a, b) => _mm_subs_epu16(a, b));
+op!(unpacklo64(a, b) => _mm_unpacklo_epi64(a, b));
+op!(unpackhi64(a, b) => _mm_unpackhi_epi64(a, b));
+op!(srli16_2(a) => _mm_srli_epi16::<2>(a));
 op!(cmpeq16(a, b) => _mm_cmpeq_epi16(a, b));
 op!(bcast(a) => a);
 
@@ -83,6 +86,24 @@ unsafe fn st(p: *mut u8, v: V) {
 unsafe fn st3(p: *mut u8, v: V) {
     // SAFETY: forwarded to the caller.
     unsafe { _mm_storeu_si128(p.cast(), v) }
+}
+
+/// Store the first 12 bytes of `a`, `b`, `c`, `d` contiguously (48 bytes).
+///
+/// # Safety
+/// `p .. p + 48` must be writable.
+#[target_feature(enable = "ssse3")]
+#[inline]
+unsafe fn st3x4(p: *mut u8, a: V, b: V, c: V, d: V) {
+    let o0 = _mm_or_si128(a, _mm_slli_si128::<12>(b));
+    let o1 = _mm_or_si128(_mm_srli_si128::<4>(b), _mm_slli_si128::<8>(c));
+    let o2 = _mm_or_si128(_mm_srli_si128::<8>(c), _mm_slli_si128::<4>(d));
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        _mm_storeu_si128(p.cast(), o0);
+        _mm_storeu_si128(p.add(16).cast(), o1);
+        _mm_storeu_si128(p.add(32).cast(), o2);
+    }
 }
 
 /// Store the low 8 bytes.
