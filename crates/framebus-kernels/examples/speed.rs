@@ -14,7 +14,10 @@ fn main() {
     };
     let src: Vec<u8> = (0..w * h * 4).map(|i| (i * 7 + i / 4099) as u8).collect();
     let sv = ImageRef::from_parts(&src, w, h, PixelFormat::Bgra, None).unwrap();
-    let mut out = vec![0u8; w * h * 4];
+    // 64-byte aligned, as pool slots (page-aligned) are: streaming stores need it.
+    let mut buf = vec![0u8; w * h * 4 + 64];
+    let off = buf.as_ptr().align_offset(64);
+    let out = &mut buf[off..off + w * h * 4];
     for level in Simd::available() {
         let opts = Options {
             simd: Some(level),

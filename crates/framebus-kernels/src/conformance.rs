@@ -514,3 +514,39 @@ fn tensor_is_planar_normalised_rgb() {
         .to_string()
         .contains("std"));
 }
+
+/// A 64-byte-aligned window of `n` bytes inside `v`.
+fn aligned(v: &mut Vec<u8>, n: usize) -> &mut [u8] {
+    v.resize(n + 64, 0);
+    let off = v.as_ptr().align_offset(64);
+    &mut v[off..off + n]
+}
+
+#[test]
+fn streaming_stores_give_the_same_bytes() {
+    // Destinations ≥ STREAM_MIN_BYTES take the streaming-store path when aligned.
+    let (w, h) = (2560, 2200);
+    let mut rng = Rng::new(9);
+    let src = rng.bytes(w * h * 4);
+    let sv = ImageRef::from_parts(&src, w, h, PixelFormat::Bgra, None).unwrap();
+    for d in [PixelFormat::Rgb, PixelFormat::Rgba] {
+        let lay = FrameLayout::new(w, h, d, None).unwrap();
+        assert!(lay.byte_len() >= crate::STREAM_MIN_BYTES);
+        let mut want = vec![0u8; lay.byte_len()];
+        let scalar = Options {
+            simd: Some(Simd::Scalar),
+            ..Default::default()
+        };
+        convert(&sv, &mut ImageMut::new(&mut want, lay).unwrap(), &scalar).unwrap();
+        for level in Simd::available() {
+            let mut buf = Vec::new();
+            let out = aligned(&mut buf, lay.byte_len());
+            let opts = Options {
+                simd: Some(level),
+                ..Default::default()
+            };
+            convert(&sv, &mut ImageMut::new(out, lay).unwrap(), &opts).unwrap();
+            assert!(*out == want[..], "{level} {d}");
+        }
+    }
+}

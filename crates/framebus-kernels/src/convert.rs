@@ -26,6 +26,10 @@ pub const PAR_MIN_BYTES: usize = 1 << 20;
 /// Target source-plus-destination bytes of one band when running in parallel
 /// (small enough to balance 2–64 cores, large enough to amortise scheduling).
 pub const BAND_BYTES: usize = 256 << 10;
+/// Destinations at least this large are written with streaming stores (byte
+/// shuffles only): about half this machine class's L3, beyond which the output
+/// would not stay cached anyway.
+pub const STREAM_MIN_BYTES: usize = 16 << 20;
 
 /// How to run a kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -317,6 +321,13 @@ pub(crate) fn drive<R: Rows>(
 ) -> Result<()> {
     let k = kernels(opts.simd)?;
     let dl = *dst.layout();
+    let mut plan = plan.clone();
+    if dl.byte_len() >= STREAM_MIN_BYTES {
+        if let Some(Step::Shuffle(s)) = plan.steps.last_mut() {
+            s.stream = true;
+        }
+    }
+    let plan = &plan;
     let (w, h) = (dl.width, dl.height);
     let planar = dl.format.is_planar();
     let dst_row = if planar { w * 3 / 2 } else { dl.row_bytes() };

@@ -37,7 +37,7 @@ mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_ssse3;
 
-pub use convert::{convert, Options, BAND_BYTES, PAR_MIN_BYTES};
+pub use convert::{convert, Options, BAND_BYTES, PAR_MIN_BYTES, STREAM_MIN_BYTES};
 pub use error::{KernelError, Result};
 pub use image::{needed_bytes, ImageMut, ImageRef};
 pub use resize::{resize, to_tensor, Method, TensorSpec};

@@ -32,6 +32,10 @@ pub struct ShufSpec {
     pub dbpp: usize,
     /// For each destination byte, the source byte it comes from, or [`FILL`].
     pub map: [u8; 4],
+    /// Use non-temporal (streaming) stores where the destination is aligned: set
+    /// for destinations much larger than the cache, which would only evict
+    /// the source and cost a read-for-ownership per line. Same bytes either way.
+    pub stream: bool,
 }
 
 /// Weighted sum of the bytes of a 3- or 4-byte pixel (luma).
@@ -144,6 +148,7 @@ pub(crate) fn shuf_spec(s: PixelFormat, d: PixelFormat) -> ShufSpec {
         sbpp: sc.bpp,
         dbpp: dc.bpp,
         map,
+        stream: false,
     }
 }
 

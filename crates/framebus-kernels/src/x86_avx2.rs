@@ -104,10 +104,10 @@ unsafe fn st3(p: *mut u8, v: V) {
 /// (a.lane0, a.lane1, b.lane0, ... = 96 bytes) with three full stores.
 ///
 /// # Safety
-/// `p .. p + 96` must be writable.
+/// `p .. p + 96` must be writable, and `p` 32-byte aligned when `nt`.
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn st3x4(p: *mut u8, a: V, b: V, c: V, d: V) {
+unsafe fn st3x4(p: *mut u8, a: V, b: V, c: V, d: V, nt: bool) {
     // Meaningful dwords are 0, 1, 2 (lane 0) and 4, 5, 6 (lane 1) of each input.
     let i = |v: [i32; 8]| _mm256_setr_epi32(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
     let pv = _mm256_permutevar8x32_epi32;
@@ -123,12 +123,29 @@ unsafe fn st3x4(p: *mut u8, a: V, b: V, c: V, d: V) {
         pv(c, i([5, 6, 0, 0, 0, 0, 0, 0])),
         pv(d, i([0, 0, 0, 1, 2, 4, 5, 6])),
     );
-    // SAFETY: forwarded to the caller.
+    // SAFETY: forwarded to the caller (and `p` 32-aligned when `nt`).
     unsafe {
-        _mm256_storeu_si256(p.cast(), o0);
-        _mm256_storeu_si256(p.add(32).cast(), o1);
-        _mm256_storeu_si256(p.add(64).cast(), o2);
+        if nt {
+            _mm256_stream_si256(p.cast(), o0);
+            _mm256_stream_si256(p.add(32).cast(), o1);
+            _mm256_stream_si256(p.add(64).cast(), o2);
+        } else {
+            _mm256_storeu_si256(p.cast(), o0);
+            _mm256_storeu_si256(p.add(32).cast(), o1);
+            _mm256_storeu_si256(p.add(64).cast(), o2);
+        }
     }
+}
+
+/// Streaming (non-temporal) store of 32 bytes.
+///
+/// # Safety
+/// `p .. p + 32` must be writable and `p` 32-byte aligned.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn st_nt(p: *mut u8, v: V) {
+    // SAFETY: forwarded to the caller.
+    unsafe { _mm256_stream_si256(p.cast(), v) }
 }
 
 /// Store the low 8 bytes of each lane contiguously (16 bytes).

@@ -114,6 +114,9 @@ macro_rules! x86_kernels {
             let src_need = (LANES - 1) * 4 * sb + 16;
             let dst_need = if db == 4 { 16 * LANES } else { ST3_BYTES };
             let mut x = 0;
+            // Streaming stores need 16 · LANES-aligned addresses; every step below
+            // advances the destination by a multiple of that.
+            let nt = spec.stream && (dst.as_ptr() as usize) % (16 * LANES) == 0;
             if db == 3 {
                 // 16 pixels a lane-step, written as 48 · LANES contiguous bytes
                 // (no overlapping stores).
@@ -128,7 +131,7 @@ macro_rules! x86_kernels {
                         let r = |v: V| or(shufb(v, mask), fill);
                         let (a, b) = (r(ld(p, 4 * sb)), r(ld(p.add(q), 4 * sb)));
                         let (c, d) = (r(ld(p.add(2 * q), 4 * sb)), r(ld(p.add(3 * q), 4 * sb)));
-                        st3x4(dst.as_mut_ptr().add(x * 3), a, b, c, d);
+                        st3x4(dst.as_mut_ptr().add(x * 3), a, b, c, d, nt);
                     }
                     x += 16 * LANES;
                 }
@@ -140,13 +143,19 @@ macro_rules! x86_kernels {
                 unsafe {
                     let v = ld(src.as_ptr().add(x * sb), 4 * sb);
                     let r = or(shufb(v, mask), fill);
-                    if db == 4 {
+                    if db == 4 && nt {
+                        st_nt(dst.as_mut_ptr().add(x * 4), r);
+                    } else if db == 4 {
                         st(dst.as_mut_ptr().add(x * 4), r);
                     } else {
                         st3(dst.as_mut_ptr().add(x * 3), r);
                     }
                 }
                 x += 4 * LANES;
+            }
+            if nt {
+                // Order the streaming stores before whatever signals completion.
+                _mm_sfence();
             }
             scalar::shuffle(spec, &src[x * sb..], &mut dst[x * db..], w - x);
         }

@@ -91,19 +91,36 @@ unsafe fn st3(p: *mut u8, v: V) {
 /// Store the first 12 bytes of `a`, `b`, `c`, `d` contiguously (48 bytes).
 ///
 /// # Safety
-/// `p .. p + 48` must be writable.
+/// `p .. p + 48` must be writable, and `p` 16-byte aligned when `nt`.
 #[target_feature(enable = "ssse3")]
 #[inline]
-unsafe fn st3x4(p: *mut u8, a: V, b: V, c: V, d: V) {
+unsafe fn st3x4(p: *mut u8, a: V, b: V, c: V, d: V, nt: bool) {
     let o0 = _mm_or_si128(a, _mm_slli_si128::<12>(b));
     let o1 = _mm_or_si128(_mm_srli_si128::<4>(b), _mm_slli_si128::<8>(c));
     let o2 = _mm_or_si128(_mm_srli_si128::<8>(c), _mm_slli_si128::<4>(d));
-    // SAFETY: forwarded to the caller.
+    // SAFETY: forwarded to the caller (and `p` 16-aligned when `nt`).
     unsafe {
-        _mm_storeu_si128(p.cast(), o0);
-        _mm_storeu_si128(p.add(16).cast(), o1);
-        _mm_storeu_si128(p.add(32).cast(), o2);
+        if nt {
+            _mm_stream_si128(p.cast(), o0);
+            _mm_stream_si128(p.add(16).cast(), o1);
+            _mm_stream_si128(p.add(32).cast(), o2);
+        } else {
+            _mm_storeu_si128(p.cast(), o0);
+            _mm_storeu_si128(p.add(16).cast(), o1);
+            _mm_storeu_si128(p.add(32).cast(), o2);
+        }
     }
+}
+
+/// Streaming (non-temporal) store of 16 bytes.
+///
+/// # Safety
+/// `p .. p + 16` must be writable and `p` 16-byte aligned.
+#[target_feature(enable = "ssse3")]
+#[inline]
+unsafe fn st_nt(p: *mut u8, v: V) {
+    // SAFETY: forwarded to the caller.
+    unsafe { _mm_stream_si128(p.cast(), v) }
 }
 
 /// Store the low 8 bytes.
