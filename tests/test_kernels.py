@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import framebus
 import numpy as np
@@ -352,6 +354,33 @@ def test_to_tensor_is_normalised_chw_float32():
         src.to_tensor(std=(1, 0, 1))
     with pytest.raises(ValueError, match="3 values"):
         src.to_tensor(mean=(1, 2))
+
+
+def test_gil_is_released_during_kernels():
+    # A slow (scalar, one thread) conversion in a worker thread; if it held the GIL,
+    # this thread could not run a single bytecode until it returned.
+    src = RNG.integers(0, 256, (2000, 2000, 4), dtype=np.uint8)
+    out = np.empty((3000, 2000), np.uint8)
+    t0 = time.perf_counter()
+    fb.convert(src, "BGRA", "NV12", out=out, simd="scalar", threads=1)
+    one = time.perf_counter() - t0
+    done = threading.Event()
+
+    def work():
+        for _ in range(3):
+            fb.convert(src, "BGRA", "NV12", out=out, simd="scalar", threads=1)
+        done.set()
+
+    worker = threading.Thread(target=work)
+    ticks = 0
+    worker.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0)
+    worker.join()
+    # sleep(0) loops run ~1e5-1e6/s; 3 conversions of `one` seconds each leave far
+    # more than this many iterations when the GIL is free.
+    assert ticks > 200, (ticks, one)
 
 
 # ---------------------------------------------------------------- huge images

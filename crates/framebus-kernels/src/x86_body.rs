@@ -114,9 +114,21 @@ macro_rules! x86_kernels {
             let src_need = (LANES - 1) * 4 * sb + 16;
             let dst_need = if db == 4 { 16 * LANES } else { ST3_BYTES };
             let mut x = 0;
-            // Streaming stores need 16 · LANES-aligned addresses; every step below
-            // advances the destination by a multiple of that.
-            let nt = spec.stream && (dst.as_ptr() as usize) % (16 * LANES) == 0;
+            // Streaming stores need 16 · LANES-aligned addresses: do the first
+            // few pixels in scalar code until the destination is aligned; every
+            // step below then advances it by a multiple of the alignment.
+            let mut nt = false;
+            if spec.stream {
+                let a = 16 * LANES;
+                let base = dst.as_ptr() as usize;
+                if let Some(x0) = (0..a).find(|&x0| (base + x0 * db) % a == 0) {
+                    if x0 <= w {
+                        scalar::shuffle(spec, src, dst, x0);
+                        x = x0;
+                        nt = true;
+                    }
+                }
+            }
             if db == 3 {
                 // 16 pixels a lane-step, written as 48 · LANES contiguous bytes
                 // (no overlapping stores).
