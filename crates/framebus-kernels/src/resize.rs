@@ -135,6 +135,30 @@ impl Axis {
     }
 }
 
+impl Axis {
+    /// `(first, second, w_first, w_second)` per output when no output has more
+    /// than two taps (bilinear; area when upscaling), else `None`.
+    fn pairs(&self, inp: usize) -> Option<Vec<(usize, usize, u32, u32)>> {
+        (0..self.start.len())
+            .map(|i| match self.taps(i) {
+                (s, [w]) => Some((s, s, *w, 0)),
+                (s, [w0, w1]) => Some((s, (s + 1).min(inp - 1), *w0, *w1)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Horizontal pass with at most two taps an output (the common bilinear case).
+fn hpass2<const B: usize>(row: &[u8], pairs: &[(usize, usize, u32, u32)], out: &mut [u32]) {
+    for (o, &(s0, s1, w0, w1)) in out.chunks_exact_mut(B).zip(pairs) {
+        let (p0, p1) = (&row[s0 * B..s0 * B + B], &row[s1 * B..s1 * B + B]);
+        for c in 0..B {
+            o[c] = w0 * p0[c] as u32 + w1 * p1[c] as u32;
+        }
+    }
+}
+
 /// Horizontal pass of one source row into `out` (`out_w * B` sums).
 fn hpass<const B: usize>(row: &[u8], ax: &Axis, out: &mut [u32]) {
     for (i, o) in out.chunks_exact_mut(B).enumerate() {
@@ -154,39 +178,78 @@ fn hpass<const B: usize>(row: &[u8], ax: &Axis, out: &mut [u32]) {
 struct Resampler<'a, 'b> {
     src: &'b ImageRef<'a>,
     xa: Axis,
+    /// `xa` as two-tap pairs, when it has no wider taps.
+    xpairs: Option<Vec<(usize, usize, u32, u32)>>,
     ya: Axis,
     bpp: usize,
     out_w: usize,
 }
 
-impl Rows for Resampler<'_, '_> {
-    /// (horizontal sums of one source row, vertical accumulator)
-    type Scratch = (Vec<u32>, Vec<u32>);
+/// A band's scratch: horizontally filtered source rows, kept while consecutive
+/// output rows reuse them (bilinear and upscaling), and the vertical accumulator.
+pub(crate) struct ResampleScratch {
+    rows: Vec<(usize, Vec<u32>)>,
+    acc: Vec<u32>,
+}
 
-    fn scratch(&self) -> Self::Scratch {
+impl Resampler<'_, '_> {
+    fn hpass(&self, y: usize, out: &mut [u32]) {
+        let row = self.src.row(y);
+        match (&self.xpairs, self.bpp) {
+            (Some(p), 1) => hpass2::<1>(row, p, out),
+            (Some(p), 3) => hpass2::<3>(row, p, out),
+            (Some(p), _) => hpass2::<4>(row, p, out),
+            (None, 1) => hpass::<1>(row, &self.xa, out),
+            (None, 3) => hpass::<3>(row, &self.xa, out),
+            (None, _) => hpass::<4>(row, &self.xa, out),
+        }
+    }
+}
+
+impl Rows for Resampler<'_, '_> {
+    type Scratch = ResampleScratch;
+
+    fn scratch(&self) -> ResampleScratch {
         let n = self.out_w * self.bpp;
-        (vec![0; n], vec![0; n])
+        let taps = (0..self.ya.start.len())
+            .map(|i| self.ya.taps(i).1.len())
+            .max()
+            .unwrap_or(1);
+        ResampleScratch {
+            rows: (0..taps).map(|_| (usize::MAX, vec![0; n])).collect(),
+            acc: vec![0; n],
+        }
     }
 
     fn row_bytes(&self) -> usize {
         self.out_w * self.bpp
     }
 
-    fn row<'a>(&'a self, y: usize, buf: &'a mut [u8], s: &mut Self::Scratch) -> &'a [u8] {
-        let (h, acc) = s;
+    fn row<'a>(&'a self, y: usize, buf: &'a mut [u8], s: &mut ResampleScratch) -> &'a [u8] {
         let (sy, wy) = self.ya.taps(y);
-        acc.fill(0);
+        s.acc.fill(0);
         for (t, &wt) in wy.iter().enumerate() {
-            let row = self.src.row(sy + t);
-            match self.bpp {
-                1 => hpass::<1>(row, &self.xa, h),
-                3 => hpass::<3>(row, &self.xa, h),
-                _ => hpass::<4>(row, &self.xa, h),
-            }
-            for (a, &v) in acc.iter_mut().zip(h.iter()) {
+            let r = sy + t;
+            // Rows only move down: reuse a cached row, else replace the one
+            // with the lowest source index (or an unused slot).
+            let slot = match s.rows.iter().position(|(i, _)| *i == r) {
+                Some(j) => j,
+                None => {
+                    let j = (0..s.rows.len())
+                        .filter(|&j| s.rows[j].0 < sy || s.rows[j].0 == usize::MAX)
+                        .min_by_key(|&j| s.rows[j].0.wrapping_add(1))
+                        .unwrap_or(0);
+                    let (i, h) = &mut s.rows[j];
+                    self.hpass(r, h);
+                    *i = r;
+                    j
+                }
+            };
+            for (a, &v) in s.acc.iter_mut().zip(s.rows[slot].1.iter()) {
                 *a += wt * v;
             }
         }
+        let acc = &s.acc;
         for (b, &a) in buf.iter_mut().zip(acc.iter()) {
             *b = ((a + (1 << (2 * W_BITS - 1))) >> (2 * W_BITS)) as u8;
         }
@@ -304,6 +367,7 @@ fn resampler<'a, 'b>(
     };
     Ok(Resampler {
         src,
+        xpairs: xa.pairs(sl.width),
         xa,
         ya,
         bpp: c.bpp,
