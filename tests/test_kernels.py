@@ -257,6 +257,8 @@ def test_bad_arguments_raise_value_error_naming_them():
         fb.convert(random_image("BGRA", 5, 4), "BGRA", "NV12")
     with pytest.raises(ValueError, match='"bt2020"'):
         fb.convert(a, "BGRA", "NV12", matrix="bt2020")
+    with pytest.raises(ValueError, match="invalid threads: -1"):
+        fb.convert(a, "BGRA", "RGB", threads=-1)
     with pytest.raises(ValueError, match="src_format is required"):
         fb.convert(a, None, "RGB")
     with pytest.raises(ValueError, match="not a whole number"):

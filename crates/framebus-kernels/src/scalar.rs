@@ -17,7 +17,6 @@ pub enum Chroma<'a> {
 
 impl Chroma<'_> {
     /// The same destination starting `blocks` 2×2 blocks further on (SIMD tails).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn skip(&mut self, blocks: usize) -> Chroma<'_> {
         match self {
             Chroma::Nv12(uv) => Chroma::Nv12(&mut uv[2 * blocks..]),

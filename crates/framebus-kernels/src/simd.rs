@@ -163,11 +163,11 @@ static AVX2: Kernels = Kernels {
 static NEON: Kernels = Kernels {
     level: Simd::Neon,
     shuffle: crate::neon::shuffle,
-    luma: scalar::luma,
+    luma: crate::neon::luma,
     u16_to_u8: crate::neon::u16_to_u8,
     u8_to_u16: crate::neon::u8_to_u16,
     box2_4: scalar::box2_4,
-    yuv: scalar::yuv,
+    yuv: crate::neon::yuv,
 };
 
 /// The level a call with `level` would run: `level` itself if available,

@@ -409,10 +409,11 @@ fn options(
 ) -> PyResult<Options> {
     let threads = match threads {
         None => None,
-        Some(t) if t >= 0 => Some(t as usize),
+        Some(t) if (0..=1024).contains(&t) => Some(t as usize),
         Some(t) => {
             return Err(PyValueError::new_err(format!(
-                "invalid threads: {t} (use None or 0 for all cores, 1 for the calling thread)"
+                "invalid threads: {t} (use None or 0 for all cores, 1 for the calling thread, \
+                 at most 1024)"
             )))
         }
     };
