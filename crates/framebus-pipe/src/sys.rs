@@ -1,0 +1,166 @@
+//! The system calls of the hot path, on raw fds and raw pointers: a complete
+//! `write` (short writes, EINTR, EAGAIN on non-blocking fds), a row-wise
+//! `writev` for padded frames, enlarging a pipe with `F_SETPIPE_SZ`, and
+//! blocking signals in writer threads (so SIGPIPE never kills the process).
+//!
+//! Pointers are passed straight to the kernel; no Rust slice is formed over
+//! memory that another party (Python, the X server) might write concurrently.
+//! Only `writer` uses this module.
+
+use crate::Region;
+use std::io;
+
+/// Outcome of writing one region: bytes written, and the error that stopped it.
+pub(crate) type Progress = (usize, Option<io::Error>);
+
+fn wait_writable(fd: i32) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: `pfd` is a valid pollfd on our stack, count 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Classify a failed write: `Ok(())` = retry, `Err` = give up.
+fn retryable(fd: i32) -> io::Result<()> {
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINTR) => Ok(()),
+        Some(libc::EAGAIN) => wait_writable(fd),
+        _ => Err(e),
+    }
+}
+
+/// Write `len` bytes from `ptr` in pieces of at most `chunk` bytes (0 = all at once).
+///
+/// # Safety
+/// `ptr` must be valid for reads of `len` bytes for the whole call.
+pub(crate) unsafe fn write_all(fd: i32, ptr: *const u8, len: usize, chunk: usize) -> Progress {
+    let chunk = if chunk == 0 { usize::MAX } else { chunk };
+    let mut done = 0usize;
+    while done < len {
+        // Linux writes at most 0x7ffff000 bytes per call anyway.
+        let n = (len - done).min(chunk).min(0x7fff_f000);
+        // SAFETY: `ptr + done .. ptr + done + n` lies within the caller's valid range.
+        let r = unsafe { libc::write(fd, ptr.add(done).cast(), n) };
+        if r > 0 {
+            done += r as usize;
+        } else if r == 0 {
+            return (
+                done,
+                Some(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
+            );
+        } else if let Err(e) = retryable(fd) {
+            return (done, Some(e));
+        }
+    }
+    (done, None)
+}
+
+/// Write the rows of a padded region (`row_bytes` of every `stride`) with
+/// `writev`, up to `iov.capacity()` rows per call. `iov` is the worker's own,
+/// reused vector, so this allocates nothing once it has grown.
+///
+/// # Safety
+/// Every row of `region` must be valid for reads for the whole call.
+pub(crate) unsafe fn write_rows(fd: i32, region: &Region, iov: &mut Vec<libc::iovec>) -> Progress {
+    const BATCH: usize = 1024; // IOV_MAX on Linux
+    let total = region.byte_len_tight();
+    let mut done = 0usize;
+    let mut row = 0usize;
+    let mut skip = 0usize; // bytes of `row` already written
+    while row < region.rows {
+        iov.clear();
+        let end = (row + BATCH).min(region.rows);
+        for r in row..end {
+            let off = if r == row { skip } else { 0 };
+            iov.push(libc::iovec {
+                // SAFETY: row `r` starts `r * stride` bytes into the region.
+                iov_base: unsafe { region.ptr.add(r * region.stride + off) } as *mut _,
+                iov_len: region.row_bytes - off,
+            });
+        }
+        // SAFETY: every iovec points into the caller's valid rows; count ≤ IOV_MAX.
+        let r = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        if r > 0 {
+            let mut n = r as usize;
+            done += n;
+            // Advance (row, skip) by n bytes.
+            while n > 0 {
+                let left = region.row_bytes - skip;
+                if n >= left {
+                    n -= left;
+                    row += 1;
+                    skip = 0;
+                } else {
+                    skip += n;
+                    n = 0;
+                }
+            }
+        } else if r == 0 {
+            return (
+                done,
+                Some(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "writev returned 0",
+                )),
+            );
+        } else if let Err(e) = retryable(fd) {
+            return (done, Some(e));
+        }
+    }
+    debug_assert_eq!(done, total);
+    (done, None)
+}
+
+/// `/proc/sys/fs/pipe-max-size` (1 MiB by default), or 1 MiB if unreadable.
+pub fn pipe_max_size() -> usize {
+    std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20)
+}
+
+/// If `fd` is a pipe, grow its buffer to `want` bytes (never shrink it).
+/// Returns the pipe's buffer size afterwards, or `None` if `fd` is not a pipe.
+/// Failure to grow (EPERM over the per-user limit, EBUSY) is not an error.
+pub fn grow_pipe(fd: i32, want: usize) -> Option<usize> {
+    // SAFETY: F_GETPIPE_SZ takes no argument and only inspects the fd.
+    let cur = unsafe { libc::fcntl(fd, libc::F_GETPIPE_SZ) };
+    if cur < 0 {
+        return None; // not a pipe (or a bad fd: the first write will say so)
+    }
+    if want > cur as usize && want <= i32::MAX as usize {
+        // SAFETY: F_SETPIPE_SZ takes an int size; it only changes the pipe's capacity.
+        let r = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, want as libc::c_int) };
+        if r > 0 {
+            return Some(r as usize);
+        }
+    }
+    Some(cur as usize)
+}
+
+/// Block every blockable signal in the calling thread: a write to a pipe whose
+/// reader died then fails with EPIPE instead of raising SIGPIPE (which is
+/// directed at the writing thread and would kill the process if not ignored),
+/// and Ctrl-C keeps going to the main thread, where Python handles it.
+pub(crate) fn block_signals_in_this_thread() {
+    // SAFETY: `set` is initialised by sigfillset before use; pthread_sigmask only
+    // changes the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
