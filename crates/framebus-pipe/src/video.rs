@@ -120,7 +120,7 @@ impl VideoConfig {
             });
         }
         if self.output_pix_fmt().as_deref() == Some("yuv420p")
-            && (self.width % 2 != 0 || self.height % 2 != 0)
+            && (!self.width.is_multiple_of(2) || !self.height.is_multiple_of(2))
         {
             return Err(PipeError::InvalidArgument {
                 what: "video size",
@@ -379,10 +379,54 @@ impl<O: Source> VideoWriter<O> {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// Check a region against the expected frame: rows and bytes per row.
+    /// Check a frame's geometry against the writer's: format, size, and (for
+    /// planar YUV, which is written as one block) a tight stride.
+    pub fn check_layout(&self, l: &FrameLayout) -> Result<()> {
+        if l.format != self.layout.format {
+            return Err(PipeError::FrameMismatch {
+                what: "format",
+                expected: self.layout.format.to_string(),
+                got: l.format.to_string(),
+            });
+        }
+        if (l.width, l.height) != (self.layout.width, self.layout.height) {
+            return Err(PipeError::FrameMismatch {
+                what: "size",
+                expected: format!("{}x{}", self.layout.width, self.layout.height),
+                got: format!("{}x{}", l.width, l.height),
+            });
+        }
+        if l.format.is_planar() && !l.is_contiguous() {
+            return Err(PipeError::FrameMismatch {
+                what: "stride",
+                expected: format!("{} (planar frames must be tight)", l.row_bytes()),
+                got: l.stride.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Check a job's bytes against the expected frame: a contiguous block of
+    /// exactly one frame, or `height` rows of exactly one row of pixels each.
     pub fn check_region(&self, owner: &O) -> Result<()> {
         let r = owner.region();
         let l = &self.layout;
+        if r.is_contiguous() && r.byte_len_tight() == l.byte_len() {
+            return Ok(());
+        }
+        if r.rows <= 1 {
+            return Err(PipeError::FrameMismatch {
+                what: "byte size",
+                expected: format!(
+                    "{} bytes ({}x{} {})",
+                    l.byte_len(),
+                    l.width,
+                    l.height,
+                    l.format
+                ),
+                got: format!("{} bytes", r.byte_len_tight()),
+            });
+        }
         let (rows, row_bytes) = if l.format.is_planar() {
             (1, l.byte_len())
         } else {
@@ -504,28 +548,7 @@ impl<O: Source> VideoWriter<O> {
 impl VideoWriter<Frame> {
     /// Queue a core frame (its lease keeps the pixels alive until written).
     pub fn write(&mut self, frame: &Frame) -> Result<()> {
-        let l = frame.layout();
-        if l.format != self.layout.format {
-            return Err(PipeError::FrameMismatch {
-                what: "format",
-                expected: self.layout.format.to_string(),
-                got: l.format.to_string(),
-            });
-        }
-        if (l.width, l.height) != (self.layout.width, self.layout.height) {
-            return Err(PipeError::FrameMismatch {
-                what: "size",
-                expected: format!("{}x{}", self.layout.width, self.layout.height),
-                got: format!("{}x{}", l.width, l.height),
-            });
-        }
-        if l.format.is_planar() && !l.is_contiguous() {
-            return Err(PipeError::FrameMismatch {
-                what: "stride",
-                expected: format!("{} (planar frames must be tight)", l.row_bytes()),
-                got: l.stride.to_string(),
-            });
-        }
+        self.check_layout(frame.layout())?;
         self.write_owner(frame.clone()).map_err(|r| r.error)
     }
 }

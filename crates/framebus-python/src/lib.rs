@@ -6,6 +6,7 @@
 mod dlpack;
 pub mod errors;
 pub mod frame;
+mod pipe;
 pub mod pool;
 
 use pyo3::prelude::*;
@@ -16,5 +17,6 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     pool::register(m)?;
     frame::register(m)?;
+    pipe::register(m)?;
     Ok(())
 }
