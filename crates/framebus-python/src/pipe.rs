@@ -20,7 +20,9 @@
 use crate::errors::FramebusError;
 use crate::frame::PyFrame;
 use framebus_core::{Frame, PixelFormat};
-use framebus_pipe::{PipeError, PipeWriter, Region, Rejected, Source, VideoConfig, VideoWriter, WriterConfig};
+use framebus_pipe::{
+    PipeError, PipeWriter, Region, Rejected, Source, VideoConfig, VideoWriter, WriterConfig,
+};
 use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -108,8 +110,11 @@ unsafe impl Source for PyJob {
 fn region_of(v: &ffi::Py_buffer) -> PyResult<Region> {
     let base = v.buf as *const u8;
     let len = v.len.max(0) as usize;
-    // SAFETY: `v` is a filled export; PyBuffer_IsContiguous only reads it.
-    if v.ndim <= 1 && (v.strides.is_null() || v.ndim == 0) || unsafe { ffi::PyBuffer_IsContiguous(v, b'C' as _) } == 1 {
+    let contiguous = v.ndim == 0 || v.strides.is_null() || {
+        // SAFETY: `v` is a filled export; PyBuffer_IsContiguous only reads it.
+        unsafe { ffi::PyBuffer_IsContiguous(v, b'C' as _) == 1 }
+    };
+    if contiguous {
         return Ok(Region::flat(base, len));
     }
     let nd = v.ndim as usize;
@@ -161,7 +166,10 @@ fn export(obj: &Bound<'_, PyAny>) -> PyResult<(Export, Shape, isize)> {
         let cause = PyErr::take(obj.py());
         let err = PyValueError::new_err(format!(
             "cannot pipe a {} object: it does not export a readable buffer{}",
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
             cause.map(|c| format!(" ({c})")).unwrap_or_default()
         ));
         return Err(err);
@@ -291,10 +299,14 @@ fn pipe(py: Python<'_>, obj: &Bound<'_, PyAny>, fd: &Bound<'_, PyAny>) -> PyResu
     let job = job_of(obj)?;
     let key = obj.as_ptr() as u64;
     let w = writer()?;
-    let r = py.detach(|| w.submit(fd, job, key).map(|_| ()).map_err(|Rejected { error, owner }| {
-        drop(owner);
-        error
-    }));
+    let r = py.detach(|| {
+        w.submit(fd, job, key)
+            .map(|_| ())
+            .map_err(|Rejected { error, owner }| {
+                drop(owner);
+                error
+            })
+    });
     finish(py, r)
 }
 
@@ -302,7 +314,11 @@ fn pipe(py: Python<'_>, obj: &Bound<'_, PyAny>, fd: &Bound<'_, PyAny>) -> PyResu
 /// Raises the stored write error of the fds waited on.
 #[pyfunction]
 #[pyo3(signature = (obj=None, fd=None))]
-fn sync(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>, fd: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+fn sync(
+    py: Python<'_>,
+    obj: Option<&Bound<'_, PyAny>>,
+    fd: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
     release_finished(py);
     let fd = fd.map(fd_of).transpose()?;
     let key = obj.map(|o| o.as_ptr() as u64);
@@ -331,7 +347,10 @@ fn close(py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
 
 /// Counters of `fd`'s writer, or None if the fd has no writer thread.
 #[pyfunction]
-fn pipe_stats<'py>(py: Python<'py>, fd: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
+fn pipe_stats<'py>(
+    py: Python<'py>,
+    fd: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
     let fd = fd_of(fd)?;
     let Some(s) = writer()?.fd_stats(fd) else {
         return Ok(None);
@@ -381,9 +400,17 @@ impl PyVideoWriter {
         } else if f.channels() == 1 {
             vec![self.height as isize, self.width as isize]
         } else {
-            vec![self.height as isize, self.width as isize, f.channels() as isize]
+            vec![
+                self.height as isize,
+                self.width as isize,
+                f.channels() as isize,
+            ]
         };
-        let dtype = if f.sample_bytes() == 2 { "uint16" } else { "uint8" };
+        let dtype = if f.sample_bytes() == 2 {
+            "uint16"
+        } else {
+            "uint8"
+        };
         if shape != expect.as_slice() {
             return Err(PyValueError::new_err(format!(
                 "array shape {} does not match the VideoWriter's {}x{} {} frames: expected shape {} of {dtype}",
@@ -407,7 +434,13 @@ impl PyVideoWriter {
 fn py_tuple(v: &[isize]) -> String {
     match v {
         [x] => format!("({x},)"),
-        _ => format!("({})", v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -441,7 +474,9 @@ impl PyVideoWriter {
         cfg.ffmpeg = ffmpeg;
         cfg.queue_depth = queue_depth;
         let args = cfg.args();
-        let vw = py.detach(|| VideoWriter::<PyJob>::open(cfg)).map_err(|e| to_pyerr(py, e))?;
+        let vw = py
+            .detach(|| VideoWriter::<PyJob>::open(cfg))
+            .map_err(|e| to_pyerr(py, e))?;
         Ok(PyVideoWriter {
             program: vw.program().display().to_string(),
             inner: Mutex::new(vw),
@@ -460,7 +495,9 @@ impl PyVideoWriter {
         release_finished(py);
         let job = if let Ok(f) = frame.cast::<PyFrame>() {
             let f = f.get().frame()?;
-            self.lock().check_layout(f.layout()).map_err(|e| to_pyerr(py, e))?;
+            self.lock()
+                .check_layout(f.layout())
+                .map_err(|e| to_pyerr(py, e))?;
             PyJob::Frame(f)
         } else {
             let (export, shape, itemsize) = export(frame)?;
@@ -474,10 +511,12 @@ impl PyVideoWriter {
             PyJob::Buffer(export)
         };
         let r = py.detach(|| {
-            self.lock().write_owner(job).map_err(|Rejected { error, owner }| {
-                drop(owner);
-                error
-            })
+            self.lock()
+                .write_owner(job)
+                .map_err(|Rejected { error, owner }| {
+                    drop(owner);
+                    error
+                })
         });
         finish(py, r)
     }
@@ -529,7 +568,9 @@ impl PyVideoWriter {
     /// The FFmpeg command line (program and arguments).
     #[getter]
     fn command(&self) -> Vec<String> {
-        std::iter::once(self.program.clone()).chain(self.args.iter().cloned()).collect()
+        std::iter::once(self.program.clone())
+            .chain(self.args.iter().cloned())
+            .collect()
     }
 
     /// FFmpeg's process id, or None once closed.
