@@ -186,6 +186,12 @@ impl PyFrame {
         Ok(PyFrame::from_frame(copied))
     }
 
+    /// A read-only Frame over the same slot (no copy): hand it to code that must
+    /// not write, while keeping this writable one.
+    fn as_readonly(&self) -> PyResult<PyFrame> {
+        Ok(PyFrame::from_frame(self.frame()?.into_readonly()))
+    }
+
     /// A NumPy array over the same memory (or a copy with `copy=True`).
     #[pyo3(signature = (copy=false))]
     fn to_numpy<'py>(slf: &Bound<'py, Self>, copy: bool) -> PyResult<Bound<'py, PyAny>> {
