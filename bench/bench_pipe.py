@@ -6,7 +6,9 @@ each sink, the same NBUF=4 rotating, pre-filled NumPy frames are sent by:
   write      proc.stdin.write(frame) on the main thread (no copy, buffer protocol)
   thread     a Python writer thread fed by queue.Queue(maxsize=NBUF-2)
   turbopipe  turbopipe 2.x from PyPI: sync(frame) before reuse, pipe(frame, fd)
-  framebus   framebus.pipe / framebus.sync, same pattern (zero-copy, export held)
+  framebus   framebus.pipe / framebus.sync, same pattern (zero-copy, export held; write(2))
+  framebus+splice  the same with splice=True: pages vmspliced into the pipe, each
+             buffer released when the reader has read it (VideoWriter's default)
   raw        the raw pipe limit: a small C program (bench/pipe_raw.c, built here with
              gcc) write()s the same bytes from 4 rotating buffers straight into the
              sink's stdin: no Python at all
@@ -21,7 +23,8 @@ Time: first write -> sink exit. GB/s = 1e9 bytes of frame data per second; media
 --repeats runs; methods alternate within each repeat (the 2-core VM is noisy).
 
 Usage: python bench/bench_pipe.py [--res 720p,1080p,4k] [--sinks null,x264,cat]
-       [--methods write,thread,turbopipe,turbopipe+1M,framebus,raw] [--gib 1] [--repeats 3]
+       [--methods write,thread,turbopipe,turbopipe+1M,framebus,framebus+splice,raw]
+       [--gib 1] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -115,11 +118,12 @@ def one_run(method: str, frames: list[np.ndarray], n: int, cmd: list[str], raw_e
             turbopipe.pipe(obj, fd)
         for obj in frames:
             turbopipe.sync(obj)
-    elif method == "framebus":
+    elif method.startswith("framebus"):
+        splice = method == "framebus+splice"
         for i in range(n):
             obj = frames[i % NBUF]
             fb.sync(obj)
-            fb.pipe(obj, fd)
+            fb.pipe(obj, fd, splice=splice)
         fb.close(fd)  # flush and stop the writer before the fd is closed
     elif method == "raw":
         w.stdin.write(b"g")  # go
@@ -138,7 +142,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--res", default="720p,1080p,4k")
     ap.add_argument("--sinks", default="null,x264,cat")
-    ap.add_argument("--methods", default="write,thread,turbopipe,turbopipe+1M,framebus,raw")
+    ap.add_argument("--methods", default="write,thread,turbopipe,turbopipe+1M,framebus,framebus+splice,raw")
     ap.add_argument("--gib", type=float, default=1.0, help="data per run (null and cat sinks)")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()

@@ -243,3 +243,42 @@ def test_turbopipe_api_is_a_drop_in():
     turbopipe.sync()
     assert r.finish() == sha(*sent)
     assert {"pipe", "sync", "done", "close"} <= set(turbopipe.__all__)
+
+
+def test_splice_holds_the_buffer_until_the_reader_has_read_it():
+    r = Reader(delay=0.6)  # reads only after 0.6 s
+    a = pattern(512 << 10, 20)  # fits in the 1 MiB pipe: vmsplice returns at once
+    original = a.tobytes()
+    fb.pipe(a, r.fd, splice=True)
+    t0 = time.monotonic()
+    fb.sync(a)  # the pages sit in the pipe by reference until read
+    assert time.monotonic() - t0 > 0.2, "sync returned before the reader read the spliced pages"
+    a[:] = 0  # safe now: the reader has copied the bytes out
+    fb.pipe(a, r.fd, splice=True)
+    assert r.finish() == sha(original, bytes(len(original)))
+
+
+def test_splice_many_frames_byte_exact_and_reader_death_raises():
+    r = Reader()
+    pool = framebus.FramePool(max_slots=3, on_exhausted="block")
+    sent = []
+    for i in range(30):
+        f = pool.acquire(640, 480, "BGRA")  # slots are reused as soon as they are read
+        np.asarray(f)[:] = i
+        sent.append(bytes([i]) * (640 * 480 * 4))
+        fb.pipe(f, r.fd, splice=True)
+        f.release()
+    assert r.finish() == sha(*sent)
+    assert pool.stats()["maps"] <= 3
+
+    r = Reader()
+    fb.pipe(pattern(1 << 20, 1), r.fd, splice=True)
+    fb.sync(fd=r.fd)
+    r.proc.kill()
+    r.proc.wait()
+    with pytest.raises(BrokenPipeError):
+        for _ in range(50):
+            fb.pipe(pattern(1 << 20, 2), r.fd, splice=True)
+        fb.sync(fd=r.fd)
+    fb.close(r.fd)
+    r.proc.stdin.close()

@@ -38,13 +38,14 @@ def frames(n, h, w, c, seed=0):
     return [rng.integers(0, 256, (h, w, c), dtype=np.uint8) for _ in range(n)]
 
 
-def test_ffv1_round_trip_is_exact_for_arrays_and_frames(tmp_path):
+@pytest.mark.parametrize("splice", [True, False])
+def test_ffv1_round_trip_is_exact_for_arrays_and_frames(tmp_path, splice):
     path = tmp_path / "out.mkv"
     w, h = 96, 64
     arrays = frames(10, h, w, 4)
     pool = framebus.FramePool()
     expected = []
-    with VideoWriter(path, w, h, 30, format="BGRA", codec="ffv1") as vw:
+    with VideoWriter(path, w, h, 30, format="BGRA", codec="ffv1", splice=splice) as vw:
         assert vw.command[vw.command.index("-pix_fmt") + 1] == "bgra"
         for i, a in enumerate(arrays):
             if i % 2:

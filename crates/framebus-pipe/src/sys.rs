@@ -68,19 +68,37 @@ pub(crate) unsafe fn write_all(fd: i32, ptr: *const u8, len: usize, chunk: usize
     (done, None)
 }
 
-/// Write the rows of a padded region (`row_bytes` of every `stride`) with
-/// `writev`, up to `iov.capacity()` rows per call. `iov` is the worker's own,
+/// How [`push_rows`] moves bytes into the fd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// `writev(2)`: the kernel copies the bytes into the pipe (or file).
+    Writev,
+    /// `vmsplice(2)` without SPLICE_F_GIFT: the pipe references the pages
+    /// themselves; they must not change until the reader consumed them.
+    Vmsplice,
+}
+
+/// Move the rows of a region (`row_bytes` of every `stride`; a flat region is
+/// one row) into `fd` with `op`, up to IOV_MAX rows per call. `after(n)` runs
+/// after every call that moved `n > 0` bytes. `iov` is the worker's own,
 /// reused vector, so this allocates nothing once it has grown.
 ///
 /// # Safety
-/// Every row of `region` must be valid for reads for the whole call.
-pub(crate) unsafe fn write_rows(fd: i32, region: &Region, iov: &mut Vec<libc::iovec>) -> Progress {
+/// Every row of `region` must be valid for reads for the whole call (and, for
+/// `Op::Vmsplice`, stay unchanged until the reader consumed it).
+pub(crate) unsafe fn push_rows(
+    fd: i32,
+    region: &Region,
+    iov: &mut Vec<libc::iovec>,
+    op: Op,
+    after: &mut dyn FnMut(usize),
+) -> Progress {
     const BATCH: usize = 1024; // IOV_MAX on Linux
     let total = region.byte_len_tight();
     let mut done = 0usize;
     let mut row = 0usize;
-    let mut skip = 0usize; // bytes of `row` already written
-    while row < region.rows {
+    let mut skip = 0usize; // bytes of `row` already moved
+    while row < region.rows && done < total {
         iov.clear();
         let end = (row + BATCH).min(region.rows);
         for r in row..end {
@@ -92,10 +110,16 @@ pub(crate) unsafe fn write_rows(fd: i32, region: &Region, iov: &mut Vec<libc::io
             });
         }
         // SAFETY: every iovec points into the caller's valid rows; count ≤ IOV_MAX.
-        let r = unsafe { libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int) };
+        let r = unsafe {
+            match op {
+                Op::Writev => libc::writev(fd, iov.as_ptr(), iov.len() as libc::c_int),
+                Op::Vmsplice => libc::vmsplice(fd, iov.as_ptr(), iov.len(), 0),
+            }
+        };
         if r > 0 {
             let mut n = r as usize;
             done += n;
+            after(n);
             // Advance (row, skip) by n bytes.
             while n > 0 {
                 let left = region.row_bytes - skip;
@@ -111,17 +135,45 @@ pub(crate) unsafe fn write_rows(fd: i32, region: &Region, iov: &mut Vec<libc::io
         } else if r == 0 {
             return (
                 done,
-                Some(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "writev returned 0",
-                )),
+                Some(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
             );
         } else if let Err(e) = retryable(fd) {
             return (done, Some(e));
         }
     }
-    debug_assert_eq!(done, total);
     (done, None)
+}
+
+/// True if `fd` is an anonymous pipe (pipefs), as opposed to a named FIFO that a
+/// new reader could open later, a file or a socket.
+pub(crate) fn is_anonymous_pipe(fd: i32) -> bool {
+    const PIPEFS_MAGIC: libc::c_long = 0x5049_5045;
+    // SAFETY: `st` is a plain C struct filled by fstatfs; zeroed is a valid start.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is valid for writes; fstatfs only inspects the fd.
+    let r = unsafe { libc::fstatfs(fd, &mut st) };
+    r == 0 && st.f_type as libc::c_long == PIPEFS_MAGIC
+}
+
+/// Bytes in the pipe not yet read (`FIONREAD`), or `None` if it cannot be told.
+pub(crate) fn unread_bytes(fd: i32) -> Option<u64> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the pointer we pass.
+    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    (r == 0 && n >= 0).then_some(n as u64)
+}
+
+/// True if the pipe has no reader any more (POLLERR on the write end): what is
+/// left in it can never be read.
+pub(crate) fn reader_gone(fd: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is a valid pollfd on our stack, count 1, no wait.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r > 0 && pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0
 }
 
 /// `/proc/sys/fs/pipe-max-size` (1 MiB by default), or 1 MiB if unreadable.

@@ -65,6 +65,10 @@ pub struct VideoConfig {
     pub ffmpeg: Option<PathBuf>,
     /// Frames that may be queued before `write` blocks.
     pub queue_depth: usize,
+    /// Feed FFmpeg with `vmsplice` (no copy into the pipe). Safe here because
+    /// FFmpeg reads its stdin with `read(2)`, which copies the bytes out; a frame
+    /// is released only once FFmpeg consumed all of it (see docs/pipe.md).
+    pub splice: bool,
 }
 
 impl VideoConfig {
@@ -89,6 +93,7 @@ impl VideoConfig {
             extra_args: Vec::new(),
             ffmpeg: None,
             queue_depth: 8,
+            splice: true,
         }
     }
 
@@ -330,6 +335,7 @@ impl<O: Source> VideoWriter<O> {
         let stderr = StderrTail::start(stderr)?;
         let writer = PipeWriter::new(WriterConfig {
             depth: config.queue_depth,
+            splice: config.splice,
             ..WriterConfig::default()
         })?;
         let fd = stdin.as_raw_fd();

@@ -152,6 +152,12 @@ pub struct WriterConfig {
     pub chunk: usize,
     /// Grow pipes to this many bytes with `F_SETPIPE_SZ` (0 = leave as is).
     pub pipe_size: usize,
+    /// Default for [`PipeWriter::submit`]: move jobs into anonymous pipes with
+    /// `vmsplice` (no copy) instead of `write`. A spliced job is finished only
+    /// once the reader consumed its bytes, so `sync` waits for the reader. Safe
+    /// only if the reader copies the bytes out (`read`), as FFmpeg does; a reader
+    /// that splices them onward would see later changes. See docs/pipe.md.
+    pub splice: bool,
 }
 
 impl Default for WriterConfig {
@@ -160,6 +166,7 @@ impl Default for WriterConfig {
             depth: 8,
             chunk: 0,
             pipe_size: sys::pipe_max_size(),
+            splice: false,
         }
     }
 }
@@ -175,7 +182,11 @@ struct Job<O> {
     owner: O,
     key: u64,
     seq: u64,
+    splice: bool,
 }
+
+/// How often an idle worker checks how far the reader got in the pipe.
+const SPLICE_POLL: std::time::Duration = std::time::Duration::from_micros(250);
 
 struct FdState<O> {
     queue: VecDeque<Job<O>>,
@@ -211,60 +222,140 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<O: Source> FdWorker<O> {
     fn run(self: Arc<Self>, chunk: usize) {
         sys::block_signals_in_this_thread();
-        // Reused for padded frames; grows once to IOV_MAX entries at most.
+        // vmsplice is only used into anonymous pipes: a named FIFO could get a new
+        // reader later that would see pages we already gave back.
+        let anon_pipe = sys::is_anonymous_pipe(self.fd);
+        // Reused for padded frames and vmsplice; grows once to IOV_MAX entries.
         let mut iov: Vec<libc::iovec> = Vec::new();
+        // Jobs whose bytes are in the pipe but maybe not yet read, with the
+        // stream offset of their last byte. Only used once a job was vmspliced.
+        let mut in_pipe: VecDeque<(u64, Job<O>)> = VecDeque::new();
+        // Every byte this worker put into the fd (written or spliced).
+        let mut total_in: u64 = 0;
         loop {
-            let (job, failed) = {
+            let next = {
                 let mut st = lock(&self.state);
                 loop {
                     if let Some(job) = st.queue.pop_front() {
-                        break (job, st.error.is_some());
+                        break Some((job, st.error.is_some()));
                     }
-                    if st.closing {
-                        return;
+                    if in_pipe.is_empty() {
+                        if st.closing {
+                            break None;
+                        }
+                        st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+                    } else {
+                        // Idle with spliced pages in the pipe: release what the reader
+                        // consumed, then nap until new work or the next check.
+                        drop(st);
+                        self.reap(&mut in_pipe, total_in);
+                        st = lock(&self.state);
+                        if !in_pipe.is_empty() && st.queue.is_empty() {
+                            st = self
+                                .work
+                                .wait_timeout(st, SPLICE_POLL)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0;
+                        }
                     }
-                    st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
             };
+            let Some((job, failed)) = next else { return };
             // A slot freed in the ring: wake a blocked submitter.
             self.progress.notify_all();
-            let mut outcome = None;
-            if !failed {
-                let region = job.owner.region();
-                let len = region.byte_len_tight();
-                let (written, err) = if region.is_contiguous() {
-                    // SAFETY: the job owns `owner`, whose Source contract keeps the
-                    // region readable until it is dropped below.
-                    unsafe { sys::write_all(self.fd, region.ptr, len, chunk) }
-                } else {
-                    // SAFETY: as above, for every row of the region.
-                    unsafe { sys::write_rows(self.fd, &region, &mut iov) }
-                };
-                outcome = Some((written, len, err));
+            if failed {
+                // Never written; earlier jobs must be finished first (order of `done`).
+                while !in_pipe.is_empty() {
+                    self.reap(&mut in_pipe, total_in);
+                    if !in_pipe.is_empty() {
+                        std::thread::sleep(SPLICE_POLL);
+                    }
+                }
+                self.finish(job);
+                continue;
             }
-            let Job { owner, key, seq } = job;
-            // Release the bytes before the job counts as done (see module doc).
-            drop(owner);
-            let mut st = lock(&self.state);
-            if let Some((written, len, err)) = outcome {
+            let region = job.owner.region();
+            let len = region.byte_len_tight();
+            let splice = job.splice && anon_pipe;
+            let (written, err) = if splice {
+                let mut after = |n: usize| {
+                    total_in += n as u64;
+                    self.reap(&mut in_pipe, total_in);
+                };
+                // SAFETY: the job owns `owner`, whose Source contract keeps the rows
+                // readable while it lives; it stays in `in_pipe` (alive, so its slot
+                // or export cannot be reused) until the reader consumed every byte.
+                unsafe { sys::push_rows(self.fd, &region, &mut iov, sys::Op::Vmsplice, &mut after) }
+            } else if region.is_contiguous() {
+                // SAFETY: the job owns `owner`, whose Source contract keeps the
+                // region readable until it is dropped in `finish`.
+                let r = unsafe { sys::write_all(self.fd, region.ptr, len, chunk) };
+                total_in += r.0 as u64;
+                r
+            } else {
+                // SAFETY: as above, for every row of the region.
+                let r = unsafe {
+                    sys::push_rows(self.fd, &region, &mut iov, sys::Op::Writev, &mut |_| {})
+                };
+                total_in += r.0 as u64;
+                r
+            };
+            {
+                let mut st = lock(&self.state);
                 st.bytes_written += written as u64;
                 if let Some(e) = err {
                     st.error = Some(WriteFailure {
                         fd: self.fd,
                         errno: e.raw_os_error().unwrap_or(libc::EIO),
-                        job: seq,
+                        job: job.seq,
                         written,
                         len,
                     });
                 }
             }
-            st.done = seq + 1;
-            if st.last_of_key.get(&key) == Some(&seq) {
-                st.last_of_key.remove(&key);
+            if splice || !in_pipe.is_empty() {
+                in_pipe.push_back((total_in, job));
+                self.reap(&mut in_pipe, total_in);
+            } else {
+                self.finish(job);
             }
-            drop(st);
-            self.progress.notify_all();
         }
+    }
+
+    /// Finish the jobs at the front of `in_pipe` whose bytes the reader consumed
+    /// (or all of them if the pipe has no reader left, so nothing can read them).
+    fn reap(&self, in_pipe: &mut VecDeque<(u64, Job<O>)>, total_in: u64) {
+        if in_pipe.is_empty() {
+            return;
+        }
+        let consumed = if sys::reader_gone(self.fd) {
+            u64::MAX
+        } else {
+            // Bytes others wrote into the same pipe only make this smaller (later
+            // release, never earlier). If FIONREAD fails the fd was closed under
+            // us (a caller bug, documented); nothing can be tracked any more.
+            total_in.saturating_sub(sys::unread_bytes(self.fd).unwrap_or(0))
+        };
+        while in_pipe.front().is_some_and(|(end, _)| *end <= consumed) {
+            if let Some((_, job)) = in_pipe.pop_front() {
+                self.finish(job);
+            }
+        }
+    }
+
+    /// Drop the job's owner, then count it done (see the module doc).
+    fn finish(&self, job: Job<O>) {
+        let Job {
+            owner, key, seq, ..
+        } = job;
+        drop(owner);
+        let mut st = lock(&self.state);
+        st.done = seq + 1;
+        if st.last_of_key.get(&key) == Some(&seq) {
+            st.last_of_key.remove(&key);
+        }
+        drop(st);
+        self.progress.notify_all();
     }
 
     /// The stored error, marking it reported.
@@ -408,6 +499,18 @@ impl<O: Source> PipeWriter<O> {
     /// object's address). Fails — handing the owner back — with the fd's stored
     /// write error, so nothing is written after a failure.
     pub fn submit(&self, fd: i32, owner: O, key: u64) -> std::result::Result<Ticket, Rejected<O>> {
+        self.submit_with(fd, owner, key, self.shared.config.splice)
+    }
+
+    /// [`PipeWriter::submit`], choosing `vmsplice` (`splice = true`, used only
+    /// if `fd` is an anonymous pipe) or `write` for this job.
+    pub fn submit_with(
+        &self,
+        fd: i32,
+        owner: O,
+        key: u64,
+        splice: bool,
+    ) -> std::result::Result<Ticket, Rejected<O>> {
         let w = match self.worker(fd) {
             Ok(w) => w,
             Err(error) => return Err(Rejected { error, owner }),
@@ -431,7 +534,12 @@ impl<O: Source> PipeWriter<O> {
         let seq = st.submitted;
         st.submitted += 1;
         st.last_of_key.insert(key, seq);
-        st.queue.push_back(Job { owner, key, seq });
+        st.queue.push_back(Job {
+            owner,
+            key,
+            seq,
+            splice,
+        });
         drop(st);
         w.work.notify_one();
         Ok(Ticket { fd, seq })
@@ -653,6 +761,7 @@ mod tests {
             depth: 2,
             chunk: 100_000,
             pipe_size: 0,
+            splice: false,
         })
         .unwrap();
         let v = pattern(1_234_567, 3);
@@ -752,6 +861,7 @@ mod tests {
             depth: 2,
             chunk: 0,
             pipe_size: 0,
+            splice: false,
         })
         .unwrap();
         // 64 KiB pipe, nobody reading: job 0 blocks in write, jobs 1-2 fill the queue.
@@ -871,5 +981,151 @@ mod tests {
         assert!(LeaseSlice::new(lease.clone(), 4000, 96).is_ok());
         let e = LeaseSlice::new(lease, 4000, 97).unwrap_err();
         assert!(e.to_string().contains("4000+97"), "{e}");
+    }
+
+    fn splice_writer<O: Source>() -> PipeWriter<O> {
+        PipeWriter::new(WriterConfig {
+            splice: true,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn spliced_bytes_arrive_exactly_flat_and_padded() {
+        let (rd, wr) = pipe();
+        let fd = wr.as_raw_fd();
+        let r = reader(rd);
+        let pool = FramePool::default();
+        let w: PipeWriter<framebus_core::Frame> = splice_writer();
+        let mut expect = Vec::new();
+        for k in 0..20u8 {
+            let (wpx, h, stride) = if k % 2 == 0 {
+                (640, 480, None)
+            } else {
+                (33, 700, Some(128))
+            };
+            let mut f = pool
+                .acquire_frame(wpx, h, PixelFormat::Rgb, stride)
+                .unwrap();
+            let st = f.stride();
+            for (i, b) in f.data_mut().unwrap().iter_mut().enumerate() {
+                *b = (i as u8) ^ k;
+                if i % st < wpx * 3 {
+                    expect.push(*b);
+                }
+            }
+            w.submit(fd, f, k as u64).unwrap();
+        }
+        w.close(fd).unwrap();
+        drop(wr);
+        let got = r.join().unwrap();
+        assert_eq!(got.len(), expect.len());
+        assert!(got == expect, "spliced bytes differ");
+        assert_eq!(
+            pool.stats().slots_in_use,
+            0,
+            "every lease released after close"
+        );
+    }
+
+    #[test]
+    fn spliced_slot_is_not_reused_before_the_reader_read_it() {
+        let (rd, wr) = pipe();
+        let fd = wr.as_raw_fd();
+        let pool = FramePool::default();
+        let w: PipeWriter<framebus_core::Frame> = splice_writer();
+        let mut f = pool
+            .acquire_frame(256, 100, PixelFormat::Bgra, None)
+            .unwrap(); // 100 KiB: fits the pipe
+        f.data_mut().unwrap().fill(1);
+        let slot = f.lease().slot_id();
+        w.submit(fd, f, 7).unwrap();
+        // The reader only starts reading after 300 ms; until then the pages sit
+        // in the pipe by reference, so the slot must stay leased.
+        let r = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut f = std::fs::File::from(rd);
+            let mut v = Vec::new();
+            f.read_to_end(&mut v).unwrap();
+            v
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            pool.stats().slots_in_use,
+            1,
+            "slot released while its pages sit unread in the pipe"
+        );
+        let t0 = std::time::Instant::now();
+        w.sync_key(7).unwrap();
+        assert!(
+            t0.elapsed() >= Duration::from_millis(150),
+            "sync returned before the reader read"
+        );
+        // Now the slot is free; reusing and overwriting it must not change what was read.
+        let mut again = pool
+            .acquire_frame(256, 100, PixelFormat::Bgra, None)
+            .unwrap();
+        assert_eq!(
+            again.lease().slot_id(),
+            slot,
+            "the pool hands the same slot back"
+        );
+        again.data_mut().unwrap().fill(2);
+        w.submit(fd, again, 8).unwrap();
+        w.close(fd).unwrap();
+        drop(wr);
+        let got = r.join().unwrap();
+        assert_eq!(got.len(), 2 * 256 * 100 * 4);
+        assert!(
+            got[..102_400].iter().all(|&b| b == 1),
+            "first frame changed after release"
+        );
+        assert!(got[102_400..].iter().all(|&b| b == 2));
+    }
+
+    #[test]
+    fn spliced_pages_are_released_when_the_reader_dies() {
+        let (rd, wr) = pipe();
+        let fd = wr.as_raw_fd();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let w: PipeWriter<Counted> = splice_writer();
+        w.submit(
+            fd,
+            Counted {
+                bytes: vec![3; 10_000],
+                drops: drops.clone(),
+            },
+            0,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "unread: still held");
+        drop(rd); // nobody will ever read it
+        w.sync_fd(fd).unwrap();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let rj = w.submit(
+            fd,
+            Counted {
+                bytes: vec![3; 10],
+                drops: drops.clone(),
+            },
+            0,
+        );
+        let e = match rj {
+            Ok(_) => w.sync_fd(fd).unwrap_err(),
+            Err(rj) => rj.error,
+        };
+        assert_eq!(e.errno(), Some(libc::EPIPE), "{e}");
+        w.close(fd).ok();
+    }
+
+    #[test]
+    fn only_anonymous_pipes_are_spliced_into() {
+        let (rd, wr) = pipe();
+        assert!(sys::is_anonymous_pipe(wr.as_raw_fd()));
+        assert!(sys::is_anonymous_pipe(rd.as_raw_fd()));
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(!sys::is_anonymous_pipe(f.as_raw_fd()));
     }
 }

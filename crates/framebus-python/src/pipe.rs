@@ -276,6 +276,7 @@ fn writer() -> PyResult<&'static PipeWriter<PyJob>> {
         depth: env_usize("FRAMEBUS_PIPE_DEPTH").unwrap_or(d.depth),
         chunk: env_usize("FRAMEBUS_PIPE_CHUNK").unwrap_or(d.chunk),
         pipe_size: env_usize("FRAMEBUS_PIPE_SIZE").unwrap_or(d.pipe_size),
+        splice: env_usize("FRAMEBUS_PIPE_SPLICE").is_some_and(|v| v != 0),
     };
     let w = PipeWriter::new(cfg).map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(W.get_or_init(|| w))
@@ -292,15 +293,27 @@ fn finish<T>(py: Python<'_>, r: Result<T, PipeError>) -> PyResult<T> {
 /// `obj` is a framebus.Frame or any buffer exporter; it is kept alive (and its
 /// buffer exported) until written. Blocks while the fd's queue is full. Raises
 /// the fd's stored write error (e.g. BrokenPipeError) instead of queueing.
+///
+/// `splice=True` moves the pages into an anonymous pipe with vmsplice instead of
+/// copying them; the job then counts as done (for `sync`) only when the reader
+/// has read it. Only for readers that copy what they read (FFmpeg, Python, cat),
+/// not for ones that splice it onward. Default: $FRAMEBUS_PIPE_SPLICE, else off.
 #[pyfunction]
-fn pipe(py: Python<'_>, obj: &Bound<'_, PyAny>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
+#[pyo3(signature = (obj, fd, *, splice=None))]
+fn pipe(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    fd: &Bound<'_, PyAny>,
+    splice: Option<bool>,
+) -> PyResult<()> {
     release_finished(py);
     let fd = fd_of(fd)?;
     let job = job_of(obj)?;
     let key = obj.as_ptr() as u64;
     let w = writer()?;
+    let splice = splice.unwrap_or(w.config().splice);
     let r = py.detach(|| {
-        w.submit(fd, job, key)
+        w.submit_with(fd, job, key, splice)
             .map(|_| ())
             .map_err(|Rejected { error, owner }| {
                 drop(owner);
@@ -447,7 +460,7 @@ fn py_tuple(v: &[isize]) -> String {
 #[pymethods]
 impl PyVideoWriter {
     #[new]
-    #[pyo3(signature = (path, width, height, fps, format="BGRA", codec="libx264", preset=None, crf=None, pix_fmt=None, extra_args=None, ffmpeg=None, queue_depth=8))]
+    #[pyo3(signature = (path, width, height, fps, format="BGRA", codec="libx264", preset=None, crf=None, pix_fmt=None, extra_args=None, ffmpeg=None, queue_depth=8, splice=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -463,6 +476,7 @@ impl PyVideoWriter {
         extra_args: Option<Vec<String>>,
         ffmpeg: Option<PathBuf>,
         queue_depth: usize,
+        splice: bool,
     ) -> PyResult<Self> {
         let format: PixelFormat = format.parse().map_err(crate::errors::to_pyerr)?;
         let mut cfg = VideoConfig::new(path.clone(), width, height, fps, format);
@@ -473,6 +487,7 @@ impl PyVideoWriter {
         cfg.extra_args = extra_args.unwrap_or_default();
         cfg.ffmpeg = ffmpeg;
         cfg.queue_depth = queue_depth;
+        cfg.splice = splice;
         let args = cfg.args();
         let vw = py
             .detach(|| VideoWriter::<PyJob>::open(cfg))
