@@ -33,6 +33,7 @@ import argparse
 import fcntl
 import os
 import queue
+import resource
 import shutil
 import statistics
 import subprocess
@@ -84,7 +85,14 @@ def build_raw() -> str | None:
     return exe
 
 
+def cpu_seconds(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def one_run(method: str, frames: list[np.ndarray], n: int, cmd: list[str], raw_exe: str | None):
+    """Seconds from the first write to the sink's exit, and CPU seconds of this
+    process (all its threads) and of the children (sink, and the raw writer)."""
     fbytes = frames[0].nbytes
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
     fd = proc.stdin.fileno()
@@ -94,6 +102,7 @@ def one_run(method: str, frames: list[np.ndarray], n: int, cmd: list[str], raw_e
         w = subprocess.Popen([raw_exe, str(fbytes), str(n), str(pipe_max())],
                              stdin=subprocess.PIPE, stdout=proc.stdin)
     time.sleep(0.2)  # let the sink (and the raw writer) start before the clock does
+    c_self, c_child = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     if method == "write":
         for i in range(n):
@@ -135,7 +144,7 @@ def one_run(method: str, frames: list[np.ndarray], n: int, cmd: list[str], raw_e
     dt = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"{cmd[0]} exited {rc}")
-    return dt
+    return dt, cpu_seconds(resource.RUSAGE_SELF) - c_self, cpu_seconds(resource.RUSAGE_CHILDREN) - c_child
 
 
 def main() -> None:
@@ -159,27 +168,34 @@ def main() -> None:
             fbytes = frames[0].nbytes
             n = X264_SECONDS[res] if sink == "x264" else max(NBUF, int(a.gib * 2**30 / fbytes))
             cmd = sink_cmd(sink, w, h)
-            times: dict[str, list[float]] = {m: [] for m in methods}
+            runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
             for m in methods:  # warm-up (page cache, ffmpeg binary, thread start)
                 one_run(m, frames, max(NBUF, n // 10), cmd, raw_exe)
             for _ in range(a.repeats):
                 for m in methods:
-                    times[m].append(one_run(m, frames, n, cmd, raw_exe))
-            gbps = {m: n * fbytes / statistics.median(t) / 1e9 for m, t in times.items()}
+                    runs[m].append(one_run(m, frames, n, cmd, raw_exe))
+            gb = n * fbytes / 1e9
+            times = {m: [r[0] for r in rs] for m, rs in runs.items()}
+            gbps = {m: gb / statistics.median(t) for m, t in times.items()}
             for m in methods:
+                med = sorted(runs[m])[len(runs[m]) // 2]
                 row = [sink, res, m, n, round(gbps[m], 2), round(n / statistics.median(times[m]), 1),
-                       round(n * fbytes / min(times[m]) / 1e9, 2)]
-                row.append(round(gbps["framebus"] / gbps[m], 2) if "framebus" in gbps else "")
+                       round(gb / min(times[m]), 2), round(med[1] / gb, 2), round(med[2] / gb, 2)]
+                for ref in ("framebus", "framebus+splice"):
+                    row.append(round(gbps[ref] / gbps[m], 2) if ref in gbps else "")
                 rows.append(row)
             print(f"# {sink} {res}: " + ", ".join(f"{m} {g:.2f}" for m, g in gbps.items()), flush=True)
     notes = (
         f"GB/s = 1e9 bytes/s, median of {a.repeats} alternating runs (best in the next column); "
-        "'framebus ×' = framebus's median GB/s divided by that row's. rgb24 frames, 4 rotating "
+        "'fb ×' / 'fb+splice ×' = framebus's (framebus+splice's) median GB/s divided by that "
+        "row's. CPU s/GB: CPU seconds per GB of frames of this process (all threads) and of "
+        "the children (the sink; for raw also the C writer), median run. rgb24 frames, 4 rotating "
         f"NumPy buffers synced before reuse. Total time {time.perf_counter() - t_start:.0f} s. "
         f"turbopipe {getattr(turbopipe, '__version__', 'missing')}, framebus {framebus.__version__}."
     )
     report("bench_pipe", "Frames into FFmpeg (bench_pipe.py)",
-           ["sink", "res", "method", "frames", "GB/s", "fps", "best GB/s", "framebus ×"], rows, notes)
+           ["sink", "res", "method", "frames", "GB/s", "fps", "best GB/s", "CPU s/GB self",
+            "CPU s/GB child", "fb ×", "fb+splice ×"], rows, notes)
 
 
 if __name__ == "__main__":

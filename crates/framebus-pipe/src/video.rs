@@ -577,10 +577,23 @@ mod tests {
         find_ffmpeg(None).is_ok()
     }
 
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("framebus-pipe-test-{}", std::process::id()));
+    /// A file path in a per-test directory, removed when the guard drops.
+    struct TmpDir(PathBuf);
+    impl Drop for TmpDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    thread_local!(static DIR: TmpDir = {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("framebus-pipe-test-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        d.join(name)
+        TmpDir(d)
+    });
+
+    fn tmp(name: &str) -> PathBuf {
+        DIR.with(|d| d.0.join(name))
     }
 
     fn frame(pool: &FramePool, w: usize, h: usize, k: u8) -> Frame {
