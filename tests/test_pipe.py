@@ -282,3 +282,46 @@ def test_splice_many_frames_byte_exact_and_reader_death_raises():
         fb.sync(fd=r.fd)
     fb.close(r.fd)
     r.proc.stdin.close()
+
+
+def test_moderngl_buffer_is_piped_and_stays_mapped_until_written():
+    moderngl = pytest.importorskip("moderngl")
+    try:
+        ctx = moderngl.create_standalone_context(backend="egl")
+    except Exception as e:  # noqa: BLE001 - moderngl raises bare Exception without EGL
+        pytest.skip(f"no standalone GL context: {e}")
+    data = pattern(2 << 20, 30).tobytes()
+    buf = ctx.buffer(data=data)
+    r = Reader(delay=0.3)
+    fb.pipe(buf.mglo, r.fd)  # as in TurboPipe's README
+    fb.sync(buf.mglo)
+    buf.write(bytes(len(data)))  # only after sync
+    fb.pipe(buf.mglo, r.fd)
+    assert r.finish() == sha(data, bytes(len(data)))
+    buf.release()
+    ctx.release()
+
+
+def test_exit_with_pending_writes_neither_hangs_nor_crashes():
+    code = (
+        "import subprocess, sys, numpy as np\n"
+        "from framebus import _framebus as fb\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'],"
+        " stdin=subprocess.PIPE)\n"
+        "for _ in range(3):\n"
+        "    fb.pipe(np.ones(8 << 20, np.uint8), p.stdin.fileno())\n"
+        "vw = fb.VideoWriter(sys.argv[1], 64, 48, 10, codec='ffv1')\n"
+        "vw.write(np.zeros((48, 64, 4), np.uint8))\n"
+        "p.kill()\n"
+        "print('bye', flush=True)\n"
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        out = subprocess.run(
+            [sys.executable, "-c", code, os.path.join(d, "v.mkv")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "bye"
+        assert os.path.getsize(os.path.join(d, "v.mkv")) > 0  # the writer finished the file at exit
