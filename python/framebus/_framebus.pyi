@@ -95,10 +95,11 @@ class FramePool:
 def default_pool() -> FramePool: ...
 
 # --- pipe ---
-import os
-import pathlib
-from collections.abc import Sequence
-from typing import Protocol
+# (imports kept in this section so the sections stay independent)
+import os  # noqa: E402
+import pathlib  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import Protocol  # noqa: E402
 
 if sys.version_info >= (3, 11):
     from typing import Self
