@@ -380,6 +380,18 @@ impl<O: Source> VideoWriter<O> {
         self.frames
     }
 
+    /// Frames queued but not yet handed to FFmpeg (for progress lines).
+    pub fn frames_queued(&self) -> usize {
+        self.writer
+            .fd_stats(self.fd)
+            .map_or(0, |s| (s.submitted - s.done) as usize)
+    }
+
+    /// Bytes of the output file so far (0 if it does not exist yet).
+    pub fn output_bytes(&self) -> u64 {
+        std::fs::metadata(&self.config.path).map_or(0, |m| m.len())
+    }
+
     /// FFmpeg's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -627,7 +639,10 @@ mod tests {
             vw.write(&f).unwrap();
         }
         assert_eq!(vw.frames_written(), 12);
+        vw.flush().unwrap();
+        assert_eq!(vw.frames_queued(), 0);
         vw.close().unwrap();
+        assert!(vw.output_bytes() > 0);
         let out = Command::new("ffmpeg")
             .args(["-v", "error", "-i"])
             .arg(&path)
