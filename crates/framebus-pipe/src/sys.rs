@@ -1,11 +1,13 @@
 //! The system calls of the hot path, on raw fds and raw pointers: a complete
-//! `write` (short writes, EINTR, EAGAIN on non-blocking fds), a row-wise
-//! `writev` for padded frames, enlarging a pipe with `F_SETPIPE_SZ`, and
-//! blocking signals in writer threads (so SIGPIPE never kills the process).
+//! `write` (short writes, EINTR, EAGAIN on non-blocking fds), row-wise
+//! `writev`/`vmsplice` for padded frames and spliced jobs, the pipe queries
+//! that make vmsplice safe (pipefs check, `FIONREAD`, reader gone), enlarging
+//! a pipe with `F_SETPIPE_SZ`, and blocking signals in writer threads (so
+//! SIGPIPE never kills the process).
 //!
 //! Pointers are passed straight to the kernel; no Rust slice is formed over
 //! memory that another party (Python, the X server) might write concurrently.
-//! Only `writer` uses this module.
+//! Used by `writer`; `grow_pipe` and `pipe_max_size` are also public.
 
 use crate::Region;
 use std::io;

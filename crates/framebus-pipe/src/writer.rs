@@ -17,6 +17,11 @@
 //!   `submit`/`sync` for that fd returns the error until `close(fd)`.
 //! * The writer borrows fds; it never closes them. `close(fd)` flushes the queue
 //!   and joins that fd's thread.
+//! * `splice` jobs go into anonymous pipes with `vmsplice` (no copy). The pipe
+//!   then references the job's pages, so the job stays in an in-pipe list and is
+//!   finished only when `FIONREAD` shows the reader consumed its last byte (or
+//!   the pipe lost its reader). Safe for readers that copy (`read`), which is
+//!   why it is opt-in; see docs/pipe.md.
 //!
 //! Depends on `framebus-core` (for the `Frame` source) and `sys`.
 
