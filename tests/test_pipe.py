@@ -325,3 +325,26 @@ def test_exit_with_pending_writes_neither_hangs_nor_crashes():
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "bye"
         assert os.path.getsize(os.path.join(d, "v.mkv")) > 0  # the writer finished the file at exit
+
+
+def _pipe_threads() -> set[str]:
+    names = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.add(f.read().strip())
+        except OSError:  # the thread exited meanwhile
+            pass
+    return {n for n in names if n.startswith("fbpipe-")}
+
+
+def test_one_thread_per_fd_and_close_joins_it():
+    readers = [Reader() for _ in range(2)]
+    for r in readers:
+        fb.pipe(b"x" * 1000, r.fd)
+    fb.sync()  # the workers ran (a thread names itself once it starts)
+    names = {f"fbpipe-{r.fd}" for r in readers}
+    assert names <= _pipe_threads()
+    for r in readers:
+        r.finish()  # framebus.close(fd) joins the thread
+    assert not (names & _pipe_threads())

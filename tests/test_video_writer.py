@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import framebus
 import numpy as np
@@ -159,3 +160,28 @@ def test_exception_in_block_wins_and_file_is_still_finished(tmp_path):
         raise RuntimeError("boom")
     assert vw.closed
     assert decode(path, "bgra") == a.tobytes()
+
+
+def test_stderr_is_drained_so_a_chatty_ffmpeg_cannot_deadlock(tmp_path):
+    # A wrapper that writes 1 MB to stderr before starting ffmpeg: without a
+    # reader on stderr it would block forever, and so would our writes.
+    wrapper = tmp_path / "chatty-ffmpeg"
+    wrapper.write_text(
+        "#!/bin/sh\nhead -c 1000000 /dev/zero | tr '\\0' 'x' >&2\nexec ffmpeg \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    code = (
+        "import sys, numpy as np\n"
+        "from framebus._framebus import VideoWriter\n"
+        "with VideoWriter(sys.argv[1], 320, 240, 30, codec='ffv1', ffmpeg=sys.argv[2]) as vw:\n"
+        "    for i in range(40):\n"
+        "        vw.write(np.full((240, 320, 4), i, np.uint8))\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "c.mkv"), str(wrapper)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    assert len(decode(tmp_path / "c.mkv", "bgra")) == 40 * 320 * 240 * 4

@@ -491,7 +491,7 @@ impl<O: Source> PipeWriter<O> {
         let run = w.clone();
         let chunk = cfg.chunk;
         let handle = std::thread::Builder::new()
-            .name(format!("framebus-pipe-{fd}"))
+            .name(format!("fbpipe-{fd}"))
             .spawn(move || run.run(chunk))
             .map_err(|source| PipeError::Spawn { fd, source })?;
         *lock(&w.thread) = Some(handle);
