@@ -7,6 +7,7 @@ mod dlpack;
 pub mod errors;
 pub mod frame;
 mod kernels;
+mod pipe;
 pub mod pool;
 
 use pyo3::prelude::*;
@@ -18,5 +19,6 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::register(m)?;
     frame::register(m)?;
     kernels::register(m)?;
+    pipe::register(m)?;
     Ok(())
 }
