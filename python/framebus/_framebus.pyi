@@ -94,6 +94,137 @@ class FramePool:
 
 def default_pool() -> FramePool: ...
 
+# --- kernels ---
+# Frame methods of this feature (defined in crates/framebus-python/src/kernels.rs);
+# they belong in `class Frame` above:
+#     def convert(self, format: str, out: Buffer | Frame | None = None, *, matrix: str = "bt601",
+#                 range: str = "limited", threads: int | None = None,
+#                 simd: str | None = None) -> Any: ...
+#     def resize(self, width: int, height: int, method: str = "bilinear",
+#                format: str | None = None, out: Buffer | Frame | None = None, *,
+#                matrix: str = "bt601", range: str = "limited", threads: int | None = None,
+#                simd: str | None = None) -> Any: ...
+#     def to_tensor(self, size: tuple[int, int] | None = None,
+#                   mean: float | tuple[float, float, float] | None = None,
+#                   std: float | tuple[float, float, float] | None = None,
+#                   method: str = "area", *, threads: int | None = None,
+#                   simd: str | None = None) -> Any: ...
+def convert(
+    src: Buffer | Frame,
+    src_format: str | None,
+    dst_format: str,
+    out: Buffer | Frame | None = None,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    stride: int | None = None,
+    matrix: str = "bt601",
+    range: str = "limited",
+    threads: int | None = None,
+    simd: str | None = None,
+    pool: FramePool | None = None,
+) -> Any: ...
+def resize(
+    src: Buffer | Frame,
+    width: int,
+    height: int,
+    method: str = "bilinear",
+    src_format: str | None = None,
+    format: str | None = None,
+    out: Buffer | Frame | None = None,
+    *,
+    src_width: int | None = None,
+    src_height: int | None = None,
+    src_stride: int | None = None,
+    matrix: str = "bt601",
+    range: str = "limited",
+    threads: int | None = None,
+    simd: str | None = None,
+    pool: FramePool | None = None,
+) -> Any: ...
+def to_tensor(
+    src: Buffer | Frame,
+    size: tuple[int, int] | None = None,
+    mean: float | tuple[float, float, float] | None = None,
+    std: float | tuple[float, float, float] | None = None,
+    method: str = "area",
+    src_format: str | None = None,
+    *,
+    src_width: int | None = None,
+    src_height: int | None = None,
+    src_stride: int | None = None,
+    threads: int | None = None,
+    simd: str | None = None,
+) -> Any: ...
+def simd_levels() -> list[str]: ...
+def simd_level(simd: str | None = None) -> str: ...
+def image_nbytes(width: int, height: int, format: str, stride: int | None = None) -> int: ...
+
+# --- pipe ---
+# (imports kept in this section so the sections stay independent)
+import os  # noqa: E402
+import pathlib  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import Protocol  # noqa: E402
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:
+    from typing_extensions import Self
+
+class SupportsFileno(Protocol):
+    def fileno(self) -> int: ...
+
+class FFmpegError(FramebusError):
+    stderr: str
+
+def pipe(obj: Buffer | Frame, fd: int | SupportsFileno, *, splice: bool | None = None) -> None: ...
+def sync(obj: object | None = None, fd: int | SupportsFileno | None = None) -> None: ...
+def close(fd: int | SupportsFileno) -> None: ...
+def pipe_stats(fd: int | SupportsFileno) -> dict[str, int | bool | None] | None: ...
+
+class VideoWriter:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        width: int,
+        height: int,
+        fps: float,
+        format: str = "BGRA",
+        codec: str = "libx264",
+        preset: str | None = None,
+        crf: int | None = None,
+        pix_fmt: str | None = None,
+        extra_args: Sequence[str] | None = None,
+        ffmpeg: str | os.PathLike[str] | None = None,
+        queue_depth: int = 8,
+        splice: bool = True,
+    ) -> None: ...
+    def write(self, frame: Buffer | Frame) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> bool: ...
+    @property
+    def frames_written(self) -> int: ...
+    @property
+    def command(self) -> list[str]: ...
+    @property
+    def pid(self) -> int | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def path(self) -> pathlib.Path: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def fps(self) -> float: ...
+    @property
+    def format(self) -> str: ...
+
 # --- capture ---
 class Region:
     def __init__(self, left: int, top: int, width: int, height: int) -> None: ...

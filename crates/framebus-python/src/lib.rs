@@ -7,6 +7,8 @@ pub mod capture;
 mod dlpack;
 pub mod errors;
 pub mod frame;
+mod kernels;
+mod pipe;
 pub mod pool;
 
 use pyo3::prelude::*;
@@ -17,6 +19,11 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     pool::register(m)?;
     frame::register(m)?;
+<<<<<<< HEAD
     capture::register(m)?;
+=======
+    kernels::register(m)?;
+    pipe::register(m)?;
+>>>>>>> main
     Ok(())
 }
