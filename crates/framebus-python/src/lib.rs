@@ -19,11 +19,8 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     pool::register(m)?;
     frame::register(m)?;
-<<<<<<< HEAD
     capture::register(m)?;
-=======
     kernels::register(m)?;
     pipe::register(m)?;
->>>>>>> main
     Ok(())
 }
