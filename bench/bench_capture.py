@@ -21,6 +21,9 @@ then a spin up to the measured median grab time) fed by
 Target: Capture >= 1.8x serial frames/s. Two consumers: "cpu" computes for one grab's
 time (the target's case; it needs a second free core for the X server's copy), "wait"
 reads the frame then sleeps out one grab's time (shows the overlap on a busy machine).
+"cpu, pinned" runs the same with the consumer on CPU 0 and Xvfb on CPU 1 (serial and
+Capture alike): on 2 cores the scheduler otherwise often wakes the X server or the
+capture thread on the consumer's busy core, which serializes them again.
 
 Memory: RSS of this process after each case (memfd slot pages the process touched
 count) and, for framebus, bytes mapped by its pool.
@@ -143,7 +146,9 @@ def grab_cases(display: str, w: int, h: int, frames: int, repeats: int):
     return {k: harness.median(v) for k, v in per.items()}, rss, pool_bytes
 
 
-def continuous_cases(display: str, frames: int, repeats: int, kind: str):
+def continuous_cases(
+    display: str, frames: int, repeats: int, kind: str, pin_xvfb: int | None = None
+):
     """Serial grab-then-consume vs Capture.latest() with the same consumer.
 
     kind "cpu": the consumer computes for one grab's time (u64 sum, then spins);
@@ -184,6 +189,12 @@ def continuous_cases(display: str, frames: int, repeats: int, kind: str):
     cap_pool = framebus.FramePool()
     cap = Capture(target_fps=None, buffer=3, pool=cap_pool, display=display)
     cap.latest(timeout=10).release()
+    all_cpus = os.sched_getaffinity(0)
+    if pin_xvfb is not None:
+        # After the capture thread exists (it keeps every CPU): this thread (the
+        # consumer) on CPU 0, the X server on CPU 1, for serial and Capture alike.
+        os.sched_setaffinity(0, {0})
+        os.sched_setaffinity(pin_xvfb, {1})
 
     def continuous() -> tuple[float, int, float]:
         d0 = cap.dropped
@@ -210,6 +221,9 @@ def continuous_cases(display: str, frames: int, repeats: int, kind: str):
     cap_bytes = cap_pool.stats()["bytes_mapped"]
     cap.stop()
     g.close()
+    if pin_xvfb is not None:
+        os.sched_setaffinity(0, all_cpus)
+        os.sched_setaffinity(pin_xvfb, all_cpus)
     return (
         work_s,
         harness.median(s_fps),
@@ -247,14 +261,16 @@ def main() -> None:
                 rows.append(
                     [res, name, t * 1e3, 1 / t, med["mss 10.2 xshmgetimage"] / t, t / lim, mem]
                 )
-            for kind in ("cpu", "wait"):
+            pinnable = (os.cpu_count() or 1) >= 2
+            consumers = [("cpu", False)] + ([("cpu", True)] if pinnable else []) + [("wait", False)]
+            for kind, pin in consumers:
                 work, s_fps, c_fps, drops, wait, crss, cap_bytes, gpool = continuous_cases(
-                    display, frames, a.repeats, kind
+                    display, frames, a.repeats, kind, proc.pid if pin else None
                 )
                 crow.append(
                     [
                         res,
-                        kind,
+                        kind + (", pinned" if pin else ""),
                         work * 1e3,
                         s_fps,
                         c_fps,
