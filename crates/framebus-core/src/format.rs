@@ -169,14 +169,14 @@ impl FrameLayout {
         check_side("height", height)?;
         let row = width * format.bytes_per_pixel();
         if format.is_planar() {
-            if width % 2 != 0 {
+            if !width.is_multiple_of(2) {
                 return Err(Error::InvalidDimension {
                     what: "width",
                     value: width as i128,
                     why: "YUV 4:2:0 formats need an even width",
                 });
             }
-            if height % 2 != 0 {
+            if !height.is_multiple_of(2) {
                 return Err(Error::InvalidDimension {
                     what: "height",
                     value: height as i128,
@@ -199,7 +199,7 @@ impl FrameLayout {
         } else {
             format.sample_bytes()
         };
-        if stride % align != 0 {
+        if !stride.is_multiple_of(align) {
             return Err(Error::InvalidStride {
                 stride,
                 width,

@@ -112,11 +112,13 @@ impl Frame {
         self.lease.get_mut().map(|b| &mut b[..n])
     }
 
-    /// Copy the pixels into a new writable frame: from `pool` when given and open,
-    /// else into a fresh detached slot. Padding is preserved (same stride).
+    /// Copy the pixels into a new writable frame: from `pool` when given (else the
+    /// source frame's own pool) when open, else into a fresh detached slot.
+    /// Padding is preserved (same stride).
     pub fn copy(&self, pool: Option<&FramePool>) -> Result<Frame> {
         let n = self.layout.byte_len();
-        let lease = match pool {
+        let own = self.lease.pool();
+        let lease = match pool.or(own.as_ref()) {
             Some(p) if !p.is_closed() => p.acquire(n)?,
             _ => Lease::detached(Slot::new(n, false)?),
         };

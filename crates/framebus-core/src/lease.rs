@@ -21,6 +21,12 @@ pub trait SlotHome: Send + Sync + 'static {
     /// that dropped the last clone. Must not block for long and must not need
     /// the Python GIL.
     fn give_back(&self, slot: Slot);
+
+    /// The pool behind this home, if it is one (used to allocate copies and
+    /// conversion outputs next to the source frame).
+    fn pool(self: Arc<Self>) -> Option<crate::FramePool> {
+        None
+    }
 }
 
 pub(crate) struct LeaseInner {
@@ -77,6 +83,11 @@ impl Lease {
 
     pub(crate) fn holders_of(weak: &Weak<LeaseInner>) -> usize {
         weak.strong_count()
+    }
+
+    /// The pool this lease's slot returns to, if it came from one.
+    pub fn pool(&self) -> Option<crate::FramePool> {
+        self.inner.home.clone()?.pool()
     }
 
     /// The slot's memory.

@@ -405,6 +405,10 @@ impl SlotHome for PoolShared {
         }
         self.released.notify_all();
     }
+
+    fn pool(self: Arc<Self>) -> Option<FramePool> {
+        Some(FramePool { shared: self })
+    }
 }
 
 #[cfg(test)]
@@ -533,6 +537,16 @@ mod tests {
         drop(a);
         let s = p.stats();
         assert_eq!((s.slots, s.bytes_mapped, s.bytes_in_use), (0, 0, 0));
+    }
+
+    #[test]
+    fn lease_knows_its_pool() {
+        let p = FramePool::default();
+        let a = p.acquire(10).unwrap();
+        assert!(a.pool().unwrap().same_pool(&p));
+        assert!(Lease::detached(Slot::new(10, false).unwrap())
+            .pool()
+            .is_none());
     }
 
     #[test]

@@ -1,1 +1,20 @@
-//! placeholder
+//! `framebus._framebus`: the PyO3 bindings.
+//!
+//! Conversion, GIL release and error mapping only — the logic lives in the
+//! feature crates. Each feature has one file with a `register` function.
+
+mod dlpack;
+pub mod errors;
+pub mod frame;
+pub mod pool;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    pool::register(m)?;
+    frame::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up everything framebus needs on a fresh Debian machine of this kind:
+# apt packages (Xvfb, FFmpeg), one virtualenv per Python version with the test
+# dependencies, and the release build of the extension into each.
+#
+#   FRAMEBUS_PYTHONS="3.9 3.13" bash scripts/setup.sh   # default: 3.11
+#   FRAMEBUS_BENCH=1 bash scripts/setup.sh               # + the anchors (mss, turbopipe, ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(xvfb x11-utils x11-xserver-utils xterm ffmpeg)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+find_python() {
+    local v=$1 root
+    root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
+    for cand in "$root"/versions/"$v".*/bin/python3 "$root"/versions/"$v"/bin/python3; do
+        [ -x "$cand" ] && { echo "$cand"; return; }
+    done
+    command -v "python$v" || { echo "setup: python$v not found (pyenv install $v)" >&2; exit 1; }
+}
+
+venv_for() { if [ "$1" = 3.11 ]; then echo .venv; else echo ".venv-$1"; fi; }
+
+for v in ${FRAMEBUS_PYTHONS:-3.11}; do
+    venv=$(venv_for "$v")
+    if [ ! -x "$venv/bin/python" ]; then
+        "$(find_python "$v")" -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-test.txt
+    if [ "${FRAMEBUS_BENCH:-0}" = 1 ]; then
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-bench.txt
+    fi
+    echo "setup: building framebus for $("$venv/bin/python" -V)"
+    (VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" \
+        "$venv/bin/maturin" develop --release -q 2>&1 | grep -vE "^(📦|✏️|🛠|🍹|🐍|🔗|📡|Looking in|Ignoring)" || true)
+    "$venv/bin/python" -c "import framebus; print('setup: framebus', framebus.__version__, 'ok')"
+done
+cargo build --release -q -p framebus-cli
