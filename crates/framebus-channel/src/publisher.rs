@@ -15,7 +15,7 @@
 use crate::shm::{Control, DescValue};
 use crate::wire::{self, Msg, Recv};
 use crate::{ChannelError, Mode, Result};
-use framebus_core::{Frame, FramePool, Lease, PixelFormat, PoolConfig};
+use framebus_core::{Frame, FramePool, Lease, PixelFormat};
 use rustix::event::PollFlags;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -45,8 +45,9 @@ pub struct PublisherConfig {
     pub on_full: OnFull,
     /// Size of the slot table: distinct slots that can be in flight at once.
     pub max_slots: u32,
-    /// The publisher's own pool (for [`Publisher::acquire`]).
-    pub pool: PoolConfig,
+    /// The publisher's own pool (for [`Publisher::acquire`]); `None` = a new
+    /// unbounded pool. Pass a capture pool here to send captures with no copy.
+    pub pool: Option<FramePool>,
 }
 
 impl Default for PublisherConfig {
@@ -55,7 +56,7 @@ impl Default for PublisherConfig {
             mode: Mode::Latest,
             on_full: OnFull::Block(None),
             max_slots: DEFAULT_MAX_SLOTS,
-            pool: PoolConfig::default(),
+            pool: None,
         }
     }
 }
@@ -254,7 +255,7 @@ impl Publisher {
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )
         .map_err(|e| ChannelError::os("eventfd", e))?;
-        let pool = FramePool::new(cfg.pool.clone());
+        let pool = cfg.pool.clone().unwrap_or_default();
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             state: Mutex::new(State {

@@ -3,6 +3,7 @@
 //! Conversion, GIL release and error mapping only — the logic lives in the
 //! feature crates. Each feature has one file with a `register` function.
 
+mod channel;
 mod dlpack;
 pub mod errors;
 pub mod frame;
@@ -16,5 +17,6 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     pool::register(m)?;
     frame::register(m)?;
+    channel::register(m)?;
     Ok(())
 }
