@@ -69,6 +69,7 @@ impl PyPublisher {
     /// or "raise" (`ChannelFull` at once). `pool`: the FramePool `acquire` uses
     /// (default: a new one). `max_slots`: distinct slots in flight at once.
     #[new]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
     #[pyo3(signature = (name, mode="latest", depth=None, on_full="block", timeout=None, pool=None, max_slots=64))]
     fn new(
         py: Python<'_>,
