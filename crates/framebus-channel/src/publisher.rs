@@ -201,6 +201,8 @@ impl Shared {
 pub struct Publisher {
     shared: Arc<Shared>,
     pool: FramePool,
+    /// The pool was made here (not passed in), so `close` closes it too.
+    owns_pool: bool,
     send_lock: Mutex<()>,
 }
 
@@ -255,6 +257,7 @@ impl Publisher {
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )
         .map_err(|e| ChannelError::os("eventfd", e))?;
+        let owns_pool = cfg.pool.is_none();
         let pool = cfg.pool.clone().unwrap_or_default();
         let shared = Arc::new(Shared {
             name: name.to_owned(),
@@ -282,6 +285,7 @@ impl Publisher {
         Ok(Publisher {
             shared,
             pool,
+            owns_pool,
             send_lock: Mutex::new(()),
         })
     }
@@ -302,6 +306,7 @@ impl Publisher {
 
     /// A writable frame from the publisher's pool. Fill it, then `send` it.
     pub fn acquire(&self, width: usize, height: usize, format: PixelFormat) -> Result<Frame> {
+        self.collect_releases();
         Ok(self.pool.acquire_frame(width, height, format, None)?)
     }
 
@@ -363,6 +368,7 @@ impl Publisher {
             why: "its slot has no file descriptor, so it cannot be shared",
         })?;
         let _serial = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.collect_releases();
         let start = Instant::now();
         let mut ro_fd: Option<OwnedFd> = None;
         loop {
@@ -379,6 +385,25 @@ impl Publisher {
             }
             return self.deliver(st, frame, ro_src, &mut ro_fd);
         }
+    }
+
+    /// Read queued `RELEASE` messages now, on the caller's thread, so a slot
+    /// released a moment ago is free for this acquire/send even if the
+    /// background thread has not run yet (it would on a busy machine).
+    fn collect_releases(&self) {
+        let socks: Vec<(u64, Arc<OwnedFd>)> = {
+            let st = self.shared.lock();
+            st.subs
+                .iter()
+                .filter(|s| !s.dead)
+                .map(|s| (s.id, s.sock.clone()))
+                .collect()
+        };
+        let mut dropped = Vec::new();
+        for (id, sock) in &socks {
+            read_messages(&self.shared, *id, sock, PollFlags::empty(), &mut dropped);
+        }
+        drop(dropped);
     }
 
     /// Lossless: `None` when every receiving subscriber has room, else what to
@@ -440,7 +465,8 @@ impl Publisher {
         let mut desc = DescValue {
             ticket,
             timestamp_ns: frame.timestamp_ns(),
-            seq: frame.seq(),
+            // Received frames carry the channel's sequence number (gaps = skipped).
+            seq: ticket,
             stride: layout.stride as u64,
             index,
             gen,
@@ -509,7 +535,11 @@ impl Publisher {
     /// Stop accepting and sending. Subscribers get every frame already sent,
     /// then `Closed`. Pins stay until each subscriber releases or hangs up, so
     /// no slot is reused under a reader. The name is free when this returns.
+    /// A pool the publisher made itself is closed too (its free slots unmapped).
     pub fn close(&self) {
+        if self.owns_pool {
+            self.pool.close();
+        }
         let mut st = self.shared.lock();
         if !st.closed {
             st.closed = true;
