@@ -22,9 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness  # noqa: E402
-
-import framebus  # noqa: E402
+import framebus
+import harness
 
 RES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
 
@@ -109,7 +108,16 @@ def main() -> None:
         "pool_rss",
         f"RSS over {args.cycles} acquire/release cycles, 640×480 BGRA, up to 8 frames held, released in random order",
         ["RSS before (MB)", "RSS peak (MB)", "growth (MB)", "slots mapped", "maps", "reuses"],
-        [[start / 1e6, peak / 1e6, (peak - start) / 1e6, stats["slots"], stats["maps"], stats["reuses"]]],
+        [
+            [
+                start / 1e6,
+                peak / 1e6,
+                (peak - start) / 1e6,
+                stats["slots"],
+                stats["maps"],
+                stats["reuses"],
+            ]
+        ],
     )
 
 

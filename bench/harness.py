@@ -26,7 +26,9 @@ def per_op_seconds(fn: Callable[[], object], n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def alternate(cases: dict[str, Callable[[], object]], n: int, repeats: int) -> dict[str, list[float]]:
+def alternate(
+    cases: dict[str, Callable[[], object]], n: int, repeats: int
+) -> dict[str, list[float]]:
     """Run every case `repeats` times, interleaved (A B C A B C ...), so slow
     phases of a noisy machine hit every case alike. Returns per-op seconds."""
     out: dict[str, list[float]] = {k: [] for k in cases}
@@ -86,7 +88,9 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-def report(name: str, title: str, header: list[str], rows: list[list[object]], notes: str = "") -> str:
+def report(
+    name: str, title: str, header: list[str], rows: list[list[object]], notes: str = ""
+) -> str:
     """Print and save (bench/out/<name>.md and .json) one result table."""
     OUT.mkdir(exist_ok=True)
     info = machine()
@@ -94,7 +98,9 @@ def report(name: str, title: str, header: list[str], rows: list[list[object]], n
     md = (
         f"### {title}\n\n`{cmd}` — {info['date']}, {info['cpu']}, Linux {info['kernel']}, "
         f"Python {info['python']}, "
-        + ", ".join(f"{k} {v}" for k, v in info.items() if k not in ("date", "cpu", "kernel", "python"))
+        + ", ".join(
+            f"{k} {v}" for k, v in info.items() if k not in ("date", "cpu", "kernel", "python")
+        )
         + "\n\n"
         + markdown_table(header, rows)
         + ("\n\n" + notes if notes else "")

@@ -5,9 +5,8 @@
 
 import time
 
-import numpy as np
-
 import framebus
+import numpy as np
 
 
 def main() -> None:
@@ -24,7 +23,9 @@ def main() -> None:
     dt = time.perf_counter() - t0
     s = pool.stats()
     print(f"{n} 1080p BGRA frames through the pool in {dt:.3f} s ({n / dt:.0f} frames/s)")
-    print(f"slots mapped: {s['slots']}, reused {s['reuses']} times, bytes mapped {s['bytes_mapped']:,}")
+    print(
+        f"slots mapped: {s['slots']}, reused {s['reuses']} times, bytes mapped {s['bytes_mapped']:,}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,13 +9,15 @@ import textwrap
 import threading
 import time
 
+import framebus
 import numpy as np
 import pytest
-
-import framebus
 from framebus import FramePool, PoolExhausted
 
 W, H = 64, 48
+# numpy >= 2.1 asks producers for versioned DLPack (max_version=(1, 0)) and takes copy=;
+# older numpy (the last one for Python 3.9 is 2.0) only speaks legacy DLPack.
+NUMPY_DLPACK_1 = np.lib.NumpyVersion(np.__version__) >= "2.1.0"
 
 
 def one_slot_pool():
@@ -76,6 +78,19 @@ class _InterfaceOnly:
     @property
     def __array_interface__(self):
         return self.frame.__array_interface__
+
+
+class _Producer:
+    """Hands numpy a capsule made by `make` (to test __dlpack__ arguments on any numpy)."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __dlpack__(self, stream=None, **_):
+        return self.make()
+
+    def __dlpack_device__(self):
+        return (1, 0)
 
 
 class _LegacyOnly:
@@ -150,8 +165,11 @@ def test_readonly_frames_refuse_writes_everywhere():
     view = ctypes.create_string_buffer(256)  # room for a Py_buffer
     with pytest.raises(BufferError, match="read-only"):
         get_buffer(ro, view, 0x0001)  # PyBUF_WRITABLE
-    d = np.from_dlpack(ro)  # versioned DLPack carries the read-only flag
-    assert d.ctypes.data == f.address and not d.flags.writeable
+    d = np.from_dlpack(ro)
+    if NUMPY_DLPACK_1:  # versioned DLPack carries the read-only flag: zero-copy
+        assert d.ctypes.data == f.address and not d.flags.writeable
+    else:  # legacy DLPack cannot: framebus hands out a copy
+        assert d.ctypes.data != f.address and np.all(d == 3)
     # Legacy DLPack cannot say "read-only": a copy by default, an error with copy=False.
     legacy = np.from_dlpack(_LegacyOnly(ro))
     assert legacy.ctypes.data != f.address and np.all(legacy == 3)
@@ -164,8 +182,11 @@ def test_dlpack_arguments():
     f = FramePool().acquire(W, H)
     np.asarray(f)[:] = 5
     assert f.__dlpack_device__() == (1, 0)
-    c = np.from_dlpack(f, copy=True)
+    c = np.from_dlpack(_Producer(lambda: f.__dlpack__(copy=True)))
     assert c.ctypes.data != f.address and np.all(c == 5)
+    if NUMPY_DLPACK_1:
+        c = np.from_dlpack(f, copy=True)
+        assert c.ctypes.data != f.address and np.all(c == 5)
     with pytest.raises(BufferError, match="dl_device"):
         f.__dlpack__(dl_device=(2, 0))
     with pytest.raises(BufferError, match="stream"):
@@ -223,7 +244,9 @@ def test_reuse_after_numpy_view_of_a_view():
 
 def test_reuse_after_pil_image():
     PIL = pytest.importorskip("PIL.Image")
-    _check_reuse_after_last_export(lambda f: [PIL.frombuffer("RGBA", (W, H), f, "raw", "RGBA", 0, 1)])
+    _check_reuse_after_last_export(
+        lambda f: [PIL.frombuffer("RGBA", (W, H), f, "raw", "RGBA", 0, 1)]
+    )
 
 
 def test_reuse_after_np_from_dlpack():
@@ -235,9 +258,7 @@ def test_reuse_after_legacy_dlpack():
 
 
 def test_reuse_after_unconsumed_dlpack_capsules():
-    _check_reuse_after_last_export(
-        lambda f: [f.__dlpack__(), f.__dlpack__(max_version=(1, 0))]
-    )
+    _check_reuse_after_last_export(lambda f: [f.__dlpack__(), f.__dlpack__(max_version=(1, 0))])
 
 
 def test_reuse_after_array_interface_consumer():

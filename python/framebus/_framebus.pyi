@@ -1,7 +1,9 @@
 # Type stubs for the compiled module framebus._framebus.
 # One section per feature; keep them in sync with crates/framebus-python/src/*.rs.
 import sys
-from typing import Any, Optional, Union
+from typing import Any
+
+from typing_extensions import Self
 
 if sys.version_info >= (3, 12):
     from collections.abc import Buffer
@@ -52,13 +54,13 @@ class Frame(Buffer):
     def __dlpack__(
         self,
         *,
-        stream: Optional[Any] = None,
-        max_version: Optional[tuple[int, int]] = None,
-        dl_device: Optional[tuple[int, int]] = None,
-        copy: Optional[bool] = None,
+        stream: Any | None = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
     ) -> Any: ...
     def __dlpack_device__(self) -> tuple[int, int]: ...
-    def __enter__(self) -> Frame: ...
+    def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
@@ -68,10 +70,10 @@ def formats() -> list[str]: ...
 class FramePool:
     def __init__(
         self,
-        max_bytes: Optional[int] = None,
-        max_slots: Optional[int] = None,
+        max_bytes: int | None = None,
+        max_slots: int | None = None,
         on_exhausted: str = "raise",
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         huge_pages: bool = False,
     ) -> None: ...
     def acquire(
@@ -79,15 +81,15 @@ class FramePool:
         width: int,
         height: int,
         format: str = "BGRA",
-        stride: Optional[int] = None,
-        timeout: Optional[float] = None,
+        stride: int | None = None,
+        timeout: float | None = None,
     ) -> Frame: ...
-    def stats(self) -> dict[str, Union[int, bool, None]]: ...
+    def stats(self) -> dict[str, int | bool | None]: ...
     def trim(self) -> int: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
-    def __enter__(self) -> FramePool: ...
+    def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> bool: ...
 
 def default_pool() -> FramePool: ...
