@@ -13,10 +13,9 @@ import signal
 import threading
 import time
 
+import framebus
 import numpy as np
 import pytest
-
-import framebus
 from framebus._framebus import ChannelFull, Publisher, Subscriber
 
 _counter = itertools.count()
@@ -332,7 +331,7 @@ def test_processes_get_every_pixel_in_order(method):
             p.join(10)
         assert all(ok for ok, _ in outcomes), outcomes
         assert [d for _, d in outcomes] == [n] * nsubs
-        assert wait_until(lambda: pub.subscribers == 0)
+        assert wait_until(lambda p=pub: p.subscribers == 0)
         assert pub.stats()["pins"] == 0
         result.close()
         result.join_thread()
@@ -356,7 +355,7 @@ def test_kill_9_subscriber_holding_frames_reclaims_pins():
         child.start()
         pub.wait_for_subscribers(1, timeout=20.0)
         ids = []
-        for k in range(3):
+        for _ in range(3):
             f = pub.acquire(64, 64, "BGRA")
             ids.append(f.slot_id)
             pub.send(f)
