@@ -28,15 +28,20 @@
 //!   peer's uid is checked with `SO_PEERCRED` on both sides.
 //!
 //! Modules: [`wire`] (names, socket messages), [`shm`] (types placed in shared
-//! memory), `publisher`, `subscriber`. This crate depends on `framebus-core` only.
+//! memory), `publisher`, `subscriber`, [`transport`] (the trait both the
+//! shared-memory channel and the in-process [`local`] one implement). This crate
+//! depends on `framebus-core` only.
 
+pub mod local;
 mod publisher;
 pub mod shm;
 mod subscriber;
+pub mod transport;
 pub mod wire;
 
 pub use publisher::{OnFull, Publisher, PublisherConfig, PublisherStats};
 pub use subscriber::Subscriber;
+pub use transport::{FrameReceiver, FrameSender, Shm, Transport};
 
 use std::time::Duration;
 

@@ -331,6 +331,10 @@ impl Subscriber {
         let inner = self.inner.clone();
         let h = inner.ctrl.header();
         loop {
+            // Fast path: a frame is waiting (its slot fd, if new, is read on demand).
+            if let Some(f) = self.try_take()? {
+                return Ok(f);
+            }
             let eof = {
                 let mut st = self.inner.lock();
                 self.inner.pump(&mut st)?;

@@ -511,3 +511,164 @@ fn tight_loop_reuses_a_few_slots() {
     assert!(p.pool().stats().slots <= 3, "{:?}", p.pool().stats());
     assert_eq!(s.skipped(), 0);
 }
+
+// ------------------------------------------------- one suite, both transports
+
+mod conformance {
+    use super::{unique, SEC};
+    use crate::local::Local;
+    use crate::transport::{FrameReceiver, FrameSender, Shm, Transport};
+    use crate::{ChannelError, Mode, OnFull, PublisherConfig};
+    use framebus_core::{Frame, FramePool, PixelFormat};
+    use std::time::{Duration, Instant};
+
+    fn frame(pool: &FramePool, value: u8) -> Frame {
+        let mut f = pool.acquire_frame(16, 8, PixelFormat::Gray8, None).unwrap();
+        f.data_mut().unwrap().fill(value);
+        f
+    }
+
+    fn value(f: &Frame) -> u8 {
+        // SAFETY: received frames are read-only; nobody writes them.
+        let d = unsafe { f.data() };
+        assert!(d.iter().all(|&b| b == d[0]), "torn frame");
+        d[0]
+    }
+
+    fn cfg(mode: Mode, on_full: OnFull) -> PublisherConfig {
+        PublisherConfig {
+            mode,
+            on_full,
+            ..Default::default()
+        }
+    }
+
+    fn settle(pool: &FramePool) {
+        let end = Instant::now() + SEC;
+        while pool.stats().slots_in_use != 0 {
+            assert!(
+                Instant::now() < end,
+                "slots still pinned: {:?}",
+                pool.stats()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn latest_skips<T: Transport>() {
+        let name = unique("conf-latest");
+        let pool = FramePool::default();
+        let tx = T::publish(&name, cfg(Mode::Latest, OnFull::Raise)).unwrap();
+        let mut rx = T::subscribe(&name, SEC).unwrap();
+        assert_eq!(tx.subscriber_count(), 1);
+        for v in 1..=5 {
+            tx.send(&frame(&pool, v)).unwrap();
+        }
+        let f = rx.recv(Some(SEC)).unwrap();
+        assert_eq!((value(&f), f.seq(), rx.skipped()), (5, 5, 4));
+        assert!(!f.is_writable());
+        assert!(matches!(
+            rx.recv(Some(Duration::from_millis(10))),
+            Err(ChannelError::Timeout(..))
+        ));
+        drop(f);
+        settle(&pool);
+    }
+
+    fn lossless_order_and_back_pressure<T: Transport>() {
+        let name = unique("conf-lossless");
+        let pool = FramePool::default();
+        let tx = T::publish(&name, cfg(Mode::Lossless { depth: 2 }, OnFull::Raise)).unwrap();
+        let mut rx = T::subscribe(&name, SEC).unwrap();
+        tx.send(&frame(&pool, 1)).unwrap();
+        tx.send(&frame(&pool, 2)).unwrap();
+        let e = tx.send(&frame(&pool, 3)).unwrap_err();
+        assert!(matches!(e, ChannelError::Full { depth: 2, .. }), "{e}");
+        assert_eq!(value(&rx.recv(Some(SEC)).unwrap()), 1);
+        tx.send(&frame(&pool, 3)).unwrap();
+        assert_eq!(value(&rx.recv(Some(SEC)).unwrap()), 2);
+        assert_eq!(value(&rx.recv(Some(SEC)).unwrap()), 3);
+        assert_eq!(rx.skipped(), 0);
+        settle(&pool);
+    }
+
+    fn blocked_sender_is_released_by_a_reader<T: Transport>() {
+        let name = unique("conf-block");
+        let pool = FramePool::default();
+        let tx = T::publish(
+            &name,
+            cfg(Mode::Lossless { depth: 1 }, OnFull::Block(Some(5 * SEC))),
+        )
+        .unwrap();
+        let mut rx = T::subscribe(&name, SEC).unwrap();
+        tx.send(&frame(&pool, 1)).unwrap();
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            let a = value(&rx.recv(Some(SEC)).unwrap());
+            let b = value(&rx.recv(Some(SEC)).unwrap());
+            (a, b)
+        });
+        let t = Instant::now();
+        tx.send(&frame(&pool, 2)).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(20), "did not block");
+        assert_eq!(reader.join().unwrap(), (1, 2));
+    }
+
+    fn close_drains_then_closed<T: Transport>() {
+        let name = unique("conf-close");
+        let pool = FramePool::default();
+        let tx = T::publish(&name, cfg(Mode::Lossless { depth: 4 }, OnFull::Raise)).unwrap();
+        let mut rx = T::subscribe(&name, SEC).unwrap();
+        for v in 1..=3 {
+            tx.send(&frame(&pool, v)).unwrap();
+        }
+        tx.close();
+        let got: Vec<u8> = (0..3)
+            .map(|_| value(&rx.recv(Some(SEC)).unwrap()))
+            .collect();
+        assert_eq!(got, [1, 2, 3]);
+        assert!(matches!(rx.recv(Some(SEC)), Err(ChannelError::Closed(_))));
+        assert!(matches!(
+            T::subscribe(&name, Duration::ZERO),
+            Err(ChannelError::NotFound { .. })
+        ));
+        // the name can be taken again
+        T::publish(&name, cfg(Mode::Latest, OnFull::Raise)).unwrap();
+    }
+
+    fn received_frames_pin_their_slot<T: Transport>() {
+        let name = unique("conf-pin");
+        let pool = FramePool::new(framebus_core::PoolConfig {
+            max_slots: Some(1),
+            ..Default::default()
+        });
+        let tx = T::publish(&name, cfg(Mode::Latest, OnFull::Raise)).unwrap();
+        let mut rx = T::subscribe(&name, SEC).unwrap();
+        tx.send(&frame(&pool, 9)).unwrap();
+        let held = rx.recv(Some(SEC)).unwrap();
+        // the only slot is pinned by the receiver: the pool cannot reuse it
+        assert!(pool.acquire(128).is_err());
+        assert_eq!(value(&held), 9);
+        drop(held);
+        settle(&pool);
+        assert!(pool.acquire(128).is_ok());
+    }
+
+    fn suite<T: Transport>() {
+        latest_skips::<T>();
+        lossless_order_and_back_pressure::<T>();
+        blocked_sender_is_released_by_a_reader::<T>();
+        close_drains_then_closed::<T>();
+        received_frames_pin_their_slot::<T>();
+    }
+
+    #[test]
+    fn shared_memory_channel_conforms() {
+        suite::<Shm>();
+    }
+
+    #[test]
+    fn in_process_channel_conforms() {
+        suite::<Local>();
+    }
+}
