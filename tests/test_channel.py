@@ -402,3 +402,24 @@ def test_kill_9_publisher_raises_channel_closed_and_name_is_reusable():
         g = sub2.recv(timeout=1.0)
         assert np.array_equal(np.asarray(g), pattern(6, (48, 64, 4)))
     assert shm_entries() == shm_before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_other_users_are_refused():
+    name = unique("uid")
+    with Publisher(name) as pub:
+        pid = os.fork()
+        if pid == 0:  # child: become nobody, then try to subscribe
+            code = 1
+            try:
+                os.setuid(65534)
+                try:
+                    Subscriber(name, timeout=1.0)
+                except PermissionError as e:
+                    code = 0 if "uid 0" in str(e) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        time.sleep(0.05)
+        assert pub.subscribers == 0, "the publisher hangs up on another user too"
