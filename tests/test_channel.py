@@ -405,21 +405,39 @@ def test_kill_9_publisher_raises_channel_closed_and_name_is_reusable():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
-def test_other_users_are_refused():
-    name = unique("uid")
+def test_other_users_are_refused_both_ways():
+    """Abstract sockets have no permissions: each end checks the other's uid."""
+    import socket
+
+    uid = os.getuid()
+    name, squatted = unique("uid"), unique("squat")
+    r, w = os.pipe()
     with Publisher(name) as pub:
         pid = os.fork()
-        if pid == 0:  # child: become nobody, then try to subscribe
+        if pid == 0:  # child: become nobody
             code = 1
             try:
+                os.close(r)
                 os.setuid(65534)
-                try:
-                    Subscriber(name, timeout=1.0)
-                except PermissionError as e:
-                    code = 0 if "uid 0" in str(e) else 2
+                # 1. connect straight to the publisher's address: it hangs up, no hello
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                s.connect(f"\0framebus/{uid}/{name}")
+                s.settimeout(5)
+                hung_up = s.recv(64) == b""
+                # 2. squat a name in the parent's namespace
+                sq = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                sq.bind(f"\0framebus/{uid}/{squatted}")
+                sq.listen(4)
+                os.write(w, b"1" if hung_up else b"0")
+                time.sleep(3)
+                code = 0
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        time.sleep(0.05)
-        assert pub.subscribers == 0, "the publisher hangs up on another user too"
+        os.close(w)
+        assert os.read(r, 1) == b"1", "the publisher must hang up on another user"
+        assert pub.subscribers == 0
+        with pytest.raises(PermissionError, match="uid 65534"):
+            Subscriber(squatted, timeout=1.0)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
