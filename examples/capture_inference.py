@@ -25,7 +25,11 @@ import time
 
 import framebus
 import numpy as np
-from framebus._framebus import Publisher, Subscriber
+
+try:
+    from framebus import Publisher, Subscriber
+except ImportError:  # before the package re-exports the channel classes
+    from framebus._framebus import Publisher, Subscriber
 
 
 def produce(name: str, mode: str, depth: int, fps: float, seconds: float, ready) -> None:
