@@ -45,6 +45,10 @@ pub struct PublisherConfig {
     pub on_full: OnFull,
     /// Size of the slot table: distinct slots that can be in flight at once.
     pub max_slots: u32,
+    /// A slot not sent for this long (and pinned by nobody) is retired from the
+    /// table: subscribers close its fd, so memory the pool has since unmapped is
+    /// really freed. A slot sent again later just crosses the socket again.
+    pub idle_slot_timeout: Duration,
     /// The publisher's own pool (for [`Publisher::acquire`]); `None` = a new
     /// unbounded pool. Pass a capture pool here to send captures with no copy.
     pub pool: Option<FramePool>,
@@ -56,6 +60,7 @@ impl Default for PublisherConfig {
             mode: Mode::Latest,
             on_full: OnFull::Block(None),
             max_slots: DEFAULT_MAX_SLOTS,
+            idle_slot_timeout: Duration::from_secs(2),
             pool: None,
         }
     }
@@ -83,6 +88,7 @@ struct Entry {
     gen: u32,
     pins: u32,
     last_used: u64,
+    last_sent: Instant,
 }
 
 /// Maps the slots being sent (by core slot id) to small table indexes that
@@ -110,6 +116,7 @@ impl SlotTable {
         if let Some(&i) = self.by_id.get(&slot_id) {
             let e = self.entries[i as usize].as_mut().expect("indexed entry");
             e.last_used = self.clock;
+            e.last_sent = Instant::now();
             return Ok((i, e.gen));
         }
         let free = self.entries.iter().position(Option::is_none);
@@ -141,9 +148,26 @@ impl SlotTable {
             gen,
             pins: 0,
             last_used: self.clock,
+            last_sent: Instant::now(),
         });
         self.by_id.insert(slot_id, i as u32);
         Ok((i as u32, gen))
+    }
+
+    /// Retire entries unused for `idle` and pinned by nobody; returns (index, gen).
+    fn take_idle(&mut self, idle: Duration) -> Vec<(u32, u32)> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (i, slot) in self.entries.iter_mut().enumerate() {
+            if let Some(e) = slot {
+                if e.pins == 0 && now.duration_since(e.last_sent) >= idle {
+                    out.push((i as u32, e.gen));
+                    self.by_id.remove(&e.slot_id);
+                    *slot = None;
+                }
+            }
+        }
+        out
     }
 
     fn unpin(&mut self, index: u32) {
@@ -625,7 +649,9 @@ fn serve(sh: Arc<Shared>, listener: OwnedFd) {
             fds.push(l.as_fd());
         }
         fds.extend(socks.iter().map(|(_, s)| s.as_fd()));
-        let revents = match wire::wait_readable(&fds, None) {
+        let housekeeping =
+            (sh.cfg.idle_slot_timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let revents = match wire::wait_readable(&fds, Some(housekeeping)) {
             Ok(r) => r,
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(10));
@@ -651,6 +677,24 @@ fn serve(sh: Arc<Shared>, listener: OwnedFd) {
         }
         reap(&sh, &mut dropped);
         drop(dropped); // leases go back to their pools outside the lock
+        retire_idle_slots(&sh);
+    }
+}
+
+/// Tell subscribers to close the fds of slots nobody used for a while.
+fn retire_idle_slots(sh: &Shared) {
+    let mut st = sh.lock();
+    let State { subs, table, .. } = &mut *st;
+    for (index, gen) in table.take_idle(sh.cfg.idle_slot_timeout) {
+        for s in subs.iter_mut().filter(|s| !s.dead) {
+            if s.sent_gen[index as usize] == gen {
+                s.sent_gen[index as usize] = 0;
+                if wire::send_msg(s.sock.as_fd(), &Msg::Forget { index, gen }, &[]).is_err() {
+                    s.dead = true;
+                    let _ = rustix::net::shutdown(&*s.sock, rustix::net::Shutdown::Both);
+                }
+            }
+        }
     }
 }
 

@@ -128,6 +128,14 @@ impl Inner {
                         free: Vec::new(),
                     });
                 }
+                Recv::Msg(Msg::Forget { index, gen }, _) => {
+                    // Held frames keep their own mappings; only the cache goes.
+                    if let Some(e) = st.slots.get_mut(index as usize) {
+                        if e.as_ref().is_some_and(|e| e.gen == gen) {
+                            *e = None;
+                        }
+                    }
+                }
                 Recv::Msg(m, _) => {
                     return Err(ChannelError::Corrupt(format!(
                         "unexpected message from the publisher: {m:?}"
@@ -316,6 +324,11 @@ impl Subscriber {
     /// Received frames still held (pinned) by this process.
     pub fn held(&self) -> usize {
         self.inner.lock().held.len()
+    }
+
+    /// Slot fds this subscriber keeps (one per live table entry it was sent).
+    pub fn cached_slots(&self) -> usize {
+        self.inner.lock().slots.iter().flatten().count()
     }
 
     /// Wait for the next frame up to `timeout` (`None` = forever). Latest mode:

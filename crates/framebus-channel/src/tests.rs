@@ -672,3 +672,47 @@ mod conformance {
         suite::<Local>();
     }
 }
+
+/// Inodes of every fd open in this process.
+fn open_inodes() -> Vec<u64> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .collect()
+}
+
+#[test]
+fn idle_slots_are_retired_so_trimmed_memory_is_really_freed() {
+    let name = unique("idle");
+    let p = Publisher::new(
+        &name,
+        PublisherConfig {
+            idle_slot_timeout: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut s = Subscriber::connect(&name, SEC).unwrap();
+    let f = filled(&p, 64, 64, PixelFormat::Bgra, 1);
+    let ino = rustix::fs::fstat(f.lease().fd().unwrap()).unwrap().st_ino as u64;
+    p.send(&f).unwrap();
+    drop(f);
+    check_pixels(&s.recv(Some(SEC)).unwrap(), 1);
+    assert_eq!(s.cached_slots(), 1);
+    wait_until("retired", SEC, || {
+        let _ = s.try_recv();
+        s.cached_slots() == 0
+    });
+    // the pool gives the slot back to the kernel: no fd to it is left anywhere
+    wait_until("release", SEC, || p.pool().stats().slots_in_use == 0);
+    assert!(p.pool().trim() > 0);
+    assert!(
+        !open_inodes().contains(&ino),
+        "memfd still open after trim + retire"
+    );
+    // sending again after retirement works (the fd crosses again)
+    p.send(&filled(&p, 64, 64, PixelFormat::Bgra, 2)).unwrap();
+    check_pixels(&s.recv(Some(SEC)).unwrap(), 2);
+    assert_eq!(s.cached_slots(), 1);
+}

@@ -88,6 +88,8 @@ pub enum Msg {
     /// pub → sub, with the slot's (read-only) memfd: table entry `index` now
     /// holds generation `gen` of `capacity` bytes.
     Slot { index: u32, gen: u32, capacity: u64 },
+    /// pub → sub: table entry `index` (generation `gen`) is retired; close its fd.
+    Forget { index: u32, gen: u32 },
     /// sub → pub: the frame delivered under `ticket` is released.
     Release { ticket: u64 },
     /// sub → pub: stop delivering to me (pins stay until released or hang-up).
@@ -96,6 +98,7 @@ pub enum Msg {
 
 const K_HELLO: u32 = 1;
 const K_SLOT: u32 = 2;
+const K_FORGET: u32 = 3;
 const K_RELEASE: u32 = 10;
 const K_BYE: u32 = 11;
 
@@ -122,6 +125,7 @@ impl Msg {
                 gen,
                 capacity,
             } => (K_SLOT, index, gen, capacity, 0),
+            Msg::Forget { index, gen } => (K_FORGET, index, gen, 0, 0),
             Msg::Release { ticket } => (K_RELEASE, 0, 0, ticket, 0),
             Msg::Bye => (K_BYE, 0, 0, 0, 0),
         };
@@ -162,6 +166,10 @@ impl Msg {
                 index: u32_at(4),
                 gen: u32_at(8),
                 capacity: u64_at(16),
+            },
+            K_FORGET => Msg::Forget {
+                index: u32_at(4),
+                gen: u32_at(8),
             },
             K_RELEASE => Msg::Release { ticket: u64_at(16) },
             K_BYE => Msg::Bye,
@@ -328,6 +336,7 @@ mod tests {
                 capacity: 1 << 33,
             },
             Msg::Release { ticket: u64::MAX },
+            Msg::Forget { index: 5, gen: 6 },
             Msg::Bye,
         ];
         for m in msgs {
