@@ -122,6 +122,7 @@ impl PyPublisher {
             on_full,
             max_slots: max_slots as u32,
             pool: pool.map(|p| p.pool.clone()),
+            ..PublisherConfig::default()
         };
         let inner = py
             .detach(|| Publisher::new(name, cfg))
