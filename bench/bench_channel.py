@@ -14,7 +14,8 @@ Modes: max = unpaced producer (frames/s; latency then includes queueing behind t
 paced = --rate fps (latency of the hand-off itself).
 The framebus and iceoryx2 consumers differ in how they wait: framebus blocks in recv()
 (eventfd + poll, GIL released, no CPU while idle); iceoryx2's Python consumer busy-polls
-receive() (its examples do; it has no blocking receive without a WaitSet), keeping a core.
+receive() (as in ipc_py.py), keeping a core. "framebus_spin" is framebus with
+Subscriber(spin=1.0): recv busy-waits before sleeping, the same trade as iceoryx2's.
 
 The mp.Queue, shared_memory and iceoryx2 transports are copied from
 /work/shared/bench/ipc_py.py (the project's anchor script) with the frame size made a
@@ -43,7 +44,7 @@ import harness
 
 SIZES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
 SLOTS = 4
-TRANSPORTS = ["framebus", "mpqueue", "shm_ring", "iceoryx2"]
+TRANSPORTS = ["framebus", "framebus_spin", "mpqueue", "shm_ring", "iceoryx2"]
 
 
 def make_src(w, h):
@@ -82,11 +83,11 @@ def fb_producer(name, w, h, ready, n, rate):
             del frame
 
 
-def fb_consumer(name, ready, res):
+def fb_consumer(name, ready, res, spin=0.0):
     from framebus._framebus import Subscriber
 
     ready.wait(30)
-    sub = Subscriber(name, timeout=30)
+    sub = Subscriber(name, timeout=30, spin=spin)
     out = []
     for f in sub:  # ends with ChannelClosed when the producer closes
         t1 = time.monotonic_ns()
@@ -233,9 +234,12 @@ def run_once(transport, w, h, n, rate):
     ready, res = ctx.Event(), ctx.Queue()
     shm = None
     tag = f"bench-{os.getpid()}-{time.monotonic_ns()}"
-    if transport == "framebus":
+    if transport in ("framebus", "framebus_spin"):
+        # framebus_spin: the consumer busy-waits (up to 1 s) before sleeping, like
+        # the iceoryx2 consumer's busy poll; framebus sleeps in poll() at once.
+        spin = 1.0 if transport == "framebus_spin" else 0.0
         prod = ctx.Process(target=fb_producer, args=(tag, w, h, ready, n, rate))
-        cons = ctx.Process(target=fb_consumer, args=(tag, ready, res))
+        cons = ctx.Process(target=fb_consumer, args=(tag, ready, res, spin))
     elif transport == "mpqueue":
         q = ctx.Queue(maxsize=2)
         prod = ctx.Process(target=mpq_producer, args=(q, w, h, ready, n, rate))
@@ -327,20 +331,23 @@ def main():
                 summary[(size, mode, t)] = row
     notes = []
     for size in a.sizes.split(","):
-        fb = summary.get((size, "paced", "framebus"))
-        shm = summary.get((size, "paced", "shm_ring"))
-        fbm = summary.get((size, "max", "framebus"))
+        paced = {t: summary.get((size, "paced", t)) for t in TRANSPORTS}
+        shm = paced.get("shm_ring")
+        for t in ("framebus", "framebus_spin", "iceoryx2"):
+            r = paced.get(t)
+            if r and shm:
+                notes.append(
+                    f"{size} paced hand-off p99: {t} {r[5]:.0f} µs, "
+                    f"{shm[5] / r[5]:.1f}x lower than shared_memory+Queue ({shm[5]:.0f} µs)"
+                )
         iox = summary.get((size, "max", "iceoryx2"))
-        if fb and shm:
-            notes.append(
-                f"{size}: paced hand-off p99 framebus {fb[5]:.0f} µs vs shared_memory+Queue "
-                f"{shm[5]:.0f} µs ({shm[5] / fb[5]:.1f}x lower)"
-            )
-        if fbm and iox:
-            notes.append(
-                f"{size}: max frames/s framebus {fbm[3]:.0f} vs iceoryx2 {iox[3]:.0f} "
-                f"({fbm[3] / iox[3]:.2f}x)"
-            )
+        for t in ("framebus", "framebus_spin"):
+            r = summary.get((size, "max", t))
+            if r and iox:
+                notes.append(
+                    f"{size} max frames/s: {t} {r[3]:.0f} vs iceoryx2 {iox[3]:.0f} "
+                    f"({r[3] / iox[3]:.2f}x)"
+                )
     harness.report(
         "bench_channel",
         "Frames between processes (producer writes, consumer reads every byte)",
@@ -355,7 +362,7 @@ def main():
             "e2e p99 ms",
         ],
         rows,
-        notes="Medians over repeats. " + "; ".join(notes),
+        notes="Medians over repeats.\n\n" + "\n".join(f"- {n}" for n in notes),
     )
 
 

@@ -187,6 +187,8 @@ struct SubConn {
     /// ticket → (the pin, table index).
     pins: HashMap<u64, (Lease, u32)>,
     wpos: u32,
+    /// RELEASE messages read so far (compared with the header's hint).
+    releases_seen: u32,
     leaving: bool,
     dead: bool,
 }
@@ -417,9 +419,13 @@ impl Publisher {
     fn collect_releases(&self) {
         let socks: Vec<(u64, Arc<OwnedFd>)> = {
             let st = self.shared.lock();
+            // Only sockets whose subscriber says it sent releases we have not
+            // read: no syscall at all in the steady state.
             st.subs
                 .iter()
-                .filter(|s| !s.dead)
+                .filter(|s| {
+                    !s.dead && s.ctrl.header().releases.load(Ordering::Acquire) != s.releases_seen
+                })
                 .map(|s| (s.id, s.sock.clone()))
                 .collect()
         };
@@ -749,6 +755,7 @@ fn add_subscriber(sh: &Arc<Shared>, sock: OwnedFd) -> Result<()> {
         sent_gen: vec![0; sh.cfg.max_slots as usize],
         pins: HashMap::new(),
         wpos: 0,
+        releases_seen: 0,
         leaving: false,
         dead: false,
     });
@@ -785,6 +792,7 @@ fn read_messages(
     let mut st = sh.lock();
     let State { subs, table, .. } = &mut *st;
     if let Some(s) = subs.iter_mut().find(|s| s.id == id) {
+        s.releases_seen = s.releases_seen.wrapping_add(releases.len() as u32);
         for t in releases {
             if let Some((l, i)) = s.pins.remove(&t) {
                 table.unpin(i);

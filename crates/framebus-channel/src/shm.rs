@@ -46,7 +46,9 @@ pub struct Header {
     pub pub_waiting: AtomicU32,
     /// Set by the publisher when it closes the channel.
     pub closed: AtomicU32,
-    pub _reserved: AtomicU32,
+    /// RELEASE messages the subscriber sent (wrapping). Only a hint that lets the
+    /// publisher skip a `recvmsg` when nothing is queued; never trusted.
+    pub releases: AtomicU32,
 }
 
 /// One frame descriptor. Written by the publisher as a seqlock on `ticket`

@@ -716,3 +716,23 @@ fn idle_slots_are_retired_so_trimmed_memory_is_really_freed() {
     check_pixels(&s.recv(Some(SEC)).unwrap(), 2);
     assert_eq!(s.cached_slots(), 1);
 }
+
+#[test]
+fn spinning_recv_gets_frames_and_respects_its_timeout() {
+    let name = unique("spin");
+    let p = Publisher::new(&name, cfg(Mode::Latest)).unwrap();
+    let mut s = Subscriber::connect(&name, SEC).unwrap();
+    s.set_spin(Duration::from_secs(1));
+    let t = Instant::now();
+    let e = s.recv(Some(Duration::from_millis(30))).unwrap_err();
+    assert!(matches!(e, ChannelError::Timeout(..)), "{e}");
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(30) && waited < Duration::from_millis(500));
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        p.send(&filled(&p, 8, 8, PixelFormat::Gray8, 4)).unwrap();
+        p
+    });
+    check_pixels(&s.recv(Some(SEC)).unwrap(), 4);
+    drop(sender.join().unwrap());
+}

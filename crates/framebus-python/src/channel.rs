@@ -258,14 +258,20 @@ impl PySubscriber {
 #[pymethods]
 impl PySubscriber {
     /// Connect to channel `name`, waiting up to `timeout` seconds for its
-    /// publisher to appear (0 = try once; raises FileNotFoundError).
+    /// publisher to appear (0 = try once; raises FileNotFoundError). `spin`:
+    /// seconds `recv` busy-waits before sleeping (lower wake-up latency for a
+    /// CPU core; default 0).
     #[new]
-    #[pyo3(signature = (name, timeout=0.0))]
-    fn new(py: Python<'_>, name: &str, timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (name, timeout=0.0, spin=0.0))]
+    fn new(py: Python<'_>, name: &str, timeout: f64, spin: f64) -> PyResult<Self> {
         let t = parse_timeout(Some(timeout))?.unwrap_or_default();
-        let sub = py
+        let spin = parse_timeout(Some(spin))
+            .map_err(|_| PyValueError::new_err(format!("invalid spin: {spin} (seconds >= 0)")))?
+            .unwrap_or_default();
+        let mut sub = py
             .detach(|| Subscriber::connect(name, t))
             .map_err(channel_err)?;
+        sub.set_spin(spin);
         Ok(PySubscriber {
             mode: sub.mode(),
             name: name.to_owned(),
