@@ -3,7 +3,7 @@
 //! process. Pins are plain [`framebus_core::Lease`] clones: a received frame
 //! is a read-only clone of the sent one. Names live in a process-wide registry.
 
-use crate::transport::{not_found, FrameReceiver, FrameSender, Transport};
+use crate::transport::{not_found, time_left, wait_on, FrameReceiver, FrameSender, Transport};
 use crate::{ChannelError, Mode, OnFull, PublisherConfig, Result};
 use framebus_core::Frame;
 use std::collections::{HashMap, VecDeque};
@@ -143,20 +143,9 @@ impl FrameSender for LocalPublisher {
                 OnFull::Raise => return Err(full(None)),
                 OnFull::Block(t) => t.map(|t| start + t),
             };
-            st = match deadline {
-                None => inner.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(full(Some(start.elapsed())));
-                    }
-                    inner
-                        .changed
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            let left =
+                time_left(deadline, None, "room").map_err(|_| full(Some(start.elapsed())))?;
+            st = wait_on(&inner.changed, st, left);
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -221,23 +210,8 @@ impl FrameReceiver for LocalSubscriber {
             if closed {
                 return Err(ChannelError::Closed(inner.name.clone()));
             }
-            st = match deadline {
-                None => inner.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(ChannelError::Timeout(
-                            timeout.unwrap_or_default(),
-                            "a frame",
-                        ));
-                    }
-                    inner
-                        .changed
-                        .wait_timeout(st, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            let left = time_left(deadline, timeout, "a frame")?;
+            st = wait_on(&inner.changed, st, left);
         }
     }
 

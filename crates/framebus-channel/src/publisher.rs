@@ -13,6 +13,7 @@
 //! sleeping. Leases are dropped outside it.
 
 use crate::shm::{Control, DescValue};
+use crate::transport::{time_left, wait_on};
 use crate::wire::{self, Msg, Recv};
 use crate::{ChannelError, Mode, Result};
 use framebus_core::{Frame, FramePool, Lease, PixelFormat};
@@ -370,16 +371,8 @@ impl Publisher {
             if k >= n {
                 return Ok(k);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(ChannelError::Timeout(timeout, "subscribers"));
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            let left = time_left(Some(deadline), Some(timeout), "subscribers")?;
+            st = wait_on(&self.shared.changed, st, left);
         }
     }
 
@@ -582,16 +575,10 @@ impl Publisher {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while st.listener_open {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            st = self
-                .shared
-                .changed
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            let Ok(left) = time_left(Some(deadline), None, "the listener to close") else {
+                break; // the thread is stuck: give up waiting, the name frees on exit
+            };
+            st = wait_on(&self.shared.changed, st, left);
         }
     }
 

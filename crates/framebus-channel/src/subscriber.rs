@@ -13,6 +13,7 @@
 //! layouts; a bad value is a [`ChannelError::Corrupt`], never a bad access.
 
 use crate::shm::{require_no_shrink, Control, DescValue, MAX_RING};
+use crate::transport::time_left;
 use crate::wire::{self, Msg, Recv};
 use crate::{ChannelError, Mode, Result};
 use framebus_core::{Frame, FrameLayout, Lease, PixelFormat, Slot, SlotHome};
@@ -364,19 +365,7 @@ impl Subscriber {
             if eof || h.closed.load(Ordering::Acquire) != 0 {
                 return Err(ChannelError::Closed(self.inner.name.clone()));
             }
-            let left = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(ChannelError::Timeout(
-                            timeout.unwrap_or_default(),
-                            "a frame",
-                        ));
-                    }
-                    Some(left)
-                }
-                None => None,
-            };
+            let left = time_left(deadline, timeout, "a frame")?;
             if !spun && !self.spin.is_zero() {
                 spun = true;
                 let until = Instant::now() + left.map_or(self.spin, |l| l.min(self.spin));

@@ -7,7 +7,8 @@
 
 use crate::{ChannelError, Publisher, PublisherConfig, Result, Subscriber};
 use framebus_core::Frame;
-use std::time::Duration;
+use std::sync::{Condvar, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The sending end.
 pub trait FrameSender: Send + Sync {
@@ -75,5 +76,41 @@ pub(crate) fn not_found(name: &str, waited: Duration) -> ChannelError {
     ChannelError::NotFound {
         name: name.to_owned(),
         waited: waited.as_secs_f64(),
+    }
+}
+
+/// Time left until `deadline` (`None`: no deadline, wait forever), or
+/// [`ChannelError::Timeout`] naming `what` was awaited once it has passed.
+pub(crate) fn time_left(
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    what: &'static str,
+) -> Result<Option<Duration>> {
+    match deadline {
+        None => Ok(None),
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ChannelError::Timeout(timeout.unwrap_or_default(), what));
+            }
+            Ok(Some(left))
+        }
+    }
+}
+
+/// Sleep on `cv` until notified or `left` passes (`None` = until notified).
+/// Lock poisoning is ignored: the guarded state stays consistent under panics.
+pub(crate) fn wait_on<'a, T>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, T>,
+    left: Option<Duration>,
+) -> MutexGuard<'a, T> {
+    match left {
+        None => cv.wait(guard).unwrap_or_else(|e| e.into_inner()),
+        Some(left) => {
+            cv.wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+        }
     }
 }
