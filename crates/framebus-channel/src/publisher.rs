@@ -88,7 +88,8 @@ struct Entry {
     slot_id: u64,
     gen: u32,
     pins: u32,
-    last_used: u64,
+    /// Last `send` of this slot: least recently sent is evicted first, and a
+    /// slot idle for `idle_slot_timeout` is retired.
     last_sent: Instant,
 }
 
@@ -99,7 +100,6 @@ struct SlotTable {
     by_id: HashMap<u64, u32>,
     entries: Vec<Option<Entry>>,
     gens: Vec<u32>,
-    clock: u64,
 }
 
 impl SlotTable {
@@ -108,16 +108,14 @@ impl SlotTable {
             by_id: HashMap::new(),
             entries: (0..max).map(|_| None).collect(),
             gens: vec![0; max as usize],
-            clock: 0,
         }
     }
 
     fn entry_for(&mut self, slot_id: u64) -> Result<(u32, u32)> {
-        self.clock += 1;
+        let now = Instant::now();
         if let Some(&i) = self.by_id.get(&slot_id) {
             let e = self.entries[i as usize].as_mut().expect("indexed entry");
-            e.last_used = self.clock;
-            e.last_sent = Instant::now();
+            e.last_sent = now;
             return Ok((i, e.gen));
         }
         let free = self.entries.iter().position(Option::is_none);
@@ -131,7 +129,7 @@ impl SlotTable {
                     .enumerate()
                     .filter_map(|(i, e)| e.as_ref().map(|e| (i, e)))
                     .filter(|(_, e)| e.pins == 0)
-                    .min_by_key(|(_, e)| e.last_used)
+                    .min_by_key(|(_, e)| e.last_sent)
                     .map(|(i, _)| i)
                     .ok_or(ChannelError::TooManySlots {
                         pinned: self.entries.len(),
@@ -148,8 +146,7 @@ impl SlotTable {
             slot_id,
             gen,
             pins: 0,
-            last_used: self.clock,
-            last_sent: Instant::now(),
+            last_sent: now,
         });
         self.by_id.insert(slot_id, i as u32);
         Ok((i as u32, gen))
@@ -169,6 +166,12 @@ impl SlotTable {
             }
         }
         out
+    }
+
+    fn pin(&mut self, index: u32) {
+        if let Some(Some(e)) = self.entries.get_mut(index as usize) {
+            e.pins += 1;
+        }
     }
 
     fn unpin(&mut self, index: u32) {
@@ -198,6 +201,14 @@ impl SubConn {
     fn active(&self) -> bool {
         !self.leaving && !self.dead
     }
+
+    /// Stop delivering to a subscriber that broke the protocol or fell too far
+    /// behind. It sees end-of-stream (then `Closed`), but its pins stay until it
+    /// releases its frames or hangs up: a frame it holds is never reused.
+    fn cut_off(&mut self) {
+        self.leaving = true;
+        let _ = rustix::net::shutdown(&*self.sock, rustix::net::Shutdown::Write);
+    }
 }
 
 struct State {
@@ -216,6 +227,13 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     wake: OwnedFd,
+}
+
+impl State {
+    /// Subscribers connected and receiving.
+    fn receiving(&self) -> usize {
+        self.subs.iter().filter(|s| s.active()).count()
+    }
 }
 
 impl Shared {
@@ -246,7 +264,7 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// Serve channel `name`. Fails with [`ChannelError::NameInUse`] if a live
     /// publisher serves it already (a dead one's name is free again).
-    pub fn new(name: &str, cfg: PublisherConfig) -> Result<Publisher> {
+    pub fn new(name: &str, mut cfg: PublisherConfig) -> Result<Publisher> {
         let addr = wire::address(name)?;
         if let Mode::Lossless { depth } = cfg.mode {
             if depth == 0 || depth > RING {
@@ -284,8 +302,9 @@ impl Publisher {
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )
         .map_err(|e| ChannelError::os("eventfd", e))?;
+        // The pool lives in `Publisher` only (the thread has no use for it).
         let owns_pool = cfg.pool.is_none();
-        let pool = cfg.pool.clone().unwrap_or_default();
+        let pool = cfg.pool.take().unwrap_or_default();
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             state: Mutex::new(State {
@@ -339,18 +358,13 @@ impl Publisher {
 
     /// Subscribers connected and receiving.
     pub fn subscribers(&self) -> usize {
-        self.shared
-            .lock()
-            .subs
-            .iter()
-            .filter(|s| s.active())
-            .count()
+        self.shared.lock().receiving()
     }
 
     pub fn stats(&self) -> PublisherStats {
         let st = self.shared.lock();
         let mut s = st.stats.clone();
-        s.subscribers = st.subs.iter().filter(|s| s.active()).count();
+        s.subscribers = st.receiving();
         s.pins = st.subs.iter().map(|s| s.pins.len()).sum();
         s.pinned_slots = st
             .table
@@ -367,7 +381,7 @@ impl Publisher {
         let deadline = Instant::now() + timeout;
         let mut st = self.shared.lock();
         loop {
-            let k = st.subs.iter().filter(|s| s.active()).count();
+            let k = st.receiving();
             if k >= n {
                 return Ok(k);
             }
@@ -437,9 +451,8 @@ impl Publisher {
             let read = h.read_pos.load(Ordering::Acquire);
             let queued = s.wpos.wrapping_sub(read);
             if queued > depth {
-                // The subscriber wrote a read position we never reached: drop it.
-                s.dead = true;
-                let _ = rustix::net::shutdown(&*s.sock, rustix::net::Shutdown::Both);
+                // The subscriber wrote a read position we never reached.
+                s.cut_off();
                 continue;
             }
             if queued < depth {
@@ -485,7 +498,7 @@ impl Publisher {
         let ticket = st.next_ticket;
         st.next_ticket += 1;
         let mode = self.shared.cfg.mode;
-        let mut desc = DescValue {
+        let desc = DescValue {
             ticket,
             timestamp_ns: frame.timestamp_ns(),
             // Received frames carry the channel's sequence number (gaps = skipped).
@@ -513,17 +526,14 @@ impl Publisher {
                     capacity: lease.capacity() as u64,
                 };
                 if wire::send_msg(s.sock.as_fd(), &msg, &[fd]).is_err() {
-                    // Gone, or so far behind its socket is full: drop it.
-                    s.dead = true;
-                    let _ = rustix::net::shutdown(&*s.sock, rustix::net::Shutdown::Both);
+                    // Gone, or so far behind that its socket is full.
+                    s.cut_off();
                     continue;
                 }
                 s.sent_gen[index as usize] = gen;
             }
             s.pins.insert(ticket, (lease.clone(), index));
-            if let Some(Some(e)) = table.entries.get_mut(index as usize) {
-                e.pins += 1;
-            }
+            table.pin(index);
             let h = s.ctrl.header();
             match mode {
                 Mode::Latest => {
@@ -538,7 +548,6 @@ impl Publisher {
                     }
                 }
                 Mode::Lossless { .. } => {
-                    desc.ticket = ticket;
                     s.ctrl.desc(u64::from(s.wpos)).write(&desc);
                     s.wpos = s.wpos.wrapping_add(1);
                     h.write_pos.store(s.wpos, Ordering::Release);
@@ -677,14 +686,16 @@ fn serve(sh: Arc<Shared>, listener: OwnedFd) {
 /// Tell subscribers to close the fds of slots nobody used for a while.
 fn retire_idle_slots(sh: &Shared) {
     let mut st = sh.lock();
+    if st.closed {
+        return; // sockets are shut for writing; subscribers drop fds on exit
+    }
     let State { subs, table, .. } = &mut *st;
     for (index, gen) in table.take_idle(sh.cfg.idle_slot_timeout) {
-        for s in subs.iter_mut().filter(|s| !s.dead) {
+        for s in subs.iter_mut().filter(|s| s.active()) {
             if s.sent_gen[index as usize] == gen {
                 s.sent_gen[index as usize] = 0;
                 if wire::send_msg(s.sock.as_fd(), &Msg::Forget { index, gen }, &[]).is_err() {
-                    s.dead = true;
-                    let _ = rustix::net::shutdown(&*s.sock, rustix::net::Shutdown::Both);
+                    s.cut_off();
                 }
             }
         }

@@ -62,9 +62,8 @@ impl Inner {
     }
 
     fn send_release(&self, st: &mut SubState, ticket: u64) {
-        if st.eof {
-            return;
-        }
+        // Sent even after end-of-stream: a publisher that closed (or cut us off)
+        // still reads releases; a dead one makes this fail harmlessly.
         st.pending.push(ticket);
         while let Some(&t) = st.pending.first() {
             match wire::send_msg(self.sock.as_fd(), &Msg::Release { ticket: t }, &[]) {

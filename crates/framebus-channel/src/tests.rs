@@ -736,3 +736,27 @@ fn spinning_recv_gets_frames_and_respects_its_timeout() {
     check_pixels(&s.recv(Some(SEC)).unwrap(), 4);
     drop(sender.join().unwrap());
 }
+
+#[test]
+fn a_cut_off_subscriber_keeps_the_pins_of_frames_it_holds() {
+    let name = unique("cutoff");
+    let p = Publisher::new(&name, cfg(Mode::Lossless { depth: 4 })).unwrap();
+    let mut s = Subscriber::connect(&name, SEC).unwrap();
+    p.send(&filled(&p, 32, 8, PixelFormat::Gray8, 1)).unwrap();
+    let held = s.recv(Some(SEC)).unwrap();
+    // The subscriber scribbles an impossible read position (header offset 20).
+    let (ptr, _) = s.control_bytes();
+    // SAFETY: offset 20 is the aligned AtomicU32 `read_pos` inside the live
+    // control mapping; it is only ever accessed atomically.
+    unsafe { (*(ptr.add(20) as *const std::sync::atomic::AtomicU32)).store(999, Ordering::SeqCst) };
+    p.send(&filled(&p, 32, 8, PixelFormat::Gray8, 2)).unwrap();
+    assert_eq!(p.subscribers(), 0, "cut off");
+    // it sees the end of the stream, but the frame it holds stays pinned and intact
+    assert!(matches!(s.recv(Some(SEC)), Err(ChannelError::Closed(_))));
+    assert_eq!(p.stats().pins, 1);
+    let other = p.acquire(32, 8, PixelFormat::Gray8).unwrap();
+    assert_ne!(other.lease().slot_id(), held.lease().slot_id());
+    check_pixels(&held, 1);
+    drop(held);
+    wait_until("release", SEC, || p.stats().pins == 0);
+}
