@@ -65,6 +65,12 @@ impl Inner {
         // Sent even after end-of-stream: a publisher that closed (or cut us off)
         // still reads releases; a dead one makes this fail harmlessly.
         st.pending.push(ticket);
+        self.flush_releases(st);
+    }
+
+    /// Send queued releases until the socket is full (the rest wait for the
+    /// next release or `recv`).
+    fn flush_releases(&self, st: &mut SubState) {
         while let Some(&t) = st.pending.first() {
             match wire::send_msg(self.sock.as_fd(), &Msg::Release { ticket: t }, &[]) {
                 Ok(()) => {
@@ -83,6 +89,7 @@ impl Inner {
 
     /// Read every queued socket message (slot fds, hang-up).
     fn pump(&self, st: &mut SubState) -> Result<()> {
+        self.flush_releases(st);
         while !st.eof {
             match wire::recv_msg(self.sock.as_fd())? {
                 Recv::Empty => break,
@@ -561,11 +568,26 @@ impl Subscriber {
         if !self.closed {
             self.closed = true;
             let _ = wire::send_msg(self.inner.sock.as_fd(), &Msg::Bye, &[]);
-            // Take back a pending latest frame so its pin goes at once.
-            if self.mode == Mode::Latest {
-                let t = self.inner.ctrl.header().mailbox.swap(0, Ordering::AcqRel);
-                if t != 0 {
-                    self.release(t);
+            // Give back frames delivered but never taken, so their pins go now
+            // rather than when the connection closes.
+            let h = self.inner.ctrl.header();
+            match self.mode {
+                Mode::Latest => {
+                    let t = h.mailbox.swap(0, Ordering::AcqRel);
+                    if t != 0 {
+                        self.release(t);
+                    }
+                }
+                Mode::Lossless { .. } => {
+                    let w = h.write_pos.load(Ordering::Acquire);
+                    if w.wrapping_sub(self.rpos) <= self.ring {
+                        while self.rpos != w {
+                            if let Some(d) = read_any(self.inner.ctrl.desc(u64::from(self.rpos))) {
+                                self.release(d.ticket);
+                            }
+                            self.rpos = self.rpos.wrapping_add(1);
+                        }
+                    }
                 }
             }
         }

@@ -760,3 +760,32 @@ fn a_cut_off_subscriber_keeps_the_pins_of_frames_it_holds() {
     drop(held);
     wait_until("release", SEC, || p.stats().pins == 0);
 }
+
+#[test]
+fn closing_a_subscriber_gives_back_frames_it_never_took() {
+    for mode in [Mode::Latest, Mode::Lossless { depth: 4 }] {
+        let name = unique("close-sub");
+        let p = Publisher::new(&name, cfg(mode)).unwrap();
+        let mut s = Subscriber::connect(&name, SEC).unwrap();
+        let mut keep = Subscriber::connect(&name, SEC).unwrap();
+        for k in 0..3 {
+            p.send(&filled(&p, 8, 8, PixelFormat::Gray8, k)).unwrap();
+        }
+        let held = s.recv(Some(SEC)).unwrap();
+        p.send(&filled(&p, 8, 8, PixelFormat::Gray8, 3)).unwrap();
+        // latest: s holds 1 + 1 pending, keep 1 pending; lossless: s 1 + 3 queued, keep 4
+        let (before, untaken, keeps) = match mode {
+            Mode::Latest => (3, 1, 1),
+            Mode::Lossless { .. } => (8, 3, 4),
+        };
+        assert_eq!(p.stats().pins, before);
+        s.close(); // still connected: it holds `held`
+        wait_until("untaken pins returned", SEC, || {
+            p.stats().pins == before - untaken
+        });
+        check_pixels(&held, if mode == Mode::Latest { 2 } else { 0 });
+        drop((held, s));
+        wait_until("all of s's pins", SEC, || p.stats().pins == keeps);
+        drop(keep.recv(Some(SEC)).unwrap());
+    }
+}
