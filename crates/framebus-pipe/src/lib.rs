@@ -1,1 +1,23 @@
-//! framebus-pipe (placeholder until its issue lands).
+//! # framebus-pipe
+//!
+//! Frames into pipes, off the caller's thread, without copying them first:
+//!
+//! * [`PipeWriter`] — one background thread per fd writes queued jobs in order.
+//!   A job owns what keeps its bytes alive (a [`Source`]: a core `Frame` holds a
+//!   `Lease`; the Python bindings hold a buffer export), never a bare pointer.
+//!   Bounded queues, `sync` per job / key / fd / everything, errors stored and
+//!   reported on the next call for the fd, nothing written after a failure.
+//! * [`VideoWriter`] — an FFmpeg subprocess fed through a `PipeWriter`, with its
+//!   arguments built from the frame format and its stderr drained and kept.
+//!
+//! Depends on `framebus-core` only. Design notes and figures: `docs/pipe.md`.
+
+mod error;
+mod sys;
+mod video;
+mod writer;
+
+pub use error::{PipeError, Result, WriteFailure};
+pub use sys::{grow_pipe, pipe_max_size};
+pub use video::{find_ffmpeg, VideoConfig, VideoWriter, STDERR_TAIL};
+pub use writer::{FdStats, LeaseSlice, PipeWriter, Region, Rejected, Source, Ticket, WriterConfig};

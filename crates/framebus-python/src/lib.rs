@@ -7,6 +7,7 @@ mod channel;
 mod dlpack;
 pub mod errors;
 pub mod frame;
+mod pipe;
 pub mod pool;
 
 use pyo3::prelude::*;
@@ -18,5 +19,6 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pool::register(m)?;
     frame::register(m)?;
     channel::register(m)?;
+    pipe::register(m)?;
     Ok(())
 }
