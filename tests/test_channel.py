@@ -441,3 +441,33 @@ def test_other_users_are_refused_both_ways():
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         os.close(r)
+
+
+def test_forked_copies_are_inert():
+    """A fork()ed child that drops its copies must not close the parent's channel,
+    release the parent's frames or unsubscribe the parent."""
+    name = unique("fork-inert")
+    with Publisher(name, mode="latest") as pub:
+        sub = Subscriber(name, timeout=1.0)
+        send_pattern(pub, 1)
+        held = sub.recv(timeout=1.0)
+        assert pub.stats()["pins"] == 1
+        pid = os.fork()
+        if pid == 0:
+            try:
+                held.release()
+                sub.close()
+                pub.close()
+                del held, sub, pub
+                gc.collect()
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.05)
+        assert pub.subscribers == 1 and not pub.closed
+        assert pub.stats()["pins"] == 1, "the child must not release the parent's frame"
+        a = np.asarray(held)
+        assert np.array_equal(a, pattern(1, a.shape))
+        send_pattern(pub, 2)
+        g = sub.recv(timeout=1.0)
+        assert np.array_equal(np.asarray(g), pattern(2, a.shape))

@@ -249,6 +249,9 @@ pub struct Publisher {
     /// The pool was made here (not passed in), so `close` closes it too.
     owns_pool: bool,
     send_lock: Mutex<()>,
+    /// The process that made it: a `fork()`ed child's copy must not close the
+    /// parent's channel (the sockets and control blocks are shared).
+    pid: rustix::process::Pid,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -333,6 +336,7 @@ impl Publisher {
             pool,
             owns_pool,
             send_lock: Mutex::new(()),
+            pid: rustix::process::getpid(),
         })
     }
 
@@ -569,6 +573,9 @@ impl Publisher {
     /// no slot is reused under a reader. The name is free when this returns.
     /// A pool the publisher made itself is closed too (its free slots unmapped).
     pub fn close(&self) {
+        if rustix::process::getpid() != self.pid {
+            return; // a fork()ed copy: the channel belongs to the parent
+        }
         if self.owns_pool {
             self.pool.close();
         }

@@ -54,6 +54,9 @@ struct Inner {
     doorbell: OwnedFd,
     max_slots: u32,
     state: Mutex<SubState>,
+    /// The process that connected: a `fork()`ed child's copy must neither
+    /// release the parent's frames nor say goodbye on its socket.
+    pid: rustix::process::Pid,
 }
 
 impl Inner {
@@ -71,6 +74,10 @@ impl Inner {
     /// Send queued releases until the socket is full (the rest wait for the
     /// next release or `recv`).
     fn flush_releases(&self, st: &mut SubState) {
+        if rustix::process::getpid() != self.pid {
+            st.pending.clear(); // a fork()ed copy: these pins are the parent's
+            return;
+        }
         while let Some(&t) = st.pending.first() {
             match wire::send_msg(self.sock.as_fd(), &Msg::Release { ticket: t }, &[]) {
                 Ok(()) => {
@@ -296,6 +303,7 @@ impl Subscriber {
                 ctrl,
                 doorbell,
                 max_slots,
+                pid: rustix::process::getpid(),
                 state: Mutex::new(SubState {
                     slots: (0..max_slots).map(|_| None).collect(),
                     held: HashMap::new(),
@@ -565,6 +573,9 @@ impl Subscriber {
     /// Stop receiving. Frames already received stay valid (and pinned) until
     /// dropped; the connection closes when the last of them goes.
     pub fn close(&mut self) {
+        if !self.closed && rustix::process::getpid() != self.inner.pid {
+            self.closed = true; // a fork()ed copy: the connection is the parent's
+        }
         if !self.closed {
             self.closed = true;
             let _ = wire::send_msg(self.inner.sock.as_fd(), &Msg::Bye, &[]);
