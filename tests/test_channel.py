@@ -471,3 +471,19 @@ def test_forked_copies_are_inert():
         send_pattern(pub, 2)
         g = sub.recv(timeout=1.0)
         assert np.array_equal(np.asarray(g), pattern(2, a.shape))
+
+
+def test_ctrl_c_interrupts_a_blocked_recv():
+    name = unique("sigint")
+    with Publisher(name) as pub, Subscriber(name, timeout=1.0) as sub:
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            sub.recv()  # no timeout: only the signal can end it
+        assert time.monotonic() - t0 < 2.0
+        timer.join()
+        # the subscriber still works afterwards
+        send_pattern(pub, 3)
+        f = sub.recv(timeout=1.0)
+        assert np.array_equal(np.asarray(f), pattern(3, (48, 64, 4)))

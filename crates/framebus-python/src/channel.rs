@@ -1,7 +1,8 @@
 //! `framebus.Publisher` / `framebus.Subscriber`: Python face of framebus-channel.
 //!
 //! Conversion, GIL release and error mapping only. Every call that can block
-//! (send on a full lossless queue, recv, connect, close) runs in `py.detach`.
+//! (send on a full lossless queue, recv, connect, close) runs in `py.detach`;
+//! `recv` waits in 100 ms slices with a signal check between, so Ctrl-C works.
 //! The subscriber sits behind a mutex that is only ever taken with the GIL
 //! released, so a thread blocked in `recv` cannot deadlock a thread reading
 //! `sub.skipped`.
@@ -10,6 +11,7 @@ use crate::errors::{to_pyerr, ChannelClosed, FramebusError};
 use crate::frame::PyFrame;
 use crate::pool::{check_size, parse_format, parse_timeout, PyFramePool};
 use framebus_channel::{ChannelError, Mode, OnFull, Publisher, PublisherConfig, Subscriber};
+use framebus_core::Frame;
 use pyo3::create_exception;
 use pyo3::exceptions::{
     PyFileExistsError, PyFileNotFoundError, PyOSError, PyPermissionError, PyStopIteration,
@@ -18,6 +20,7 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 create_exception!(
     framebus,
@@ -253,6 +256,49 @@ impl PySubscriber {
     fn lock(&self) -> MutexGuard<'_, Subscriber> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// `recv` in slices of at most 100 ms, checking for signals in between, so
+    /// Ctrl-C interrupts a long wait (the GIL is released inside each slice).
+    fn recv_interruptible(
+        &self,
+        py: Python<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Frame, RecvError> {
+        const SLICE: Duration = Duration::from_millis(100);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let slice = deadline.map_or(SLICE, |d| {
+                d.saturating_duration_since(Instant::now()).min(SLICE)
+            });
+            match self.with(py, |s| s.recv(Some(slice))) {
+                Err(ChannelError::Timeout(..)) if deadline.is_none_or(|d| Instant::now() < d) => {
+                    py.check_signals().map_err(RecvError::Py)?;
+                }
+                Err(ChannelError::Timeout(..)) => {
+                    return Err(RecvError::Channel(ChannelError::Timeout(
+                        timeout.unwrap_or_default(),
+                        "a frame",
+                    )))
+                }
+                r => return r.map_err(RecvError::Channel),
+            }
+        }
+    }
+}
+
+/// Why an interruptible receive stopped.
+enum RecvError {
+    Channel(ChannelError),
+    Py(PyErr),
+}
+
+impl From<RecvError> for PyErr {
+    fn from(e: RecvError) -> PyErr {
+        match e {
+            RecvError::Channel(c) => channel_err(c),
+            RecvError::Py(p) => p,
+        }
+    }
 }
 
 #[pymethods]
@@ -286,8 +332,7 @@ impl PySubscriber {
     #[pyo3(signature = (timeout=None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyFrame> {
         let t = parse_timeout(timeout)?;
-        let f = self.with(py, |s| s.recv(t)).map_err(channel_err)?;
-        Ok(PyFrame::from_frame(f))
+        Ok(PyFrame::from_frame(self.recv_interruptible(py, t)?))
     }
 
     /// A frame if one is ready now, else None.
@@ -354,10 +399,10 @@ impl PySubscriber {
 
     /// `for frame in sub:` waits for each frame and ends when the channel closes.
     fn __next__(&self, py: Python<'_>) -> PyResult<PyFrame> {
-        match self.with(py, |s| s.recv(None)) {
+        match self.recv_interruptible(py, None) {
             Ok(f) => Ok(PyFrame::from_frame(f)),
-            Err(ChannelError::Closed(_)) => Err(PyStopIteration::new_err(())),
-            Err(e) => Err(channel_err(e)),
+            Err(RecvError::Channel(ChannelError::Closed(_))) => Err(PyStopIteration::new_err(())),
+            Err(e) => Err(e.into()),
         }
     }
 
