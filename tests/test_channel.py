@@ -487,3 +487,15 @@ def test_ctrl_c_interrupts_a_blocked_recv():
         send_pattern(pub, 3)
         f = sub.recv(timeout=1.0)
         assert np.array_equal(np.asarray(f), pattern(3, (48, 64, 4)))
+    # and a sender blocked on a full lossless queue
+    name = unique("sigint-send")
+    with Publisher(name, mode="lossless", depth=1) as pub, Subscriber(name, timeout=1.0) as sub:
+        send_pattern(pub, 0)
+        timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            send_pattern(pub, 1)  # on_full="block", no timeout
+        timer.join()
+        assert sub.recv(timeout=1.0).seq == 1, "the interrupted frame was not sent"
+        with pytest.raises(TimeoutError):
+            sub.recv(timeout=0.05)

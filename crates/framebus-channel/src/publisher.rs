@@ -398,6 +398,12 @@ impl Publisher {
     /// (the channel-wide sequence number). The frame must not be written after
     /// this: subscribers may be reading it.
     pub fn send(&self, frame: &Frame) -> Result<u64> {
+        self.send_with(frame, self.shared.cfg.on_full)
+    }
+
+    /// [`Publisher::send`] with this call's own policy for a full lossless queue.
+    /// A `Full` error means the frame went to nobody, so retrying is safe.
+    pub fn send_with(&self, frame: &Frame, on_full: OnFull) -> Result<u64> {
         let lease = frame.lease();
         let ro_src = lease.fd().ok_or_else(|| ChannelError::InvalidArgument {
             what: "frame",
@@ -414,7 +420,7 @@ impl Publisher {
                 return Err(ChannelError::Closed(self.shared.name.clone()));
             }
             if let Mode::Lossless { depth } = self.shared.cfg.mode {
-                if let Some(wait) = self.check_room(&mut st, depth, start)? {
+                if let Some(wait) = self.check_room(&mut st, depth, on_full, start)? {
                     drop(st);
                     wait.sleep();
                     continue;
@@ -449,7 +455,13 @@ impl Publisher {
 
     /// Lossless: `None` when every receiving subscriber has room, else what to
     /// wait on (or an error for `OnFull::Raise` / timeout).
-    fn check_room(&self, st: &mut State, depth: u32, start: Instant) -> Result<Option<RoomWait>> {
+    fn check_room(
+        &self,
+        st: &mut State,
+        depth: u32,
+        on_full: OnFull,
+        start: Instant,
+    ) -> Result<Option<RoomWait>> {
         for s in st.subs.iter_mut().filter(|s| s.active()) {
             let h = s.ctrl.header();
             let read = h.read_pos.load(Ordering::Acquire);
@@ -468,7 +480,7 @@ impl Publisher {
                 depth,
                 waited,
             };
-            let deadline = match self.shared.cfg.on_full {
+            let deadline = match on_full {
                 OnFull::Raise => return Err(full(None)),
                 OnFull::Block(t) => t.map(|t| start + t),
             };

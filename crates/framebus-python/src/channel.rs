@@ -62,6 +62,7 @@ fn mode_name(m: Mode) -> &'static str {
 #[pyclass(name = "Publisher", module = "framebus", frozen)]
 pub struct PyPublisher {
     inner: Publisher,
+    on_full: OnFull,
 }
 
 #[pymethods]
@@ -130,7 +131,7 @@ impl PyPublisher {
         let inner = py
             .detach(|| Publisher::new(name, cfg))
             .map_err(channel_err)?;
-        Ok(PyPublisher { inner })
+        Ok(PyPublisher { inner, on_full })
     }
 
     /// A writable frame from the publisher's pool: fill it, then `send` it.
@@ -150,7 +151,34 @@ impl PyPublisher {
         let f = frame.frame()?;
         drop(frame);
         let p = &self.inner;
-        py.detach(|| p.send(&f)).map_err(channel_err)
+        let OnFull::Block(timeout) = self.on_full else {
+            return py.detach(|| p.send(&f)).map_err(channel_err);
+        };
+        // Wait for room in 100 ms slices with a signal check between (Ctrl-C).
+        const SLICE: Duration = Duration::from_millis(100);
+        let start = Instant::now();
+        loop {
+            let slice = timeout.map_or(SLICE, |t| t.saturating_sub(start.elapsed()).min(SLICE));
+            match py.detach(|| p.send_with(&f, OnFull::Block(Some(slice)))) {
+                Err(ChannelError::Full { .. }) if timeout.is_none_or(|t| start.elapsed() < t) => {
+                    py.check_signals()?;
+                }
+                Err(ChannelError::Full {
+                    name,
+                    subscriber,
+                    depth,
+                    ..
+                }) => {
+                    return Err(channel_err(ChannelError::Full {
+                        name,
+                        subscriber,
+                        depth,
+                        waited: Some(start.elapsed()),
+                    }))
+                }
+                r => return r.map_err(channel_err),
+            }
+        }
     }
 
     /// The FramePool `acquire` takes frames from (share it with a capture).
