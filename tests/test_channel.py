@@ -499,3 +499,21 @@ def test_ctrl_c_interrupts_a_blocked_recv():
         assert sub.recv(timeout=1.0).seq == 1, "the interrupted frame was not sent"
         with pytest.raises(TimeoutError):
             sub.recv(timeout=0.05)
+
+
+def test_publisher_uses_a_given_pool_and_leaves_it_open():
+    pool = framebus.FramePool(max_slots=2)
+    name = unique("pool")
+    with Publisher(name, pool=pool) as pub, Subscriber(name, timeout=1.0) as sub:
+        f = pub.acquire(32, 32, "RGBA")
+        assert pool.stats()["slots_in_use"] == 1, "acquire takes from the given pool"
+        np.asarray(f)[...] = 9
+        pub.send(f)
+        f.release()
+        g = sub.recv(timeout=1.0)
+        assert int(np.asarray(g).max()) == 9
+        assert pool.stats()["slots_in_use"] == 1, "pinned by the subscriber"
+        del g
+        assert wait_until(lambda: pool.stats()["slots_in_use"] == 0)
+    assert not pool.closed, "closing the publisher leaves a pool it did not make open"
+    pool.acquire(8, 8).release()
