@@ -816,9 +816,21 @@ fn read_messages(
                 dropped.push(l);
             }
         }
-        s.leaving |= bye;
+        if bye && !s.leaving {
+            s.leaving = true;
+            wake_blocked_sender(&s.ctrl); // it may be waiting for room in this queue
+        }
         s.dead |= dead;
     }
+}
+
+/// Wake a sender sleeping on this subscriber's `read_pos` (it re-checks).
+fn wake_blocked_sender(ctrl: &Control) {
+    let _ = rustix::thread::futex::wake(
+        &ctrl.header().read_pos,
+        rustix::thread::futex::Flags::empty(),
+        i32::MAX as u32,
+    );
 }
 
 /// Remove dead subscribers: drop their pins and wake a sender blocked on them.
@@ -839,12 +851,7 @@ fn reap(sh: &Arc<Shared>, dropped: &mut Vec<Lease>) {
             dropped.push(l);
         }
         stats.disconnected += 1;
-        s.ctrl.header().read_pos.fetch_add(1, Ordering::SeqCst);
-        let _ = rustix::thread::futex::wake(
-            &s.ctrl.header().read_pos,
-            rustix::thread::futex::Flags::empty(),
-            i32::MAX as u32,
-        );
+        wake_blocked_sender(&s.ctrl);
         false
     });
     sh.changed.notify_all();

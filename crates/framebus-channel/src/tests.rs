@@ -789,3 +789,28 @@ fn closing_a_subscriber_gives_back_frames_it_never_took() {
         drop(keep.recv(Some(SEC)).unwrap());
     }
 }
+
+#[test]
+fn a_sender_blocked_on_a_subscriber_is_freed_when_it_leaves_or_dies() {
+    let name = unique("leave");
+    let p = Publisher::new(
+        &name,
+        PublisherConfig {
+            mode: Mode::Lossless { depth: 1 },
+            on_full: OnFull::Block(Some(Duration::from_secs(10))),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut s = Subscriber::connect(&name, SEC).unwrap();
+    p.send(&filled(&p, 8, 8, PixelFormat::Gray8, 0)).unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        s.close(); // says goodbye: the sender must stop waiting for it
+        s
+    });
+    let t = Instant::now();
+    p.send(&filled(&p, 8, 8, PixelFormat::Gray8, 1)).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(closer.join().unwrap());
+}
