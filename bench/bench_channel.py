@@ -37,7 +37,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# NumPy's OpenBLAS starts one spinning thread per core (seen with perf: 15 % of the
+# producer's samples in blas_thread_server) and none of the cases uses BLAS. On a
+# 2-core machine that steals CPU from every transport; children inherit this.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
