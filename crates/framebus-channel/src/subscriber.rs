@@ -440,9 +440,13 @@ impl Subscriber {
                     Some(d) => d,
                     None => {
                         // Rewritten under us (the publisher lapped the ring):
-                        // the frame is ours, but its descriptor is gone.
+                        // the frame is ours, but its descriptor is gone. It and
+                        // any gap before it count as skipped, once.
                         self.release(t);
-                        self.skipped += 1;
+                        if t > self.last_ticket {
+                            self.skipped = self.skipped.saturating_add(t - self.last_ticket);
+                            self.last_ticket = t;
+                        }
                         return Ok(None);
                     }
                 }
