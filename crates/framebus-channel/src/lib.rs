@@ -110,11 +110,12 @@ pub enum ChannelError {
     /// Garbage in the shared control block or on the socket.
     #[error("corrupt channel data: {0}")]
     Corrupt(String),
-    /// More distinct slots pinned at once than the channel's slot table holds.
+    /// Every entry of the slot table is pinned by a subscriber: no room for a new slot.
     #[error(
-        "{pinned} distinct slots are pinned by subscribers; the channel's slot table holds {max}"
+        "all {max} entries of the channel's slot table are pinned by subscribers \
+         (raise max_slots, or release received frames)"
     )]
-    TooManySlots { pinned: usize, max: usize },
+    TooManySlots { max: usize },
     /// A core error (pool, layout).
     #[error(transparent)]
     Core(#[from] framebus_core::Error),

@@ -132,7 +132,6 @@ impl SlotTable {
                     .min_by_key(|(_, e)| e.last_sent)
                     .map(|(i, _)| i)
                     .ok_or(ChannelError::TooManySlots {
-                        pinned: self.entries.len(),
                         max: self.entries.len(),
                     })?;
                 let old = self.entries[victim].take().expect("victim exists");

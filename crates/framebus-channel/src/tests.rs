@@ -814,3 +814,32 @@ fn a_sender_blocked_on_a_subscriber_is_freed_when_it_leaves_or_dies() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     drop(closer.join().unwrap());
 }
+
+#[test]
+fn a_full_slot_table_is_a_clear_error_and_recovers() {
+    let name = unique("table");
+    let p = Publisher::new(
+        &name,
+        PublisherConfig {
+            mode: Mode::Lossless { depth: 8 },
+            max_slots: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut s = Subscriber::connect(&name, SEC).unwrap();
+    let frames: Vec<Frame> = (0..3)
+        .map(|k| filled(&p, 8, 8, PixelFormat::Gray8, k))
+        .collect();
+    p.send(&frames[0]).unwrap();
+    p.send(&frames[1]).unwrap();
+    let e = p.send(&frames[2]).unwrap_err();
+    assert!(matches!(e, ChannelError::TooManySlots { max: 2 }), "{e}");
+    assert!(e.to_string().contains("max_slots"), "{e}");
+    // once the subscriber is done with one, the third slot gets its entry
+    drop(s.recv(Some(SEC)).unwrap());
+    wait_until("release", SEC, || p.stats().pins == 1);
+    p.send(&frames[2]).unwrap();
+    check_pixels(&s.recv(Some(SEC)).unwrap(), 1);
+    check_pixels(&s.recv(Some(SEC)).unwrap(), 2);
+}
