@@ -28,8 +28,13 @@ from ._framebus import (
     sync,
     to_tensor,
 )
+from .capture import Capture, Grabber, Region, grab
 
 __all__ = [
+    "Capture",
+    "Grabber",
+    "Region",
+    "grab",
     "__version__",
     "CaptureError",
     "ChannelClosed",

@@ -4,6 +4,7 @@
 //! feature crates. Each feature has one file with a `register` function.
 
 pub mod capture;
+mod channel;
 mod dlpack;
 pub mod errors;
 pub mod frame;
@@ -21,6 +22,7 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     frame::register(m)?;
     capture::register(m)?;
     kernels::register(m)?;
+    channel::register(m)?;
     pipe::register(m)?;
     Ok(())
 }
