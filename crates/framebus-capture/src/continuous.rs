@@ -17,10 +17,10 @@
 //! * Pacing: deadlines at `start + k / target_fps`; if the thread falls more
 //!   than one period behind it restarts the schedule instead of bursting.
 //!   Without a target rate the capture runs on demand: the next grab starts
-//!   as soon as the consumer has taken the previous frame, so grabbing
-//!   overlaps consuming (one frame ahead) and no grab is wasted on a frame
-//!   nobody will see — on a 2-core machine free-running grabs would steal the
-//!   consumer's core.
+//!   as soon as the consumer has taken the previous frame (seen by a 100 µs
+//!   poll, see `ON_DEMAND_POLL`), so grabbing overlaps consuming (one frame
+//!   ahead) and no grab is wasted on a frame nobody will see — on a 2-core
+//!   machine free-running grabs would steal the consumer's core.
 //! * `stop()` (or drop) wakes the thread, joins it, and fails pending waits.
 //!
 //! Depends on `grabber`; nothing here touches Python.
@@ -31,6 +31,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// How often an on-demand capture thread looks whether the consumer took the
+/// last frame. Polling on a timer, rather than being woken by the consumer,
+/// keeps the capture thread — and the X server it wakes — off the consumer's
+/// busy core: Linux places a woken thread near its waker, and on 2 cores that
+/// put the X server's copy behind the consumer (A/B on the loaded 2-core VM,
+/// spinning consumer: woken by the consumer 0.96-1.04x serial speed in 6 of 6
+/// runs, polling up to 1.69x; pinned 1.5-2x; see docs/bench-capture.md). The
+/// cost: one timer wakeup per 100 µs while the consumer works, ≤ 100 µs later
+/// start of the next grab.
+const ON_DEMAND_POLL: Duration = Duration::from_micros(100);
 
 /// Counters of a running capture.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -198,9 +209,6 @@ impl Capture {
             if let Some(f) = frame {
                 st.stats.delivered += 1;
                 st.last = Some(f.clone());
-                drop(st);
-                // An on-demand capture thread waits for the ring to empty.
-                self.shared.changed.notify_all();
                 return Ok(f);
             }
             if allow_repeat {
@@ -305,7 +313,11 @@ fn run(grabber: &mut Grabber, region: Region, cfg: &CaptureConfig, shared: &Shar
                     if st.ring.is_empty() {
                         break;
                     }
-                    st = shared.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                    st = shared
+                        .changed
+                        .wait_timeout(st, ON_DEMAND_POLL)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                     continue;
                 }
                 let now = Instant::now();
