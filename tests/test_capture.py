@@ -361,7 +361,7 @@ def test_pacing_holds_the_target_rate(screen):
         while f.timestamp - first.timestamp < 1_000_000_000:
             f = cap.next(timeout=5)
         n = f.seq - first.seq
-        assert 36 <= n <= 44, n
+        assert 34 <= n <= 44, n  # 40 fps for 1 s; the lower bound allows a loaded CI machine
 
 
 def test_frames_iterator_ends_when_stopped_from_another_thread(screen):
@@ -386,7 +386,7 @@ def test_slow_consumer_keeps_memory_bounded(screen):
         stats = pool.stats()
         # ring (3) + the frame being grabbed + the one just returned, at most.
         assert stats["slots"] <= 5, stats
-        assert cap.dropped > 50
+        assert cap.dropped > 10  # 500 fps wanted, ~3 frames taken per 0.1 s
 
 
 def test_on_demand_capture_stays_one_frame_ahead(screen):
