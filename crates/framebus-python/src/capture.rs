@@ -363,7 +363,9 @@ fn grab(
             )?);
         }
         let g = shared.as_mut().expect("opened above");
-        let result = target.resolve(g).and_then(|r| g.grab(r, cursor, pool.as_ref()));
+        let result = target
+            .resolve(g)
+            .and_then(|r| g.grab(r, cursor, pool.as_ref()));
         if matches!(result, Err(CaptureError::X { .. })) {
             // Maybe the server went away: reconnect on the next call.
             *shared = None;
