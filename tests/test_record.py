@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from framebus import _framebus
 
 pytestmark = pytest.mark.skipif(

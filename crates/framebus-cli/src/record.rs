@@ -171,7 +171,7 @@ pub fn run(args: RecordArgs) -> Result<(), String> {
             break Err(e.to_string());
         }
         written += 1;
-        if written % 5 == 0 || total == Some(written) {
+        if written.is_multiple_of(5) || total == Some(written) {
             let elapsed = start.elapsed().as_secs_f64();
             let s = capture.stats();
             bar.set_position(written);
