@@ -311,9 +311,13 @@ def ref_resize(a, ow, oh, method):
 def test_resize_matches_numpy_reference(method):
     for (w, h), (ow, oh) in [((8, 6), (4, 3)), ((17, 9), (5, 4)), ((3, 3), (7, 5)),
                              ((64, 36), (16, 9)), ((1, 1), (3, 2)), ((100, 60), (50, 30)),
-                             ((97, 41), (33, 40))]:
+                             ((97, 41), (33, 40)), ((300, 200), (224, 224)),
+                             ((640, 360), (101, 57))]:
         a = random_image("BGRA", w, h, pad=2)
         want = ref_resize(a, ow, oh, method)
+        for level in LEVELS:
+            got = fb.resize(a, ow, oh, method, "BGRA", simd=level, threads=1)
+            assert np.array_equal(np.asarray(got), want), (w, h, ow, oh, level)
         for threads in (1, None):
             got = fb.resize(a, ow, oh, method, "BGRA", threads=threads)
             assert np.array_equal(np.asarray(got), want), (w, h, ow, oh)

@@ -18,6 +18,34 @@ fn main() {
     let mut buf = vec![0u8; w * h * 4 + 64];
     let off = buf.as_ptr().align_offset(64);
     let out = &mut buf[off..off + w * h * 4];
+    if let Ok(spec) = std::env::var("RESIZE_ONLY") {
+        // e.g. RESIZE_ONLY=1280x720: time the general resize path alone
+        let (ow, oh) = spec
+            .split_once('x')
+            .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap()))
+            .unwrap();
+        let lay = FrameLayout::new(ow, oh, PixelFormat::Bgra, None).unwrap();
+        for m in [Method::Area, Method::Bilinear] {
+            let opts = Options {
+                threads,
+                ..Default::default()
+            };
+            let mut best = f64::MAX;
+            for _ in 0..9 {
+                let t = Instant::now();
+                resize(
+                    &sv,
+                    &mut ImageMut::new(&mut out[..lay.byte_len()], lay).unwrap(),
+                    m,
+                    &opts,
+                )
+                .unwrap();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!("resize {w}x{h} -> {ow}x{oh} {m:?}: {:.2} ms", best * 1e3);
+        }
+        return;
+    }
     for level in Simd::available() {
         let opts = Options {
             simd: Some(level),

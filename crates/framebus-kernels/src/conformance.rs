@@ -437,13 +437,17 @@ fn resize_matches_reference_and_fuses_conversion() {
         (34, 18, 17, 9),
         (64, 32, 8, 4),
         (12, 6, 4, 2),
+        (300, 200, 224, 224),
+        (640, 360, 101, 57),
     ] {
         let src = rng.bytes(w * h * 4);
         let sv = ImageRef::from_parts(&src, w, h, PixelFormat::Bgra, None).unwrap();
         for m in [Method::Area, Method::Bilinear] {
             let want = ref_resize(&src, w, h, 4, ow, oh, m);
-            for threads in [Some(1), None] {
+            let runs = Simd::available().into_iter().map(|l| (Some(l), Some(1)));
+            for (simd, threads) in runs.chain([(None, None)]) {
                 let opts = Options {
+                    simd,
                     threads,
                     ..Default::default()
                 };
@@ -451,7 +455,7 @@ fn resize_matches_reference_and_fuses_conversion() {
                 let mut dv =
                     ImageMut::from_parts(&mut out, ow, oh, PixelFormat::Bgra, None).unwrap();
                 resize(&sv, &mut dv, m, &opts).unwrap();
-                assert_eq!(out, want, "{w}x{h}->{ow}x{oh} {m:?}");
+                assert_eq!(out, want, "{w}x{h}->{ow}x{oh} {m:?} {simd:?}");
                 // fused BGRA -> RGB equals resize then convert
                 let mut rgb = vec![0u8; ow * oh * 3];
                 let mut dv =
