@@ -77,6 +77,17 @@ unsafe fn ld(p: *const u8, step: usize) -> V {
     }
 }
 
+/// Load 32 contiguous bytes (= `ld(p, 16)` in one instruction).
+///
+/// # Safety
+/// `p .. p + 32` must be readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn ld_contig(p: *const u8) -> V {
+    // SAFETY: forwarded to the caller; unaligned load.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
 /// Store 32 bytes (lane 0 then lane 1).
 ///
 /// # Safety

@@ -114,21 +114,21 @@ macro_rules! x86_kernels {
             let src_need = (LANES - 1) * 4 * sb + 16;
             let dst_need = if db == 4 { 16 * LANES } else { ST3_BYTES };
             let mut x = 0;
-            // Streaming stores need 16 · LANES-aligned addresses: do the first
-            // few pixels in scalar code until the destination is aligned; every
-            // step below then advances it by a multiple of the alignment.
-            let mut nt = false;
-            if spec.stream {
+            // Align the destination to the register size first (the first few
+            // pixels in scalar code): stores that straddle cache lines are slow,
+            // and streaming stores need it. Every step below advances the
+            // destination by a multiple of the alignment.
+            let mut aligned = false;
+            if w >= 64 {
                 let a = 16 * LANES;
                 let base = dst.as_ptr() as usize;
                 if let Some(x0) = (0..a).find(|&x0| (base + x0 * db) % a == 0) {
-                    if x0 <= w {
-                        scalar::shuffle(spec, src, dst, x0);
-                        x = x0;
-                        nt = true;
-                    }
+                    scalar::shuffle(spec, src, dst, x0);
+                    x = x0;
+                    aligned = true;
                 }
             }
+            let nt = spec.stream && aligned;
             if db == 3 {
                 // 16 pixels a lane-step, written as 48 · LANES contiguous bytes
                 // (no overlapping stores).
@@ -140,9 +140,11 @@ macro_rules! x86_kernels {
                     unsafe {
                         let p = src.as_ptr().add(x * sb);
                         let q = 4 * LANES * sb;
+                        // 4-byte pixels: the lanes' chunks are adjacent, one load.
+                        let l = |p: *const u8| if sb == 4 { ld_contig(p) } else { ld(p, 4 * sb) };
                         let r = |v: V| or(shufb(v, mask), fill);
-                        let (a, b) = (r(ld(p, 4 * sb)), r(ld(p.add(q), 4 * sb)));
-                        let (c, d) = (r(ld(p.add(2 * q), 4 * sb)), r(ld(p.add(3 * q), 4 * sb)));
+                        let (a, b) = (r(l(p)), r(l(p.add(q))));
+                        let (c, d) = (r(l(p.add(2 * q))), r(l(p.add(3 * q))));
                         st3x4(dst.as_mut_ptr().add(x * 3), a, b, c, d, nt);
                     }
                     x += 16 * LANES;
@@ -153,7 +155,8 @@ macro_rules! x86_kernels {
                 // `x * sb`) inside `src[..sl]` and the store (`dst_need` bytes from
                 // `x * db`) inside `dst[..dl]`; both lengths were asserted above.
                 unsafe {
-                    let v = ld(src.as_ptr().add(x * sb), 4 * sb);
+                    let p = src.as_ptr().add(x * sb);
+                    let v = if sb == 4 { ld_contig(p) } else { ld(p, 4 * sb) };
                     let r = or(shufb(v, mask), fill);
                     if db == 4 && nt {
                         st_nt(dst.as_mut_ptr().add(x * 4), r);

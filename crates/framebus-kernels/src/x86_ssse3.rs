@@ -66,6 +66,17 @@ unsafe fn ld(p: *const u8, _step: usize) -> V {
     unsafe { _mm_loadu_si128(p.cast()) }
 }
 
+/// Load 16 contiguous bytes (the same as `ld` with one lane).
+///
+/// # Safety
+/// `p .. p + 16` must be readable.
+#[target_feature(enable = "ssse3")]
+#[inline]
+unsafe fn ld_contig(p: *const u8) -> V {
+    // SAFETY: forwarded to the caller; unaligned load.
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
 /// Store 16 bytes.
 ///
 /// # Safety
