@@ -128,25 +128,13 @@ pub unsafe fn yuv(
     w: usize,
 ) {
     let sb = spec.sbpp;
-    assert!(w.is_multiple_of(2), "yuv: odd width");
-    assert!(
-        s0.len() >= w * sb && s1.len() >= w * sb,
-        "yuv: short source row"
-    );
-    assert!(y0.len() >= w && y1.len() >= w, "yuv: short luma row");
-    match &c {
-        Chroma::Nv12(uv) => assert!(uv.len() >= w, "yuv: short chroma row"),
-        Chroma::I420(u, v) => assert!(
-            u.len() >= w / 2 && v.len() >= w / 2,
-            "yuv: short chroma row"
-        ),
-    }
+    scalar::check_yuv_rows(sb, s0, s1, y0, y1, &c, w);
     let (ya, ca) = (vdupq_n_s32(spec.y_add), vdupq_n_s32(spec.c_add));
     let mut x = 0;
     while x + 16 <= w {
         // SAFETY: reads `16 · sb` bytes of each source row from `x · sb`, writes
         // 16 luma bytes of each row from `x`, 16 NV12 bytes from `x` or 8 I420
-        // bytes from `x / 2` — all inside the asserted lengths.
+        // bytes from `x / 2` — all inside the lengths `check_yuv_rows` checked.
         unsafe {
             let a = load16(s0.as_ptr().add(x * sb), sb);
             let b = load16(s1.as_ptr().add(x * sb), sb);

@@ -311,21 +311,7 @@ macro_rules! x86_kernels {
             w: usize,
         ) {
             let sb = spec.sbpp;
-            assert!(w % 2 == 0, "yuv: odd width");
-            assert!(
-                s0.len() >= w * sb && s1.len() >= w * sb,
-                "yuv: short source row"
-            );
-            assert!(y0.len() >= w && y1.len() >= w, "yuv: short luma row");
-            match &c {
-                Chroma::Nv12(uv) => assert!(uv.len() >= w, "yuv: short chroma row"),
-                Chroma::I420(u, v) => {
-                    assert!(
-                        u.len() >= w / 2 && v.len() >= w / 2,
-                        "yuv: short chroma row"
-                    )
-                }
-            }
+            scalar::check_yuv_rows(sb, s0, s1, y0, y1, &c, w);
             let (ky, ku, kv) = (splat_k(spec.ky), splat_k(spec.ku), splat_k(spec.kv));
             let (ya, ca, ex) = (splat32(spec.y_add), splat32(spec.c_add), expand_mask(sb));
             let mut x = 0;
@@ -334,7 +320,7 @@ macro_rules! x86_kernels {
                 // (`need16`), the `16 * LANES`-byte luma stores inside `y0[..w]` and
                 // `y1[..w]`, the NV12 store (`16 * LANES` bytes from `x`) inside
                 // `uv[..w]` and the I420 stores (`8 * LANES` from `x / 2`) inside
-                // `u[..w / 2]`, `v[..w / 2]`; all lengths were asserted above.
+                // `u[..w / 2]`, `v[..w / 2]`; `check_yuv_rows` checked all lengths.
                 unsafe {
                     let (p0, p1) = (s0.as_ptr().add(x * sb), s1.as_ptr().add(x * sb));
                     let z = zero();
