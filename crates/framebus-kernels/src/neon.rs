@@ -7,7 +7,7 @@
 //! `is_aarch64_feature_detected!("neon")`.
 
 use crate::scalar::{self, Chroma};
-use crate::spec::{LumaSpec, ShufSpec, YuvSpec, FILL};
+use crate::spec::{LumaSpec, ShufSpec, YuvSpec};
 use std::arch::aarch64::*;
 
 /// 16 pixels' first three channels (byte positions 0, 1, 2).
@@ -178,17 +178,7 @@ pub unsafe fn shuffle(spec: &ShufSpec, src: &[u8], dst: &mut [u8], w: usize) {
     let (sb, db) = (spec.sbpp, spec.dbpp);
     let (sl, dl) = (w * sb, w * db);
     assert!(src.len() >= sl && dst.len() >= dl, "shuffle: short row");
-    let mut m = [0x80u8; 16];
-    let mut f = [0u8; 16];
-    for i in 0..4 {
-        for c in 0..db {
-            if spec.map[c] == FILL {
-                f[i * db + c] = 255;
-            } else {
-                m[i * db + c] = (i * sb) as u8 + spec.map[c];
-            }
-        }
-    }
+    let (m, f) = spec.table4();
     // SAFETY: both arrays are 16 readable bytes.
     let (mask, fill) = unsafe { (vld1q_u8(m.as_ptr()), vld1q_u8(f.as_ptr())) };
     let mut x = 0;

@@ -5,7 +5,7 @@
 //! is built after `is_x86_feature_detected!("avx2")`.
 
 use crate::scalar::{self, Chroma};
-use crate::spec::{LumaSpec, ShufSpec, YuvSpec, FILL};
+use crate::spec::{LumaSpec, ShufSpec, YuvSpec};
 use std::arch::x86_64::*;
 
 type V = __m256i;

@@ -93,17 +93,7 @@ macro_rules! x86_kernels {
             let (sb, db) = (spec.sbpp, spec.dbpp);
             let (sl, dl) = (w * sb, w * db);
             assert!(src.len() >= sl && dst.len() >= dl, "shuffle: short row");
-            let mut m = [0x80u8; 16];
-            let mut f = [0u8; 16];
-            for i in 0..4 {
-                for c in 0..db {
-                    if spec.map[c] == FILL {
-                        f[i * db + c] = 255;
-                    } else {
-                        m[i * db + c] = (i * sb) as u8 + spec.map[c];
-                    }
-                }
-            }
+            let (m, f) = spec.table4();
             // SAFETY: both arrays are 16 readable bytes.
             let (mask, fill) = unsafe {
                 (

@@ -4,7 +4,7 @@
 //! kernel table in `simd`, which is built after `is_x86_feature_detected!`.
 
 use crate::scalar::{self, Chroma};
-use crate::spec::{LumaSpec, ShufSpec, YuvSpec, FILL};
+use crate::spec::{LumaSpec, ShufSpec, YuvSpec};
 use std::arch::x86_64::*;
 
 type V = __m128i;
