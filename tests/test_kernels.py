@@ -212,6 +212,15 @@ def test_frame_convert_uses_the_frames_pool_and_keeps_metadata():
     rgb.release()
     gray = src.convert("GRAY8")
     assert gray.format == "GRAY8"
+    # A blocking pool waits for a slot without holding the GIL: a release from
+    # another thread lets the conversion finish.
+    blocking = framebus.FramePool(max_slots=2, on_exhausted="block", timeout=10)
+    src2 = blocking.acquire(33, 7, "BGRA")
+    held = blocking.acquire(33, 7, "RGB")
+    threading.Timer(0.2, held.release).start()
+    t0 = time.perf_counter()
+    out = src2.convert("RGB")
+    assert 0.1 < time.perf_counter() - t0 < 5 and out.format == "RGB"
 
 
 def test_out_buffers_are_checked_and_written():

@@ -304,6 +304,7 @@ enum Dst<'py> {
 
 impl<'py> Dst<'py> {
     fn new(
+        py: Python<'py>,
         out: Option<Bound<'py, PyAny>>,
         src: &Src,
         pool: FramePool,
@@ -312,7 +313,10 @@ impl<'py> Dst<'py> {
         fmt: PixelFormat,
     ) -> PyResult<Dst<'py>> {
         let Some(out) = out else {
-            let mut f = pool.acquire_frame(w, h, fmt, None).map_err(to_pyerr)?;
+            // A pool with on_exhausted="block" may wait here: not with the GIL held.
+            let mut f = py
+                .detach(|| pool.acquire_frame(w, h, fmt, None))
+                .map_err(to_pyerr)?;
             if let Src::Frame(sf) = src {
                 f = f.with_meta(sf.timestamp_ns(), sf.seq());
             }
@@ -436,7 +440,7 @@ fn do_convert<'py>(
     let (w, h) = resize
         .map(|(w, h, _)| (w, h))
         .unwrap_or((sl.width, sl.height));
-    let mut dst = Dst::new(out, &src, src.pool(pool), w, h, fmt)?;
+    let mut dst = Dst::new(py, out, &src, src.pool(pool), w, h, fmt)?;
     {
         let si = src.image()?;
         let mut di = dst.image()?;
