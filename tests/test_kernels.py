@@ -400,6 +400,21 @@ def test_gil_is_released_during_kernels():
 
 # ---------------------------------------------------------------- huge images
 
+def test_converted_frames_go_back_to_the_pool_and_the_os_on_trim():
+    pool = framebus.FramePool()
+    src = pool.acquire(2000, 1500, "RGBA16")
+    np.asarray(src)[:] = 1000
+    dst = src.convert("RGBA")
+    assert np.asarray(dst)[1499, 1999].tolist() == [4] * 4  # (1000 + 128) // 257
+    slot = dst.slot_id
+    dst.release()
+    again = src.convert("RGBA")
+    assert again.slot_id == slot, "the released slot is reused"
+    again.release()
+    src.release()
+    assert pool.trim() >= 2000 * 1500 * (8 + 4)
+
+
 def test_huge_rgba16_converts_without_a_second_full_size_temporary():
     """8000x6000 RGBA16 (384 MB) -> RGBA (192 MB) into a pool slot: the peak RSS grows
     by the destination only (row bands written in place), not by another image."""
