@@ -110,6 +110,11 @@ impl Lease {
         self.inner.slot.id()
     }
 
+    /// A token that dies when the slot is unmapped (see [`Slot::liveness`]).
+    pub fn slot_liveness(&self) -> Weak<()> {
+        self.inner.slot.liveness()
+    }
+
     /// The slot's memfd.
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.inner.slot.fd()

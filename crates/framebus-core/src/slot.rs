@@ -14,7 +14,7 @@ use rustix::fs::MemfdFlags;
 use rustix::mm::{MapFlags, ProtFlags};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, Weak};
 
 const HUGE_PAGE: usize = 2 << 20;
 
@@ -40,6 +40,9 @@ pub struct Slot {
     id: u64,
     huge: bool,
     writable: bool,
+    /// Dropped with the slot: holders of [`Slot::liveness`] learn that the
+    /// mapping (and our memfd) are gone, e.g. to detach an X server segment.
+    alive: Arc<()>,
 }
 
 // SAFETY: a Slot is an owned mapping; the pointer is valid for `capacity` bytes
@@ -146,6 +149,7 @@ impl Slot {
             id: NEXT_SLOT_ID.fetch_add(1, Ordering::Relaxed),
             huge,
             writable,
+            alive: Arc::new(()),
         })
     }
 
@@ -172,6 +176,13 @@ impl Slot {
     /// Mapped writable.
     pub fn is_writable(&self) -> bool {
         self.writable
+    }
+
+    /// A token that dies with the slot (`upgrade()` fails once it is unmapped).
+    /// Lets a cache keyed by [`Slot::id`] — e.g. X server segments attached to
+    /// this memfd — release its entry when the pool trims or evicts the slot.
+    pub fn liveness(&self) -> Weak<()> {
+        Arc::downgrade(&self.alive)
     }
 
     /// The memfd behind the mapping, to attach to the X server or send to a peer.
@@ -227,6 +238,15 @@ mod tests {
         let dup = s.fd().unwrap().try_clone_to_owned().unwrap();
         let e = Slot::map_fd(dup, 1 << 20, false).unwrap_err();
         assert!(e.to_string().contains("1048576"), "{e}");
+    }
+
+    #[test]
+    fn liveness_dies_with_the_slot() {
+        let s = Slot::new(10, false).unwrap();
+        let token = s.liveness();
+        assert!(token.upgrade().is_some());
+        drop(s);
+        assert!(token.upgrade().is_none());
     }
 
     #[test]

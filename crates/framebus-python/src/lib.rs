@@ -3,6 +3,8 @@
 //! Conversion, GIL release and error mapping only — the logic lives in the
 //! feature crates. Each feature has one file with a `register` function.
 
+pub mod capture;
+mod channel;
 mod dlpack;
 pub mod errors;
 pub mod frame;
@@ -18,7 +20,9 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     pool::register(m)?;
     frame::register(m)?;
+    capture::register(m)?;
     kernels::register(m)?;
+    channel::register(m)?;
     pipe::register(m)?;
     Ok(())
 }

@@ -1,0 +1,182 @@
+//! The two ways of reading the screen into a pool slot.
+//!
+//! * [`Backend::Xshm`]: `ShmGetImage` into the slot's own memfd, attached to
+//!   the server once per slot (see `shm`). The server writes the pixels
+//!   straight into the memory the caller then reads: no copy in this process.
+//! * [`Backend::XGetImage`]: core `GetImage`; the reply arrives in a socket
+//!   buffer and is copied once into the slot (the one copy of this path).
+//!
+//! A failure of the SHM machinery (not a bad region) is reported as
+//! [`ShmFailure::Unusable`] so the grabber can switch backends once.
+//!
+//! Used by the `Grabber`; depends on `connection` and `shm`.
+
+use crate::connection::XConn;
+use crate::error::describe_reply_error;
+use crate::shm::SegmentCache;
+use crate::{CaptureError, Region, Result};
+use framebus_core::Lease;
+use x11rb::errors::ReplyError;
+use x11rb::protocol::shm::ConnectionExt as _;
+use x11rb::protocol::xproto::{self, ConnectionExt as _};
+use x11rb::protocol::ErrorKind;
+
+const ALL_PLANES: u32 = !0;
+
+/// Which X request fills the slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// MIT-SHM `ShmGetImage` into the slot's memfd (zero copies here).
+    Xshm,
+    /// Core `GetImage`, one copy from the reply into the slot.
+    XGetImage,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Xshm => "xshm",
+            Backend::XGetImage => "xgetimage",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the user asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// MIT-SHM when it works, else XGetImage (switching once, with the reason).
+    #[default]
+    Auto,
+    /// MIT-SHM or an error.
+    Xshm,
+    /// Always XGetImage.
+    XGetImage,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = CaptureError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(BackendChoice::Auto),
+            "xshm" | "xshmgetimage" | "shm" => Ok(BackendChoice::Xshm),
+            "xgetimage" | "getimage" => Ok(BackendChoice::XGetImage),
+            _ => Err(CaptureError::UnknownBackend(s.to_owned())),
+        }
+    }
+}
+
+/// Why an SHM grab failed.
+pub(crate) enum ShmFailure {
+    /// MIT-SHM does not work here (attach refused, server-side SHM error).
+    Unusable(String),
+    /// Anything else (region, connection): report, do not switch.
+    Other(CaptureError),
+}
+
+/// True for X errors that a bad or stale region produces.
+fn is_region_error(e: &ReplyError) -> bool {
+    matches!(
+        e,
+        ReplyError::X11Error(x) if matches!(x.error_kind, ErrorKind::Match | ErrorKind::Value)
+    )
+}
+
+/// `ShmGetImage` of `region` into `lease`'s slot.
+pub(crate) fn grab_shm(
+    xc: &XConn,
+    segments: &mut SegmentCache,
+    lease: &Lease,
+    region: Region,
+    shm_proven: bool,
+) -> std::result::Result<(), ShmFailure> {
+    let seg = segments
+        .segment_for(xc, lease)
+        .map_err(ShmFailure::Unusable)?;
+    let reply = xc
+        .conn
+        .shm_get_image(
+            xc.root,
+            region.left as i16,
+            region.top as i16,
+            region.width as u16,
+            region.height as u16,
+            ALL_PLANES,
+            xproto::ImageFormat::Z_PIXMAP.into(),
+            seg,
+            0,
+        )
+        .map_err(|e| ShmFailure::Other(CaptureError::x("ShmGetImage", e)))?
+        .reply();
+    let reply = match reply {
+        Ok(r) => r,
+        Err(e) if is_region_error(&e) || shm_proven => {
+            return Err(ShmFailure::Other(CaptureError::X {
+                op: "ShmGetImage",
+                detail: format!("{} for region {region}", describe_reply_error(&e)),
+            }))
+        }
+        Err(e) => {
+            return Err(ShmFailure::Unusable(format!(
+                "ShmGetImage failed: {}",
+                describe_reply_error(&e)
+            )))
+        }
+    };
+    let expected = region.width as u64 * region.height as u64 * 4;
+    if reply.depth != xc.depth || reply.size as u64 != expected {
+        return Err(ShmFailure::Other(CaptureError::X {
+            op: "ShmGetImage",
+            detail: format!(
+                "unexpected image: depth {} and {} bytes, expected depth {} and {expected} bytes",
+                reply.depth, reply.size, xc.depth
+            ),
+        }));
+    }
+    Ok(())
+}
+
+/// `GetImage` of `region`, copied into `lease`'s slot (which must be unique).
+pub(crate) fn grab_getimage(xc: &XConn, lease: &mut Lease, region: Region) -> Result<()> {
+    let reply = xc
+        .conn
+        .get_image(
+            xproto::ImageFormat::Z_PIXMAP,
+            xc.root,
+            region.left as i16,
+            region.top as i16,
+            region.width as u16,
+            region.height as u16,
+            ALL_PLANES,
+        )
+        .map_err(|e| CaptureError::x("GetImage", e))?
+        .reply()
+        .map_err(|e| CaptureError::X {
+            op: "GetImage",
+            detail: format!("{} for region {region}", describe_reply_error(&e)),
+        })?;
+    let n = region.width as usize * region.height as usize * 4;
+    if reply.depth != xc.depth || reply.data.len() != n {
+        return Err(CaptureError::X {
+            op: "GetImage",
+            detail: format!(
+                "unexpected image: depth {} and {} bytes, expected depth {} and {n} bytes",
+                reply.depth,
+                reply.data.len(),
+                xc.depth
+            ),
+        });
+    }
+    let dst = lease.get_mut().ok_or_else(|| CaptureError::X {
+        op: "GetImage",
+        detail: "the destination slot is shared or read-only".into(),
+    })?;
+    // The one copy of this backend: socket reply buffer -> pool slot.
+    dst[..n].copy_from_slice(&reply.data);
+    Ok(())
+}

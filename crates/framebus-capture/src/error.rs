@@ -1,0 +1,92 @@
+//! `CaptureError`: every failure of this crate, with the value that was wrong.
+//!
+//! X protocol errors, connection failures, bad regions and pool errors all end
+//! up here; nothing in this crate panics or exits on an X error (x11rb's
+//! `RustConnection` reports errors as values, there is no Xlib error handler).
+//! The Python bindings map [`CaptureError::BadRegion`] and
+//! [`CaptureError::BadMonitor`] to `ValueError`, [`CaptureError::Core`] through
+//! the core mapping and everything else to `framebus.CaptureError`.
+
+use crate::Region;
+
+/// Result alias for this crate.
+pub type Result<T, E = CaptureError> = std::result::Result<T, E>;
+
+/// Errors raised while connecting to the X server or grabbing.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The display could not be opened.
+    #[error("cannot open X display {display:?}: {reason}")]
+    Connect { display: String, reason: String },
+    /// The root window's pixels are not 32-bit little-endian TrueColor.
+    #[error("unsupported X visual on display {display:?}: {what} (framebus captures 24/32-bit TrueColor, LSB-first, 32 bits per pixel)")]
+    UnsupportedVisual { display: String, what: String },
+    /// The region does not fit on the screen (or is empty).
+    #[error("region {region} {why}; the screen is 0,0 {screen_w}x{screen_h} (x in 0..{screen_w}, y in 0..{screen_h})")]
+    BadRegion {
+        region: Region,
+        screen_w: u32,
+        screen_h: u32,
+        why: &'static str,
+    },
+    /// A monitor index that does not exist.
+    #[error("monitor {index} does not exist: {count} monitors (0 = all of them, 1..{last} = each)", last = .count - 1)]
+    BadMonitor { index: usize, count: usize },
+    /// An argument out of range (buffer size, frame rate...).
+    #[error("{0}")]
+    BadArgument(String),
+    /// A backend name that is not known.
+    #[error("unknown capture backend {0:?}; expected one of auto, xshm, xgetimage")]
+    UnknownBackend(String),
+    /// The requested backend cannot run on this display.
+    #[error("capture backend {backend} is not available: {reason}")]
+    BackendUnavailable {
+        backend: &'static str,
+        reason: String,
+    },
+    /// The X server answered a request with an error, or the connection broke.
+    #[error("X request {op} failed: {detail}")]
+    X { op: &'static str, detail: String },
+    /// Continuous capture was stopped, or its thread failed.
+    #[error("capture stopped{}", match .0 { Some(r) => format!(": {r}"), None => String::new() })]
+    Stopped(Option<String>),
+    /// Waiting for a frame took longer than the timeout.
+    #[error("no new frame within {0:.3} s")]
+    Timeout(f64),
+    /// A pool or frame error from framebus-core (exhausted, closed, too large...).
+    #[error(transparent)]
+    Core(#[from] framebus_core::Error),
+}
+
+impl CaptureError {
+    /// Wrap any x11rb error with the request that produced it.
+    pub(crate) fn x(op: &'static str, e: impl std::fmt::Display) -> Self {
+        CaptureError::X {
+            op,
+            detail: e.to_string(),
+        }
+    }
+
+    /// Errors that mean "the region is wrong", which must never be taken as a
+    /// reason to switch backends.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            CaptureError::BadRegion { .. }
+                | CaptureError::BadMonitor { .. }
+                | CaptureError::BadArgument(_)
+                | CaptureError::UnknownBackend(_)
+        )
+    }
+}
+
+/// Describe an x11rb reply error, naming the X error code (BadAccess, ...).
+pub(crate) fn describe_reply_error(e: &x11rb::errors::ReplyError) -> String {
+    match e {
+        x11rb::errors::ReplyError::X11Error(x) => format!(
+            "{:?} (major opcode {}, minor {}, bad value {:#x})",
+            x.error_kind, x.major_opcode, x.minor_opcode, x.bad_value
+        ),
+        x11rb::errors::ReplyError::ConnectionError(c) => format!("connection error: {c}"),
+    }
+}

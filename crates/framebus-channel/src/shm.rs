@@ -1,0 +1,282 @@
+//! Types placed in shared memory, and the per-subscriber control block.
+//!
+//! A control block is one memfd (mapped by the publisher and by one
+//! subscriber) holding a [`Header`] followed by `ring` [`Desc`] entries.
+//! Both processes can write it, so each side treats what the other wrote as
+//! untrusted input: every field is an atomic integer (any bit pattern is a
+//! valid value), indexes are bounds-checked here, and meaning is checked by the
+//! users (`publisher`, `subscriber`).
+//!
+//! Depends on `framebus-core` (`Slot` gives the memfd mapping) and nothing else
+//! in this crate except the error type.
+
+use crate::{ChannelError, Result};
+use framebus_core::Slot;
+use rustix::fd::OwnedFd;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+/// Marker for types that may live in memory shared with another process.
+///
+/// # Safety
+/// An implementor must be `#[repr(C)]`, contain only atomic integers (so every
+/// bit pattern is a valid value and concurrent access from another process is
+/// not a data race), and contain no pointers, references, fds or padding whose
+/// contents matter.
+pub unsafe trait SharedPod: Sync {}
+
+/// First word of every control block.
+pub const MAGIC: u64 = 0x4642_5553_4354_4c31; // "FBUSCTL1"
+
+/// Control block header.
+#[repr(C)]
+pub struct Header {
+    pub magic: AtomicU64,
+    /// Latest mode: ticket of the pending frame (0 = none). The subscriber takes
+    /// it with `swap(0)`, the publisher replaces it with `swap(new)`: whoever
+    /// swaps a ticket out owns its pin.
+    pub mailbox: AtomicU64,
+    /// Lossless mode: descriptors written (wrapping counter, publisher).
+    pub write_pos: AtomicU32,
+    /// Lossless mode: descriptors taken (wrapping counter, subscriber; futex word
+    /// a full publisher waits on).
+    pub read_pos: AtomicU32,
+    /// Non-zero while the subscriber is about to sleep on the doorbell.
+    pub sub_waiting: AtomicU32,
+    /// Non-zero while the publisher sleeps on `read_pos`.
+    pub pub_waiting: AtomicU32,
+    /// Set by the publisher when it closes the channel.
+    pub closed: AtomicU32,
+    /// RELEASE messages the subscriber sent (wrapping). Only a hint that lets the
+    /// publisher skip a `recvmsg` when nothing is queued; never trusted.
+    pub releases: AtomicU32,
+}
+
+/// One frame descriptor. Written by the publisher as a seqlock on `ticket`
+/// (0 while being written), read by the subscriber.
+#[repr(C)]
+pub struct Desc {
+    pub ticket: AtomicU64,
+    pub timestamp_ns: AtomicU64,
+    pub seq: AtomicU64,
+    pub stride: AtomicU64,
+    pub index: AtomicU32,
+    pub gen: AtomicU32,
+    pub width: AtomicU32,
+    pub height: AtomicU32,
+    pub format: AtomicU32,
+    pub _reserved: AtomicU32,
+}
+
+// SAFETY: #[repr(C)], atomics only, no pointers or fds.
+unsafe impl SharedPod for Header {}
+// SAFETY: #[repr(C)], atomics only, no pointers or fds.
+unsafe impl SharedPod for Desc {}
+
+/// A descriptor's contents as plain values (a consistent snapshot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DescValue {
+    pub ticket: u64,
+    pub timestamp_ns: u64,
+    pub seq: u64,
+    pub stride: u64,
+    pub index: u32,
+    pub gen: u32,
+    pub width: u32,
+    pub height: u32,
+    pub format: u32,
+}
+
+impl Desc {
+    /// Publisher side: write a descriptor (seqlock: ticket 0, fields, ticket).
+    pub fn write(&self, v: &DescValue) {
+        self.ticket.store(0, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.timestamp_ns.store(v.timestamp_ns, Ordering::Relaxed);
+        self.seq.store(v.seq, Ordering::Relaxed);
+        self.stride.store(v.stride, Ordering::Relaxed);
+        self.index.store(v.index, Ordering::Relaxed);
+        self.gen.store(v.gen, Ordering::Relaxed);
+        self.width.store(v.width, Ordering::Relaxed);
+        self.height.store(v.height, Ordering::Relaxed);
+        self.format.store(v.format, Ordering::Relaxed);
+        self.ticket.store(v.ticket, Ordering::Release);
+    }
+
+    /// Subscriber side: a consistent snapshot if the descriptor holds `ticket`
+    /// and was not rewritten while being read; `None` otherwise.
+    pub fn read(&self, ticket: u64) -> Option<DescValue> {
+        let t1 = self.ticket.load(Ordering::Acquire);
+        if t1 != ticket || t1 == 0 {
+            return None;
+        }
+        let v = DescValue {
+            ticket,
+            timestamp_ns: self.timestamp_ns.load(Ordering::Relaxed),
+            seq: self.seq.load(Ordering::Relaxed),
+            stride: self.stride.load(Ordering::Relaxed),
+            index: self.index.load(Ordering::Relaxed),
+            gen: self.gen.load(Ordering::Relaxed),
+            width: self.width.load(Ordering::Relaxed),
+            height: self.height.load(Ordering::Relaxed),
+            format: self.format.load(Ordering::Relaxed),
+        };
+        fence(Ordering::Acquire);
+        (self.ticket.load(Ordering::Relaxed) == t1).then_some(v)
+    }
+}
+
+/// Bytes a control block with `ring` descriptors needs.
+pub fn control_len(ring: u32) -> usize {
+    std::mem::size_of::<Header>() + ring as usize * std::mem::size_of::<Desc>()
+}
+
+/// Largest ring a subscriber accepts (bounds the mapping a peer can ask for).
+pub const MAX_RING: u32 = 4096;
+
+/// A mapped control block. Hands out references to the shared atomics only.
+pub struct Control {
+    slot: Slot,
+    ring: u32,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").field("ring", &self.ring).finish()
+    }
+}
+
+impl Control {
+    /// Publisher side: a fresh, zeroed control block with `ring` descriptors.
+    pub fn create(ring: u32) -> Result<Control> {
+        if ring == 0 || ring > MAX_RING {
+            return Err(ChannelError::InvalidArgument {
+                what: "ring size",
+                value: ring.to_string(),
+                why: "must be 1..=4096",
+            });
+        }
+        let slot = Slot::new(control_len(ring), false)?;
+        let c = Control { slot, ring };
+        c.header().magic.store(MAGIC, Ordering::Release);
+        Ok(c)
+    }
+
+    /// Subscriber side: map a control memfd received from the publisher. The
+    /// size, the shrink seal (so the peer cannot truncate it under us, which
+    /// would SIGBUS) and the magic are checked.
+    pub fn open(fd: OwnedFd, ring: u32) -> Result<Control> {
+        if ring == 0 || ring > MAX_RING {
+            return Err(ChannelError::Corrupt(format!(
+                "control block ring size {ring} (allowed 1..=4096)"
+            )));
+        }
+        require_no_shrink(&fd, "control block")?;
+        let slot = Slot::map_fd(fd, control_len(ring), true)?;
+        let c = Control { slot, ring };
+        if c.header().magic.load(Ordering::Acquire) != MAGIC {
+            return Err(ChannelError::Corrupt(
+                "control block has a bad magic".into(),
+            ));
+        }
+        Ok(c)
+    }
+
+    pub fn ring(&self) -> u32 {
+        self.ring
+    }
+
+    /// The memfd (to send to the subscriber).
+    pub fn fd(&self) -> rustix::fd::BorrowedFd<'_> {
+        self.slot.fd().expect("control slots always have an fd")
+    }
+
+    pub fn header(&self) -> &Header {
+        // SAFETY: the mapping is page-aligned, at least control_len(ring) ≥
+        // size_of::<Header>() bytes long and lives as long as `self`; Header is
+        // SharedPod (atomics only), so any contents are a valid Header and
+        // concurrent writes from the peer are atomic accesses, not data races.
+        unsafe { &*(self.slot.as_ptr() as *const Header) }
+    }
+
+    /// Descriptor `i % ring`.
+    pub fn desc(&self, i: u64) -> &Desc {
+        let i = (i % u64::from(self.ring)) as usize;
+        let off = std::mem::size_of::<Header>() + i * std::mem::size_of::<Desc>();
+        debug_assert!(off + std::mem::size_of::<Desc>() <= control_len(self.ring));
+        // SAFETY: i < ring, so [off, off + size_of::<Desc>()) lies inside the
+        // mapping (control_len(ring) bytes, checked at map time); off is a
+        // multiple of 8 (Header and Desc sizes are), the alignment of Desc; Desc
+        // is SharedPod, so any bytes are a valid Desc (see `header`).
+        unsafe { &*(self.slot.as_ptr().add(off) as *const Desc) }
+    }
+
+    /// Raw bytes, for tests that scribble garbage over the block.
+    #[doc(hidden)]
+    pub fn as_ptr_len(&self) -> (*mut u8, usize) {
+        (self.slot.as_ptr(), control_len(self.ring))
+    }
+}
+
+/// Refuse memfds that can still be shrunk (a peer could truncate them and make
+/// our accesses SIGBUS).
+pub fn require_no_shrink(fd: &OwnedFd, what: &str) -> Result<()> {
+    let seals = rustix::fs::fcntl_get_seals(fd)
+        .map_err(|_| ChannelError::Corrupt(format!("{what} is not a sealable memfd")))?;
+    if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+        return Err(ChannelError::Corrupt(format!(
+            "{what} memfd is not sealed against shrinking"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_stable() {
+        assert_eq!(std::mem::size_of::<Header>(), 40);
+        assert_eq!(std::mem::size_of::<Desc>(), 56);
+        assert_eq!(std::mem::align_of::<Desc>(), 8);
+    }
+
+    #[test]
+    fn seqlock_snapshot_and_torn_detection() {
+        let c = Control::create(4).unwrap();
+        let v = DescValue {
+            ticket: 7,
+            width: 3,
+            ..Default::default()
+        };
+        c.desc(7).write(&v);
+        assert_eq!(c.desc(3).read(7), Some(v));
+        assert_eq!(c.desc(3).read(8), None);
+        c.desc(3).ticket.store(0, Ordering::Relaxed);
+        assert_eq!(c.desc(3).read(7), None);
+    }
+
+    #[test]
+    fn open_checks_seal_size_and_magic() {
+        let c = Control::create(8).unwrap();
+        let fd = c.fd().try_clone_to_owned().unwrap();
+        let o = Control::open(fd, 8).unwrap();
+        o.header().read_pos.store(5, Ordering::SeqCst);
+        assert_eq!(c.header().read_pos.load(Ordering::SeqCst), 5);
+        // asking for a larger ring than the file holds is refused
+        let fd = c.fd().try_clone_to_owned().unwrap();
+        assert!(Control::open(fd, 4096).is_err());
+        // a plain unsealed memfd is refused
+        let raw = rustix::fs::memfd_create("x", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&raw, 65536).unwrap();
+        let e = Control::open(raw, 8).unwrap_err().to_string();
+        assert!(e.contains("seal"), "{e}");
+        // bad magic
+        c.header().magic.store(1, Ordering::SeqCst);
+        let fd = c.fd().try_clone_to_owned().unwrap();
+        assert!(Control::open(fd, 8)
+            .unwrap_err()
+            .to_string()
+            .contains("magic"));
+    }
+}
