@@ -255,6 +255,15 @@ def test_frame_convert_uses_the_frames_pool_and_keeps_metadata():
     rgb.release()
     gray = src.convert("GRAY8")
     assert gray.format == "GRAY8"
+    # A blocking pool waits for a slot without holding the GIL: a release from
+    # another thread lets the conversion finish.
+    blocking = framebus.FramePool(max_slots=2, on_exhausted="block", timeout=10)
+    src2 = blocking.acquire(33, 7, "BGRA")
+    held = blocking.acquire(33, 7, "RGB")
+    threading.Timer(0.2, held.release).start()
+    t0 = time.perf_counter()
+    out = src2.convert("RGB")
+    assert 0.1 < time.perf_counter() - t0 < 5 and out.format == "RGB"
 
 
 def test_out_buffers_are_checked_and_written():
@@ -362,9 +371,14 @@ def test_resize_matches_numpy_reference(method):
         ((1, 1), (3, 2)),
         ((100, 60), (50, 30)),
         ((97, 41), (33, 40)),
+        ((300, 200), (224, 224)),
+        ((640, 360), (101, 57)),
     ]:
         a = random_image("BGRA", w, h, pad=2)
         want = ref_resize(a, ow, oh, method)
+        for level in LEVELS:
+            got = fb.resize(a, ow, oh, method, "BGRA", simd=level, threads=1)
+            assert np.array_equal(np.asarray(got), want), (w, h, ow, oh, level)
         for threads in (1, None):
             got = fb.resize(a, ow, oh, method, "BGRA", threads=threads)
             assert np.array_equal(np.asarray(got), want), (w, h, ow, oh)
@@ -438,6 +452,21 @@ def test_gil_is_released_during_kernels():
 
 
 # ---------------------------------------------------------------- huge images
+
+
+def test_converted_frames_go_back_to_the_pool_and_the_os_on_trim():
+    pool = framebus.FramePool()
+    src = pool.acquire(2000, 1500, "RGBA16")
+    np.asarray(src)[:] = 1000
+    dst = src.convert("RGBA")
+    assert np.asarray(dst)[1499, 1999].tolist() == [4] * 4  # (1000 + 128) // 257
+    slot = dst.slot_id
+    dst.release()
+    again = src.convert("RGBA")
+    assert again.slot_id == slot, "the released slot is reused"
+    again.release()
+    src.release()
+    assert pool.trim() >= 2000 * 1500 * (8 + 4)
 
 
 def test_huge_rgba16_converts_without_a_second_full_size_temporary():
