@@ -18,7 +18,12 @@ then a spin up to the measured median grab time) fed by
   Capture.latest  framebus.Capture(target_fps=None) on its Rust thread (on demand: the
                   next grab starts as soon as the consumer takes a frame, so the X
                   server's copy overlaps the consumer); the consumer takes latest()
-Target: Capture >= 1.8x serial frames/s.
+Target: Capture >= 1.8x serial frames/s. Two consumers: "cpu" computes for one grab's
+time (the target's case; it needs a second free core for the X server's copy), "wait"
+reads the frame then sleeps out one grab's time (shows the overlap on a busy machine).
+"cpu, pinned" runs the same with the consumer on CPU 0 and Xvfb on CPU 1 (serial and
+Capture alike): on 2 cores the scheduler otherwise often wakes the X server or the
+capture thread on the consumer's busy core, which serializes them again.
 
 Memory: RSS of this process after each case (memfd slot pages the process touched
 count) and, for framebus, bytes mapped by its pool.
@@ -134,27 +139,44 @@ def grab_cases(display: str, w: int, h: int, frames: int, repeats: int):
         for name, fn in cases.items():
             per[name].append(harness.per_op_seconds(fn, frames))
             rss[name] = harness.rss_bytes()
-    grab_only = harness.median(
-        [harness.per_op_seconds(lambda: g.grab().release(), frames) for _ in range(repeats)]
-    )
     pool_bytes = pool.stats()["bytes_mapped"]
     msct.close()
     fsct.close()
     g.close()
-    return {k: harness.median(v) for k, v in per.items()}, rss, pool_bytes, grab_only
+    return {k: harness.median(v) for k, v in per.items()}, rss, pool_bytes
 
 
-def continuous_cases(display: str, frames: int, repeats: int, work_s: float):
-    """Serial grab-then-consume vs Capture.latest() with the same consumer."""
+def continuous_cases(
+    display: str, frames: int, repeats: int, kind: str, pin_xvfb: int | None = None
+):
+    """Serial grab-then-consume vs Capture.latest() with the same consumer.
+
+    kind "cpu": the consumer computes for one grab's time (u64 sum, then spins);
+    kind "wait": it reads the frame (u64 sum) then sleeps out one grab's time, like a
+    consumer waiting on a GPU, a network or a disk — it leaves the CPU free, so it
+    shows the overlap itself, independent of how busy the machine's cores are."""
 
     def consume(f) -> None:
         t_end = time.perf_counter() + work_s
         u64sum(np.asarray(f))
+        if kind == "wait":
+            left = t_end - time.perf_counter()
+            if left > 0:
+                time.sleep(left)
+            return
         while time.perf_counter() < t_end:
             pass
 
     pool = framebus.FramePool()
     g = Grabber(display, pool=pool)
+    # One grab's time, measured right here: median of single grabs (robust to the
+    # noisy machine; the earlier per-case figure may come from a busier moment).
+    singles = []
+    for _ in range(max(30, frames // 2)):
+        t0 = time.perf_counter()
+        g.grab().release()
+        singles.append(time.perf_counter() - t0)
+    work_s = harness.median(singles)
 
     def serial() -> float:
         t0 = time.perf_counter()
@@ -167,6 +189,12 @@ def continuous_cases(display: str, frames: int, repeats: int, work_s: float):
     cap_pool = framebus.FramePool()
     cap = Capture(target_fps=None, buffer=3, pool=cap_pool, display=display)
     cap.latest(timeout=10).release()
+    all_cpus = os.sched_getaffinity(0)
+    if pin_xvfb is not None:
+        # After the capture thread exists (it keeps every CPU): this thread (the
+        # consumer) on CPU 0, the X server on CPU 1, for serial and Capture alike.
+        os.sched_setaffinity(0, {0})
+        os.sched_setaffinity(pin_xvfb, {1})
 
     def continuous() -> tuple[float, int, float]:
         d0 = cap.dropped
@@ -193,7 +221,11 @@ def continuous_cases(display: str, frames: int, repeats: int, work_s: float):
     cap_bytes = cap_pool.stats()["bytes_mapped"]
     cap.stop()
     g.close()
+    if pin_xvfb is not None:
+        os.sched_setaffinity(0, all_cpus)
+        os.sched_setaffinity(pin_xvfb, all_cpus)
     return (
+        work_s,
         harness.median(s_fps),
         harness.median(c_fps),
         harness.median(drops),
@@ -220,7 +252,7 @@ def main() -> None:
         proc, display = start_xvfb(w, h)
         try:
             draw_pattern(display, w, h)
-            med, rss, pool_bytes, grab_only = grab_cases(display, w, h, frames, a.repeats)
+            med, rss, pool_bytes = grab_cases(display, w, h, frames, a.repeats)
             lim = med["limit"]
             for name, t in med.items():
                 mem = f"{mib(rss[name]):.0f}"
@@ -229,21 +261,26 @@ def main() -> None:
                 rows.append(
                     [res, name, t * 1e3, 1 / t, med["mss 10.2 xshmgetimage"] / t, t / lim, mem]
                 )
-            s_fps, c_fps, drops, wait, crss, cap_bytes, gpool = continuous_cases(
-                display, frames, a.repeats, grab_only
-            )
-            crow.append(
-                [
-                    res,
-                    grab_only * 1e3,
-                    s_fps,
-                    c_fps,
-                    c_fps / s_fps,
-                    wait * 1e3,
-                    drops,
-                    f"{mib(crss):.0f} (capture pool {mib(cap_bytes):.0f}, grabber pool {mib(gpool):.0f})",
-                ]
-            )
+            pinnable = (os.cpu_count() or 1) >= 2
+            consumers = [("cpu", False)] + ([("cpu", True)] if pinnable else []) + [("wait", False)]
+            for kind, pin in consumers:
+                work, s_fps, c_fps, drops, wait, crss, cap_bytes, gpool = continuous_cases(
+                    display, frames, a.repeats, kind, proc.pid if pin else None
+                )
+                crow.append(
+                    [
+                        res,
+                        kind + (", pinned" if pin else ""),
+                        work * 1e3,
+                        s_fps,
+                        c_fps,
+                        c_fps / s_fps,
+                        wait * 1e3,
+                        drops,
+                        f"{mib(crss):.0f} (capture pool {mib(cap_bytes):.0f}, "
+                        f"grabber pool {mib(gpool):.0f})",
+                    ]
+                )
         finally:
             proc.terminate()
             proc.wait()
@@ -265,6 +302,7 @@ def main() -> None:
         "Continuous capture: consumer spending one grab's time per frame",
         [
             "res",
+            "consumer",
             "consumer ms/frame",
             "serial fps",
             "Capture.latest fps",

@@ -87,6 +87,28 @@ fn is_region_error(e: &ReplyError) -> bool {
     )
 }
 
+/// The request geometry of a region already checked against the screen
+/// (coordinates fit i16 and sizes u16 there).
+fn xywh(r: Region) -> (i16, i16, u16, u16) {
+    (r.left as i16, r.top as i16, r.width as u16, r.height as u16)
+}
+
+/// The image a reply describes must be the region's pixels at the root depth.
+fn check_image(op: &'static str, xc: &XConn, depth: u8, bytes: u64, region: Region) -> Result<()> {
+    let expected = region.width as u64 * region.height as u64 * 4;
+    if depth != xc.depth || bytes != expected {
+        return Err(CaptureError::X {
+            op,
+            detail: format!(
+                "unexpected image: depth {depth} and {bytes} bytes, expected depth {} and \
+                 {expected} bytes",
+                xc.depth
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// `ShmGetImage` of `region` into `lease`'s slot.
 pub(crate) fn grab_shm(
     xc: &XConn,
@@ -98,14 +120,15 @@ pub(crate) fn grab_shm(
     let seg = segments
         .segment_for(xc, lease)
         .map_err(ShmFailure::Unusable)?;
+    let (x, y, w, h) = xywh(region);
     let reply = xc
         .conn
         .shm_get_image(
             xc.root,
-            region.left as i16,
-            region.top as i16,
-            region.width as u16,
-            region.height as u16,
+            x,
+            y,
+            w,
+            h,
             ALL_PLANES,
             xproto::ImageFormat::Z_PIXMAP.into(),
             seg,
@@ -128,30 +151,22 @@ pub(crate) fn grab_shm(
             )))
         }
     };
-    let expected = region.width as u64 * region.height as u64 * 4;
-    if reply.depth != xc.depth || reply.size as u64 != expected {
-        return Err(ShmFailure::Other(CaptureError::X {
-            op: "ShmGetImage",
-            detail: format!(
-                "unexpected image: depth {} and {} bytes, expected depth {} and {expected} bytes",
-                reply.depth, reply.size, xc.depth
-            ),
-        }));
-    }
-    Ok(())
+    check_image("ShmGetImage", xc, reply.depth, reply.size as u64, region)
+        .map_err(ShmFailure::Other)
 }
 
 /// `GetImage` of `region`, copied into `lease`'s slot (which must be unique).
 pub(crate) fn grab_getimage(xc: &XConn, lease: &mut Lease, region: Region) -> Result<()> {
+    let (x, y, w, h) = xywh(region);
     let reply = xc
         .conn
         .get_image(
             xproto::ImageFormat::Z_PIXMAP,
             xc.root,
-            region.left as i16,
-            region.top as i16,
-            region.width as u16,
-            region.height as u16,
+            x,
+            y,
+            w,
+            h,
             ALL_PLANES,
         )
         .map_err(|e| CaptureError::x("GetImage", e))?
@@ -160,18 +175,8 @@ pub(crate) fn grab_getimage(xc: &XConn, lease: &mut Lease, region: Region) -> Re
             op: "GetImage",
             detail: format!("{} for region {region}", describe_reply_error(&e)),
         })?;
-    let n = region.width as usize * region.height as usize * 4;
-    if reply.depth != xc.depth || reply.data.len() != n {
-        return Err(CaptureError::X {
-            op: "GetImage",
-            detail: format!(
-                "unexpected image: depth {} and {} bytes, expected depth {} and {n} bytes",
-                reply.depth,
-                reply.data.len(),
-                xc.depth
-            ),
-        });
-    }
+    check_image("GetImage", xc, reply.depth, reply.data.len() as u64, region)?;
+    let n = reply.data.len();
     let dst = lease.get_mut().ok_or_else(|| CaptureError::X {
         op: "GetImage",
         detail: "the destination slot is shared or read-only".into(),

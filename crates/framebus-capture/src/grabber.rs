@@ -141,16 +141,9 @@ impl Grabber {
     ) -> Result<Frame> {
         let (w, h) = self.screen.size(&self.xc)?;
         let region = region.unwrap_or(Region::new(0, 0, w, h));
+        // Inside a screen whose size X reports in 16 bits, so the region also
+        // fits the requests' 16-bit fields.
         region.check_inside(w, h)?;
-        // Geometry is known good, and X requests take 16-bit sizes.
-        if region.width > u16::MAX as u32 || region.height > u16::MAX as u32 {
-            return Err(CaptureError::BadRegion {
-                region,
-                screen_w: w,
-                screen_h: h,
-                why: "is larger than X allows (65535)",
-            });
-        }
         let layout = FrameLayout::new(
             region.width as usize,
             region.height as usize,
@@ -167,8 +160,8 @@ impl Grabber {
         let result = self.fill(&mut lease, region);
         if let Err(e) = result {
             // The screen may have shrunk between the size check and the grab:
-            // name the bounds rather than a bare X error.
-            self.screen.poll_changes(&self.xc)?;
+            // name the bounds rather than a bare X error. (The server queues its
+            // ScreenChangeNotify before our error, so `size` sees the change.)
             let (w, h) = self.screen.size(&self.xc)?;
             region.check_inside(w, h)?;
             return Err(e);

@@ -79,7 +79,7 @@ impl ScreenState {
 
     /// Drain pending events; any RandR notification invalidates the cached size.
     /// Errors of unchecked requests (only `ShmDetach` sends any) are dropped here.
-    pub fn poll_changes(&mut self, xc: &XConn) -> Result<()> {
+    fn poll_changes(&mut self, xc: &XConn) -> Result<()> {
         while let Some(ev) = xc
             .conn
             .poll_for_event()
