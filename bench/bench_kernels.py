@@ -145,6 +145,36 @@ def cases(w, h, src):
             cv2.resize(src, (hw, hh), dst=small, interpolation=cv2.INTER_AREA)
             cv2.cvtColor(small, cv2.COLOR_BGRA2RGB, dst=small_rgb)
         add("resize /2 area -> RGB (fused)", "opencv resize + cvtColor", b, lambda mt: cv_two_pass)
+    # arbitrary sizes for AI inputs
+    for ow, oh in [(1280, 720), (224, 224)]:
+        if ow >= w:
+            continue
+        dst = np.empty((oh, ow, 4), np.uint8)
+        b = 4 * n + 4 * ow * oh
+        for method, cvm, pilm in [("area", "INTER_AREA", "BOX"),
+                                  ("bilinear", "INTER_LINEAR", "BILINEAR")]:
+            op = f"resize {ow}x{oh} {method}"
+            add(op, "framebus", b, lambda mt, m=method, ow=ow, oh=oh, dst=dst: lambda: fb.resize(
+                src, ow, oh, m, "BGRA", out=dst, threads=None if mt else 1))
+            if cv2 is not None:
+                add(op, "opencv resize", b, lambda mt, m=cvm, ow=ow, oh=oh, dst=dst: lambda: cv2.resize(
+                    src, (ow, oh), dst=dst, interpolation=getattr(cv2, m)))
+            if Image is not None:
+                add(op, "pillow resize", b, lambda mt, m=pilm, ow=ow, oh=oh: None if mt else
+                    lambda: Image.frombuffer("RGBA", (w, h), src, "raw", "RGBA", 0, 1).resize(
+                        (ow, oh), getattr(Image.Resampling, m)))
+    mean = np.array([0.485, 0.456, 0.406], np.float32)
+    std = np.array([0.229, 0.224, 0.225], np.float32)
+    b = 4 * n + 3 * 4 * 224 * 224
+    op = "to_tensor 224x224 CHW f32"
+    add(op, "framebus", b, lambda mt: lambda: fb.to_tensor(
+        src, (224, 224), mean, std, "bilinear", "BGRA", threads=None if mt else 1))
+    if cv2 is not None:
+        def cv_tensor():
+            small4 = cv2.resize(src, (224, 224), interpolation=cv2.INTER_LINEAR)
+            rgb3 = cv2.cvtColor(small4, cv2.COLOR_BGRA2RGB)
+            return np.ascontiguousarray(((rgb3 / np.float32(255) - mean) / std).transpose(2, 0, 1))
+        add(op, "opencv resize+cvtColor, numpy normalise", b, lambda mt: cv_tensor)
     return out
 
 

@@ -22,11 +22,24 @@ from framebus import _framebus as fb
 
 LEVELS = fb.simd_levels()
 PACKED = ["BGRA", "BGRX", "RGBA", "RGB", "BGR", "GRAY8", "GRAY16", "RGBA16"]
-CHANNELS = {"BGRA": 4, "BGRX": 4, "RGBA": 4, "RGB": 3, "BGR": 3, "GRAY8": 1, "GRAY16": 1,
-            "RGBA16": 4}
+CHANNELS = {
+    "BGRA": 4,
+    "BGRX": 4,
+    "RGBA": 4,
+    "RGB": 3,
+    "BGR": 3,
+    "GRAY8": 1,
+    "GRAY16": 1,
+    "RGBA16": 4,
+}
 # byte order of R, G, B, alpha (None: no alpha / an X byte)
-ORDER = {"BGRA": (2, 1, 0, 3), "BGRX": (2, 1, 0, None), "RGBA": (0, 1, 2, 3),
-         "RGB": (0, 1, 2, None), "BGR": (2, 1, 0, None)}
+ORDER = {
+    "BGRA": (2, 1, 0, 3),
+    "BGRX": (2, 1, 0, None),
+    "RGBA": (0, 1, 2, 3),
+    "RGB": (0, 1, 2, None),
+    "BGR": (2, 1, 0, None),
+}
 SIZES = [(1, 1), (2, 2), (3, 5), (17, 3), (66, 9), (131, 34)]
 RNG = np.random.default_rng(20261121)
 
@@ -41,6 +54,7 @@ def random_image(fmt, w, h, pad=0):
 
 
 # ---------------------------------------------------------------- NumPy reference
+
 
 def luma(r, g, b):
     r, g, b = (c.astype(np.int64) for c in (r, g, b))
@@ -119,6 +133,7 @@ def ref_yuv(a, sf, df, matrix, rng):
 
 # ---------------------------------------------------------------- conversions
 
+
 @pytest.mark.parametrize("src_format", PACKED)
 def test_every_conversion_is_bit_exact(src_format):
     for w, h in SIZES:
@@ -133,8 +148,9 @@ def test_every_conversion_is_bit_exact(src_format):
 
 
 @pytest.mark.parametrize("dst_format", ["NV12", "I420"])
-@pytest.mark.parametrize("matrix,rng", [("bt601", "limited"), ("bt709", "limited"),
-                                        ("bt601", "full"), ("bt709", "full")])
+@pytest.mark.parametrize(
+    "matrix,rng", [("bt601", "limited"), ("bt709", "limited"), ("bt601", "full"), ("bt709", "full")]
+)
 def test_yuv_is_bit_exact(dst_format, matrix, rng):
     for w, h in [(2, 2), (6, 4), (34, 6), (130, 10)]:
         for sf in ["BGRA", "BGRX", "RGBA", "RGB", "BGR", "GRAY8", "RGBA16"]:
@@ -147,17 +163,38 @@ def test_yuv_is_bit_exact(dst_format, matrix, rng):
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 @pytest.mark.parametrize("pix_fmt,fmt", [("nv12", "NV12"), ("yuv420p", "I420")])
-@pytest.mark.parametrize("matrix,rng", [("bt601", "limited"), ("bt709", "limited"),
-                                        ("bt601", "full"), ("bt709", "full")])
+@pytest.mark.parametrize(
+    "matrix,rng", [("bt601", "limited"), ("bt709", "limited"), ("bt601", "full"), ("bt709", "full")]
+)
 def test_yuv_matches_ffmpeg_swscale(pix_fmt, fmt, matrix, rng):
     # swscale's area filter averages each 2x2 chroma block like framebus does;
     # accurate_rnd turns off its low-precision fast paths.
     w, h = 96, 54
     img = RNG.integers(0, 256, (h, w, 4), dtype=np.uint8)
-    vf = (f"scale=out_color_matrix={matrix}:out_range={'tv' if rng == 'limited' else 'pc'}"
-          ":flags=area+accurate_rnd")
-    cmd = ["ffmpeg", "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgra", "-s", f"{w}x{h}",
-           "-i", "-", "-vf", vf, "-pix_fmt", pix_fmt, "-f", "rawvideo", "-"]
+    vf = (
+        f"scale=out_color_matrix={matrix}:out_range={'tv' if rng == 'limited' else 'pc'}"
+        ":flags=area+accurate_rnd"
+    )
+    cmd = [
+        "ffmpeg",
+        "-v",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgra",
+        "-s",
+        f"{w}x{h}",
+        "-i",
+        "-",
+        "-vf",
+        vf,
+        "-pix_fmt",
+        pix_fmt,
+        "-f",
+        "rawvideo",
+        "-",
+    ]
     out = subprocess.run(cmd, input=img.tobytes(), capture_output=True, check=True).stdout
     want = np.frombuffer(out, np.uint8).astype(int)
     got = np.asarray(fb.convert(img, "BGRA", fmt, matrix=matrix, range=rng)).reshape(-1)
@@ -166,8 +203,13 @@ def test_yuv_matches_ffmpeg_swscale(pix_fmt, fmt, matrix, rng):
 
 
 def test_lossless_round_trips():
-    for sf, df in [("BGRA", "RGBA"), ("RGB", "BGR"), ("RGBA", "RGBA16"), ("GRAY8", "GRAY16"),
-                   ("BGRA", "RGBA16")]:
+    for sf, df in [
+        ("BGRA", "RGBA"),
+        ("RGB", "BGR"),
+        ("RGBA", "RGBA16"),
+        ("GRAY8", "GRAY16"),
+        ("BGRA", "RGBA16"),
+    ]:
         a = random_image(sf, 37, 11, pad=2)
         back = fb.convert(fb.convert(a, sf, df), df, sf)
         assert np.array_equal(np.asarray(back), a), (sf, df)
@@ -197,6 +239,7 @@ def test_strided_sources():
 
 # ---------------------------------------------------------------- frames, pools and out=
 
+
 def test_frame_convert_uses_the_frames_pool_and_keeps_metadata():
     pool = framebus.FramePool(max_slots=2)
     src = pool.acquire(33, 7, "BGRA")
@@ -212,6 +255,15 @@ def test_frame_convert_uses_the_frames_pool_and_keeps_metadata():
     rgb.release()
     gray = src.convert("GRAY8")
     assert gray.format == "GRAY8"
+    # A blocking pool waits for a slot without holding the GIL: a release from
+    # another thread lets the conversion finish.
+    blocking = framebus.FramePool(max_slots=2, on_exhausted="block", timeout=10)
+    src2 = blocking.acquire(33, 7, "BGRA")
+    held = blocking.acquire(33, 7, "RGB")
+    threading.Timer(0.2, held.release).start()
+    t0 = time.perf_counter()
+    out = src2.convert("RGB")
+    assert 0.1 < time.perf_counter() - t0 < 5 and out.format == "RGB"
 
 
 def test_out_buffers_are_checked_and_written():
@@ -225,8 +277,9 @@ def test_out_buffers_are_checked_and_written():
     assert np.array_equal(padded[:, :20], out) and not padded[:, 20:].any()
     ba = bytearray(20 * 10)
     fb.convert(src, None, "GRAY8", out=ba)
-    assert np.array_equal(np.frombuffer(ba, np.uint8).reshape(10, 20),
-                          ref_convert(np.asarray(src), "BGRA", "GRAY8"))
+    assert np.array_equal(
+        np.frombuffer(ba, np.uint8).reshape(10, 20), ref_convert(np.asarray(src), "BGRA", "GRAY8")
+    )
     with pytest.raises(ValueError, match="599 bytes is too small: 600 bytes needed"):
         src.convert("RGB", out=bytearray(599))
     with pytest.raises(ValueError, match="20x10 but destination is 19x10"):
@@ -277,6 +330,7 @@ def test_simd_levels_and_env_override():
 
 # ---------------------------------------------------------------- resize and tensors
 
+
 def axis_weights(n_in, n_out, method):
     """Dense (n_out, n_in) integer weight matrix per docs/kernels.md (rows sum to 2048)."""
     m = np.zeros((n_out, n_in), np.int64)
@@ -297,7 +351,7 @@ def axis_weights(n_in, n_out, method):
             raw = [min(hi, (j + 1) * n_out) - max(lo, j * n_out) for j in js]
             q = [r * 2048 // n_in for r in raw]
             q[raw.index(max(raw))] += 2048 - sum(q)
-            m[i, js.start:js.stop] = q
+            m[i, js.start : js.stop] = q
     return m
 
 
@@ -309,11 +363,22 @@ def ref_resize(a, ow, oh, method):
 
 @pytest.mark.parametrize("method", ["bilinear", "area"])
 def test_resize_matches_numpy_reference(method):
-    for (w, h), (ow, oh) in [((8, 6), (4, 3)), ((17, 9), (5, 4)), ((3, 3), (7, 5)),
-                             ((64, 36), (16, 9)), ((1, 1), (3, 2)), ((100, 60), (50, 30)),
-                             ((97, 41), (33, 40))]:
+    for (w, h), (ow, oh) in [
+        ((8, 6), (4, 3)),
+        ((17, 9), (5, 4)),
+        ((3, 3), (7, 5)),
+        ((64, 36), (16, 9)),
+        ((1, 1), (3, 2)),
+        ((100, 60), (50, 30)),
+        ((97, 41), (33, 40)),
+        ((300, 200), (224, 224)),
+        ((640, 360), (101, 57)),
+    ]:
         a = random_image("BGRA", w, h, pad=2)
         want = ref_resize(a, ow, oh, method)
+        for level in LEVELS:
+            got = fb.resize(a, ow, oh, method, "BGRA", simd=level, threads=1)
+            assert np.array_equal(np.asarray(got), want), (w, h, ow, oh, level)
         for threads in (1, None):
             got = fb.resize(a, ow, oh, method, "BGRA", threads=threads)
             assert np.array_equal(np.asarray(got), want), (w, h, ow, oh)
@@ -346,8 +411,9 @@ def test_to_tensor_is_normalised_chw_float32():
     t = framebus._framebus.to_tensor(src, (20, 10), mean, std)
     assert t.dtype == np.float32 and t.shape == (3, 10, 20) and t.flags.c_contiguous
     rgb = ref_resize(np.asarray(src), 20, 10, "area")[..., 2::-1]
-    want = (rgb.astype(np.float32) / np.float32(255) - np.array(mean, np.float32)) \
-        / np.array(std, np.float32)
+    want = (rgb.astype(np.float32) / np.float32(255) - np.array(mean, np.float32)) / np.array(
+        std, np.float32
+    )
     assert np.array_equal(t, want.transpose(2, 0, 1))
     t2 = src.to_tensor()
     assert t2.shape == (3, 20, 40)
@@ -387,6 +453,22 @@ def test_gil_is_released_during_kernels():
 
 # ---------------------------------------------------------------- huge images
 
+
+def test_converted_frames_go_back_to_the_pool_and_the_os_on_trim():
+    pool = framebus.FramePool()
+    src = pool.acquire(2000, 1500, "RGBA16")
+    np.asarray(src)[:] = 1000
+    dst = src.convert("RGBA")
+    assert np.asarray(dst)[1499, 1999].tolist() == [4] * 4  # (1000 + 128) // 257
+    slot = dst.slot_id
+    dst.release()
+    again = src.convert("RGBA")
+    assert again.slot_id == slot, "the released slot is reused"
+    again.release()
+    src.release()
+    assert pool.trim() >= 2000 * 1500 * (8 + 4)
+
+
 def test_huge_rgba16_converts_without_a_second_full_size_temporary():
     """8000x6000 RGBA16 (384 MB) -> RGBA (192 MB) into a pool slot: the peak RSS grows
     by the destination only (row bands written in place), not by another image."""
@@ -403,8 +485,7 @@ def test_huge_rgba16_converts_without_a_second_full_size_temporary():
         assert np.asarray(dst)[5999, 7999].tolist() == [156] * 4, np.asarray(dst)[5999, 7999]
         print(grown)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     grown = int(out.stdout)
     dst_bytes = 8000 * 6000 * 4

@@ -320,7 +320,10 @@ def test_exit_with_pending_writes_neither_hangs_nor_crashes():
     with tempfile.TemporaryDirectory() as d:
         out = subprocess.run(
             [sys.executable, "-c", code, os.path.join(d, "v.mkv")],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "bye"

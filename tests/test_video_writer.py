@@ -26,10 +26,22 @@ def decode(path, pix_fmt: str) -> bytes:
 
 def probe(path) -> dict:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames",
-         "-show_entries", "stream=width,height,nb_read_frames,codec_name,pix_fmt,r_frame_rate",
-         "-of", "json", str(path)],
-        capture_output=True, check=True, text=True,
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+            "-show_entries",
+            "stream=width,height,nb_read_frames,codec_name,pix_fmt,r_frame_rate",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        check=True,
+        text=True,
     )
     return json.loads(out.stdout)["streams"][0]
 
@@ -70,8 +82,16 @@ def test_ffv1_round_trip_is_exact_for_arrays_and_frames(tmp_path, splice):
 def test_libx264rgb_lossless_rgb24(tmp_path):
     path = tmp_path / "out.mkv"
     arrays = frames(5, 48, 64, 3, seed=3)
-    with VideoWriter(path, 64, 48, 25, format="RGB", codec="libx264rgb",
-                     preset="ultrafast", extra_args=["-qp", "0"]) as vw:
+    with VideoWriter(
+        path,
+        64,
+        48,
+        25,
+        format="RGB",
+        codec="libx264rgb",
+        preset="ultrafast",
+        extra_args=["-qp", "0"],
+    ) as vw:
         for a in arrays:
             vw.write(a)
     assert decode(path, "rgb24") == b"".join(a.tobytes() for a in arrays)
@@ -91,7 +111,9 @@ def test_default_libx264_mp4_plays_with_right_size_count_and_fps(tmp_path):
 
 def test_wrong_frames_are_refused_with_clear_errors(tmp_path):
     vw = VideoWriter(tmp_path / "x.mkv", 64, 48, 30, format="BGRA", codec="ffv1")
-    with pytest.raises(ValueError, match=r"array shape \(48, 64, 3\) .* 64x48 BGRA .* expected shape \(48, 64, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"array shape \(48, 64, 3\) .* 64x48 BGRA .* expected shape \(48, 64, 4\)"
+    ):
         vw.write(np.zeros((48, 64, 3), np.uint8))
     with pytest.raises(ValueError, match=r"array shape \(64, 48, 4\)"):
         vw.write(np.zeros((64, 48, 4), np.uint8))
@@ -155,7 +177,10 @@ def test_killed_ffmpeg_raises_instead_of_hanging(tmp_path):
 def test_exception_in_block_wins_and_file_is_still_finished(tmp_path):
     path = tmp_path / "x.mkv"
     a = np.full((16, 16, 4), 7, np.uint8)
-    with pytest.raises(RuntimeError, match="boom"), VideoWriter(path, 16, 16, 10, codec="ffv1") as vw:
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        VideoWriter(path, 16, 16, 10, codec="ffv1") as vw,
+    ):
         vw.write(a)
         raise RuntimeError("boom")
     assert vw.closed
@@ -180,7 +205,10 @@ def test_stderr_is_drained_so_a_chatty_ffmpeg_cannot_deadlock(tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "c.mkv"), str(wrapper)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

@@ -7,12 +7,15 @@ Pillow, the X server, other processes and FFmpeg can all see without a copy.
 from ._framebus import (
     CaptureError,
     ChannelClosed,
+    ChannelFull,
     FFmpegError,
     Frame,
     FramebusError,
     FramePool,
     PoolClosed,
     PoolExhausted,
+    Publisher,
+    Subscriber,
     VideoWriter,
     __version__,
     close,
@@ -31,6 +34,9 @@ from ._framebus import (
 from .capture import Capture, Grabber, Region, grab
 
 __all__ = [
+    "ChannelFull",
+    "Publisher",
+    "Subscriber",
     "Capture",
     "Grabber",
     "Region",

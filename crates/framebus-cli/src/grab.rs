@@ -100,7 +100,7 @@ pub fn run(args: GrabArgs) -> Result<(), String> {
 }
 
 /// `top,left,width,height` (mss's order) into a region.
-fn parse_coordinates(s: &str) -> Result<Region, String> {
+pub(crate) fn parse_coordinates(s: &str) -> Result<Region, String> {
     let parts: Vec<&str> = s.split(',').map(str::trim).collect();
     let bad = || format!("coordinates {s:?}: expected top,left,width,height (4 integers)");
     if parts.len() != 4 {

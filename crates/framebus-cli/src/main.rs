@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 
 mod grab;
+mod record;
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +21,8 @@ enum Command {
     Info,
     /// Screenshot monitors or a region to PNG files (options like `python -m mss`).
     Grab(grab::GrabArgs),
+    /// Record the screen (monitor or region) to a video file through FFmpeg.
+    Record(record::RecordArgs),
 }
 
 fn main() {
@@ -27,6 +30,12 @@ fn main() {
     match cli.command {
         Command::Info => {
             println!("page size: {} bytes", framebus_core::page_size());
+        }
+        Command::Record(args) => {
+            if let Err(e) = record::run(args) {
+                eprintln!("framebus record: {e}");
+                std::process::exit(1);
+            }
         }
         Command::Grab(args) => {
             if let Err(e) = grab::run(args) {

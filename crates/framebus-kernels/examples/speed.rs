@@ -1,10 +1,23 @@
-//! Quick per-level timing of the main conversions on one 4K BGRA frame:
-//! `cargo run --release -p framebus-kernels --example speed [threads]`.
-//! (The real benchmark, against OpenCV and NumPy, is bench/bench_kernels.py.)
+//! Quick per-level timing of the main conversions and resizes on one BGRA frame:
+//! `cargo run --release -p framebus-kernels --example speed [threads]`
+//! (`RES=1080p` for 1920×1080 instead of 4K; `RESIZE_ONLY=WxH` to time only the
+//! general resize to that size). The real benchmark, against OpenCV, NumPy and
+//! Pillow, is bench/bench_kernels.py.
 
 use framebus_core::{FrameLayout, PixelFormat};
 use framebus_kernels::{convert, resize, ImageMut, ImageRef, Method, Options, Simd};
 use std::time::Instant;
+
+/// Best wall time of `n` runs of `f`, in seconds.
+fn best_of(n: usize, mut f: impl FnMut()) -> f64 {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
+}
 
 fn main() {
     let threads = std::env::args().nth(1).map(|s| s.parse().expect("threads"));
@@ -18,6 +31,25 @@ fn main() {
     let mut buf = vec![0u8; w * h * 4 + 64];
     let off = buf.as_ptr().align_offset(64);
     let out = &mut buf[off..off + w * h * 4];
+    let run_resize = |out: &mut [u8], lay: FrameLayout, m: Method, opts: &Options| {
+        let mut dv = ImageMut::new(&mut out[..lay.byte_len()], lay).unwrap();
+        resize(&sv, &mut dv, m, opts).unwrap();
+    };
+
+    if let Ok(size) = std::env::var("RESIZE_ONLY") {
+        let (ow, oh) = size.split_once('x').expect("RESIZE_ONLY=WxH");
+        let (ow, oh) = (ow.parse().unwrap(), oh.parse().unwrap());
+        let lay = FrameLayout::new(ow, oh, PixelFormat::Bgra, None).unwrap();
+        let opts = Options {
+            threads,
+            ..Default::default()
+        };
+        for m in [Method::Area, Method::Bilinear] {
+            let t = best_of(9, || run_resize(out, lay, m, &opts));
+            println!("resize {w}x{h} -> {ow}x{oh} {m:?}: {:.2} ms", t * 1e3);
+        }
+        return;
+    }
     for level in Simd::available() {
         let opts = Options {
             simd: Some(level),
@@ -33,41 +65,20 @@ fn main() {
             PixelFormat::I420,
         ] {
             let lay = FrameLayout::new(w, h, d, None).unwrap();
-            let mut best = f64::MAX;
-            for _ in 0..7 {
-                let t = Instant::now();
-                convert(
-                    &sv,
-                    &mut ImageMut::new(&mut out[..lay.byte_len()], lay).unwrap(),
-                    &opts,
-                )
-                .unwrap();
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            let gbs = (w * h * 4 + lay.byte_len()) as f64 / best / 1e9;
+            let t = best_of(7, || {
+                let mut dv = ImageMut::new(&mut out[..lay.byte_len()], lay).unwrap();
+                convert(&sv, &mut dv, &opts).unwrap();
+            });
+            let gbs = (w * h * 4 + lay.byte_len()) as f64 / t / 1e9;
             println!(
                 "{level:7} BGRA->{d:6} {:7.2} ms  {gbs:6.2} GB/s (read+write)",
-                best * 1e3
+                t * 1e3
             );
         }
-        let lay = FrameLayout::new(1920, 1080, PixelFormat::Rgb, None).unwrap();
+        let lay = FrameLayout::new(w / 2, h / 2, PixelFormat::Rgb, None).unwrap();
         for m in [Method::Area, Method::Bilinear] {
-            let mut best = f64::MAX;
-            for _ in 0..5 {
-                let t = Instant::now();
-                resize(
-                    &sv,
-                    &mut ImageMut::new(&mut out[..lay.byte_len()], lay).unwrap(),
-                    m,
-                    &opts,
-                )
-                .unwrap();
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            println!(
-                "{level:7} resize 4K BGRA -> 1080p RGB {m:?}: {:7.2} ms",
-                best * 1e3
-            );
+            let t = best_of(5, || run_resize(out, lay, m, &opts));
+            println!("{level:7} resize /2 BGRA -> RGB {m:?}: {:7.2} ms", t * 1e3);
         }
     }
 }

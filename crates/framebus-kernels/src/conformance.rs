@@ -437,13 +437,17 @@ fn resize_matches_reference_and_fuses_conversion() {
         (34, 18, 17, 9),
         (64, 32, 8, 4),
         (12, 6, 4, 2),
+        (300, 200, 224, 224),
+        (640, 360, 101, 57),
     ] {
         let src = rng.bytes(w * h * 4);
         let sv = ImageRef::from_parts(&src, w, h, PixelFormat::Bgra, None).unwrap();
         for m in [Method::Area, Method::Bilinear] {
             let want = ref_resize(&src, w, h, 4, ow, oh, m);
-            for threads in [Some(1), None] {
+            let runs = Simd::available().into_iter().map(|l| (Some(l), Some(1)));
+            for (simd, threads) in runs.chain([(None, None)]) {
                 let opts = Options {
+                    simd,
                     threads,
                     ..Default::default()
                 };
@@ -451,7 +455,7 @@ fn resize_matches_reference_and_fuses_conversion() {
                 let mut dv =
                     ImageMut::from_parts(&mut out, ow, oh, PixelFormat::Bgra, None).unwrap();
                 resize(&sv, &mut dv, m, &opts).unwrap();
-                assert_eq!(out, want, "{w}x{h}->{ow}x{oh} {m:?}");
+                assert_eq!(out, want, "{w}x{h}->{ow}x{oh} {m:?} {simd:?}");
                 // fused BGRA -> RGB equals resize then convert
                 let mut rgb = vec![0u8; ow * oh * 3];
                 let mut dv =
@@ -548,6 +552,48 @@ fn streaming_stores_give_the_same_bytes() {
             };
             convert(&sv, &mut ImageMut::new(out, lay).unwrap(), &opts).unwrap();
             assert!(*out == want[..], "{level} {d} skew {skew}");
+        }
+    }
+}
+
+/// Both x86 shuffle bodies, directly (the AVX2 table routes some shapes to the
+/// SSSE3 one), with and without streaming stores, at awkward widths and offsets.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn x86_shuffle_bodies_match_scalar_directly() {
+    use PixelFormat::*;
+    let mut rng = Rng::new(13);
+    let fmts = [Bgra, Bgrx, Rgba, Rgb, Bgr, Gray8];
+    for &w in WIDTHS.iter().chain(&[64, 100, 257]) {
+        for s in fmts {
+            for d in [Bgra, Bgrx, Rgba, Rgb, Bgr] {
+                let src = rng.bytes(w * 4 + 7);
+                for stream in [false, true] {
+                    let sp = crate::spec::ShufSpec {
+                        stream,
+                        ..spec::shuf_spec(s, d)
+                    };
+                    let mut want = vec![0x33u8; w * 4 + 40];
+                    crate::scalar::shuffle(&sp, &src, &mut want, w);
+                    for skew in [0, 5] {
+                        let mut buf = Vec::new();
+                        let n = w * 4 + 40;
+                        let out = &mut aligned(&mut buf, n + skew)[skew..skew + n];
+                        if Simd::Ssse3.is_available() {
+                            out.fill(0x33);
+                            // SAFETY: SSSE3 is available (checked above).
+                            unsafe { crate::x86_ssse3::shuffle(&sp, &src, out, w) };
+                            assert!(*out == want[..], "ssse3 {s}->{d} w={w} {stream} {skew}");
+                        }
+                        if Simd::Avx2.is_available() {
+                            out.fill(0x33);
+                            // SAFETY: AVX2 is available (checked above).
+                            unsafe { crate::x86_avx2::shuffle(&sp, &src, out, w) };
+                            assert!(*out == want[..], "avx2 {s}->{d} w={w} {stream} {skew}");
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 //! `is_aarch64_feature_detected!("neon")`.
 
 use crate::scalar::{self, Chroma};
-use crate::spec::{LumaSpec, ShufSpec, YuvSpec, FILL};
+use crate::spec::{LumaSpec, ShufSpec, YuvSpec};
 use std::arch::aarch64::*;
 
 /// 16 pixels' first three channels (byte positions 0, 1, 2).
@@ -128,25 +128,13 @@ pub unsafe fn yuv(
     w: usize,
 ) {
     let sb = spec.sbpp;
-    assert!(w.is_multiple_of(2), "yuv: odd width");
-    assert!(
-        s0.len() >= w * sb && s1.len() >= w * sb,
-        "yuv: short source row"
-    );
-    assert!(y0.len() >= w && y1.len() >= w, "yuv: short luma row");
-    match &c {
-        Chroma::Nv12(uv) => assert!(uv.len() >= w, "yuv: short chroma row"),
-        Chroma::I420(u, v) => assert!(
-            u.len() >= w / 2 && v.len() >= w / 2,
-            "yuv: short chroma row"
-        ),
-    }
+    scalar::check_yuv_rows(sb, s0, s1, y0, y1, &c, w);
     let (ya, ca) = (vdupq_n_s32(spec.y_add), vdupq_n_s32(spec.c_add));
     let mut x = 0;
     while x + 16 <= w {
         // SAFETY: reads `16 · sb` bytes of each source row from `x · sb`, writes
         // 16 luma bytes of each row from `x`, 16 NV12 bytes from `x` or 8 I420
-        // bytes from `x / 2` — all inside the asserted lengths.
+        // bytes from `x / 2` — all inside the lengths `check_yuv_rows` checked.
         unsafe {
             let a = load16(s0.as_ptr().add(x * sb), sb);
             let b = load16(s1.as_ptr().add(x * sb), sb);
@@ -190,17 +178,7 @@ pub unsafe fn shuffle(spec: &ShufSpec, src: &[u8], dst: &mut [u8], w: usize) {
     let (sb, db) = (spec.sbpp, spec.dbpp);
     let (sl, dl) = (w * sb, w * db);
     assert!(src.len() >= sl && dst.len() >= dl, "shuffle: short row");
-    let mut m = [0x80u8; 16];
-    let mut f = [0u8; 16];
-    for i in 0..4 {
-        for c in 0..db {
-            if spec.map[c] == FILL {
-                f[i * db + c] = 255;
-            } else {
-                m[i * db + c] = (i * sb) as u8 + spec.map[c];
-            }
-        }
-    }
+    let (m, f) = spec.table4();
     // SAFETY: both arrays are 16 readable bytes.
     let (mask, fill) = unsafe { (vld1q_u8(m.as_ptr()), vld1q_u8(f.as_ptr())) };
     let mut x = 0;

@@ -150,24 +150,30 @@ impl Axis {
 }
 
 /// Horizontal pass with at most two taps an output (the common bilinear case).
-fn hpass2<const B: usize>(row: &[u8], pairs: &[(usize, usize, u32, u32)], out: &mut [u32]) {
+#[inline(always)]
+fn hpass2<T: Copy + Into<u32>, const B: usize>(
+    row: &[T],
+    pairs: &[(usize, usize, u32, u32)],
+    out: &mut [u32],
+) {
     for (o, &(s0, s1, w0, w1)) in out.chunks_exact_mut(B).zip(pairs) {
         let (p0, p1) = (&row[s0 * B..s0 * B + B], &row[s1 * B..s1 * B + B]);
         for c in 0..B {
-            o[c] = w0 * p0[c] as u32 + w1 * p1[c] as u32;
+            o[c] = w0 * p0[c].into() + w1 * p1[c].into();
         }
     }
 }
 
 /// Horizontal pass of one source row into `out` (`out_w * B` sums).
-fn hpass<const B: usize>(row: &[u8], ax: &Axis, out: &mut [u32]) {
+#[inline(always)]
+fn hpass<T: Copy + Into<u32>, const B: usize>(row: &[T], ax: &Axis, out: &mut [u32]) {
     for (i, o) in out.chunks_exact_mut(B).enumerate() {
         let (s, ws) = ax.taps(i);
         let mut acc = [0u32; B];
         for (t, &wt) in ws.iter().enumerate() {
             let p = &row[(s + t) * B..(s + t + 1) * B];
             for c in 0..B {
-                acc[c] += wt * p[c] as u32;
+                acc[c] += wt * p[c].into();
             }
         }
         o.copy_from_slice(&acc);
@@ -177,6 +183,11 @@ fn hpass<const B: usize>(row: &[u8], ax: &Axis, out: &mut [u32]) {
 /// Resampled rows of a source image, in the source's format.
 struct Resampler<'a, 'b> {
     src: &'b ImageRef<'a>,
+    /// Filter vertically first (see [`vertical_first`]).
+    vfirst: bool,
+    /// Run the AVX2 build of the row code (the CPU was checked).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    avx2: bool,
     xa: Axis,
     /// `xa` as two-tap pairs, when it has no wider taps.
     xpairs: Option<Vec<(usize, usize, u32, u32)>>,
@@ -190,19 +201,43 @@ struct Resampler<'a, 'b> {
 pub(crate) struct ResampleScratch {
     rows: Vec<(usize, Vec<u32>)>,
     acc: Vec<u32>,
+    /// Vertically filtered full-width row (vertical-first order).
+    vrow: Vec<u32>,
 }
 
 impl Resampler<'_, '_> {
-    fn hpass(&self, y: usize, out: &mut [u32]) {
-        let row = self.src.row(y);
+    #[inline(always)]
+    fn hpass<T: Copy + Into<u32>>(&self, row: &[T], out: &mut [u32]) {
         match (&self.xpairs, self.bpp) {
-            (Some(p), 1) => hpass2::<1>(row, p, out),
-            (Some(p), 3) => hpass2::<3>(row, p, out),
-            (Some(p), _) => hpass2::<4>(row, p, out),
-            (None, 1) => hpass::<1>(row, &self.xa, out),
-            (None, 3) => hpass::<3>(row, &self.xa, out),
-            (None, _) => hpass::<4>(row, &self.xa, out),
+            (Some(p), 1) => hpass2::<T, 1>(row, p, out),
+            (Some(p), 3) => hpass2::<T, 3>(row, p, out),
+            (Some(p), _) => hpass2::<T, 4>(row, p, out),
+            (None, 1) => hpass::<T, 1>(row, &self.xa, out),
+            (None, 3) => hpass::<T, 3>(row, &self.xa, out),
+            (None, _) => hpass::<T, 4>(row, &self.xa, out),
         }
+    }
+
+    /// Output row `y` filtering vertically first (contiguous, vectorisable
+    /// multiply-adds over whole source rows), then horizontally once. Exact
+    /// integer sums, so the result equals the horizontal-first order.
+    #[inline(always)]
+    fn row_vfirst(&self, y: usize, s: &mut ResampleScratch) {
+        let (sy, wy) = self.ya.taps(y);
+        let v = &mut s.vrow;
+        for (t, &wt) in wy.iter().enumerate() {
+            let row = self.src.row(sy + t);
+            if t == 0 {
+                for (a, &p) in v.iter_mut().zip(row) {
+                    *a = wt * p as u32;
+                }
+            } else {
+                for (a, &p) in v.iter_mut().zip(row) {
+                    *a += wt * p as u32;
+                }
+            }
+        }
+        self.hpass(&s.vrow, &mut s.acc);
     }
 }
 
@@ -215,9 +250,20 @@ impl Rows for Resampler<'_, '_> {
             .map(|i| self.ya.taps(i).1.len())
             .max()
             .unwrap_or(1);
+        let vfirst = self.vfirst;
         ResampleScratch {
-            rows: (0..taps).map(|_| (usize::MAX, vec![0; n])).collect(),
+            rows: (0..if vfirst { 0 } else { taps })
+                .map(|_| (usize::MAX, vec![0; n]))
+                .collect(),
             acc: vec![0; n],
+            vrow: vec![
+                0;
+                if vfirst {
+                    self.src.layout().row_bytes()
+                } else {
+                    0
+                }
+            ],
         }
     }
 
@@ -226,6 +272,40 @@ impl Rows for Resampler<'_, '_> {
     }
 
     fn row<'a>(&'a self, y: usize, buf: &'a mut [u8], s: &mut ResampleScratch) -> &'a [u8] {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: `avx2` is set only when `simd::kernels` handed out the AVX2
+            // table for this call, i.e. after checking that the CPU has AVX2.
+            return unsafe { self.row_avx2(y, buf, s) };
+        }
+        self.row_any(y, buf, s)
+    }
+}
+
+impl Resampler<'_, '_> {
+    /// The same code as [`Resampler::row_any`], compiled for AVX2 so the
+    /// compiler's auto-vectorisation uses 256-bit registers (integer maths:
+    /// identical results).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn row_avx2<'a>(
+        &'a self,
+        y: usize,
+        buf: &'a mut [u8],
+        s: &mut ResampleScratch,
+    ) -> &'a [u8] {
+        self.row_any(y, buf, s)
+    }
+
+    #[inline(always)]
+    fn row_any<'a>(&'a self, y: usize, buf: &'a mut [u8], s: &mut ResampleScratch) -> &'a [u8] {
+        if self.vfirst {
+            self.row_vfirst(y, s);
+            return self.round(s, buf);
+        }
         let (sy, wy) = self.ya.taps(y);
         s.acc.fill(0);
         for (t, &wt) in wy.iter().enumerate() {
@@ -240,7 +320,7 @@ impl Rows for Resampler<'_, '_> {
                         .min_by_key(|&j| s.rows[j].0.wrapping_add(1))
                         .unwrap_or(0);
                     let (i, h) = &mut s.rows[j];
-                    self.hpass(r, h);
+                    self.hpass(self.src.row(r), h);
                     *i = r;
                     j
                 }
@@ -249,8 +329,14 @@ impl Rows for Resampler<'_, '_> {
                 *a += wt * v;
             }
         }
-        let acc = &s.acc;
-        for (b, &a) in buf.iter_mut().zip(acc.iter()) {
+        self.round(s, buf)
+    }
+}
+
+impl Resampler<'_, '_> {
+    #[inline(always)]
+    fn round<'a>(&self, s: &ResampleScratch, buf: &'a mut [u8]) -> &'a [u8] {
+        for (b, &a) in buf.iter_mut().zip(s.acc.iter()) {
             *b = ((a + (1 << (2 * W_BITS - 1))) >> (2 * W_BITS)) as u8;
         }
         buf
@@ -343,12 +429,27 @@ fn box_factor(sw: usize, sh: usize, ow: usize, oh: usize, method: Method) -> Opt
     }
 }
 
+/// Whether filtering vertically first is cheaper: it multiplies whole source
+/// rows (contiguous, vectorised; counted at a quarter) for every output row, then
+/// filters each output row horizontally once; horizontal-first filters every
+/// source row used (gathers) and then adds rows per output row.
+fn vertical_first(xa: &Axis, ya: &Axis, in_w: usize, in_h: usize) -> bool {
+    let (out_w, out_h) = (xa.start.len() as f64, ya.start.len() as f64);
+    let tx = xa.w.len() as f64 / out_w;
+    let ty = ya.w.len() as f64 / out_h;
+    let rows_used = (in_h as f64).min(out_h * ty);
+    let h_first = rows_used * out_w * tx + out_h * ty * out_w * 0.25;
+    let v_first = out_h * ty * in_w as f64 * 0.25 + out_h * out_w * tx;
+    v_first < h_first
+}
+
 fn resampler<'a, 'b>(
     src: &'b ImageRef<'a>,
     to: PixelFormat,
     out_w: usize,
     out_h: usize,
     method: Method,
+    simd: Option<crate::Simd>,
 ) -> Result<Resampler<'a, 'b>> {
     let sl = src.layout();
     let c = channels(sl.format).ok_or(KernelError::Unsupported {
@@ -367,6 +468,8 @@ fn resampler<'a, 'b>(
     };
     Ok(Resampler {
         src,
+        vfirst: vertical_first(&xa, &ya, sl.width, sl.height),
+        avx2: kernels(simd)?.level == crate::Simd::Avx2,
         xpairs: xa.pairs(sl.width),
         xa,
         ya,
@@ -385,7 +488,7 @@ pub fn resize(
     opts: &Options,
 ) -> Result<()> {
     let (sl, dl) = (*src.layout(), *dst.layout());
-    let rs = resampler(src, dl.format, dl.width, dl.height, method)?;
+    let rs = resampler(src, dl.format, dl.width, dl.height, method, opts.simd)?;
     if (sl.width, sl.height) == (dl.width, dl.height) {
         // Both methods' weights are the identity here (one tap of 2048).
         return crate::convert(src, dst, opts);
@@ -442,7 +545,7 @@ pub fn to_tensor(
         });
     }
     let sl = *src.layout();
-    let rs = resampler(src, PixelFormat::Rgb, w, h, spec.method)?;
+    let rs = resampler(src, PixelFormat::Rgb, w, h, spec.method, opts.simd)?;
     let plan = plan(sl.format, PixelFormat::Rgb, opts.matrix, opts.range)?;
     let k = crate::simd::kernels(opts.simd)?;
     let row_bytes = sl.row_bytes() + 12 * w;

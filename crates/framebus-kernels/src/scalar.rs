@@ -25,6 +25,33 @@ impl Chroma<'_> {
     }
 }
 
+/// Panic unless two `sb`-byte-pixel source rows, two luma rows and the chroma
+/// destination all hold `w` pixels (`w` even): the SIMD YUV kernels' raw loads
+/// and stores are in bounds only after this check.
+pub(crate) fn check_yuv_rows(
+    sb: usize,
+    s0: &[u8],
+    s1: &[u8],
+    y0: &[u8],
+    y1: &[u8],
+    c: &Chroma<'_>,
+    w: usize,
+) {
+    assert!(w.is_multiple_of(2), "yuv: odd width");
+    assert!(
+        s0.len() >= w * sb && s1.len() >= w * sb,
+        "yuv: short source row"
+    );
+    assert!(y0.len() >= w && y1.len() >= w, "yuv: short luma row");
+    match c {
+        Chroma::Nv12(uv) => assert!(uv.len() >= w, "yuv: short chroma row"),
+        Chroma::I420(u, v) => assert!(
+            u.len() >= w / 2 && v.len() >= w / 2,
+            "yuv: short chroma row"
+        ),
+    }
+}
+
 fn shuffle_n<const SB: usize, const DB: usize>(map: [u8; 4], src: &[u8], dst: &mut [u8], w: usize) {
     let fill: [bool; 4] = map.map(|m| m == FILL);
     let idx: [usize; 4] = map.map(|m| if m == FILL { 0 } else { m as usize });

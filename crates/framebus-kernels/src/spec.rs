@@ -38,6 +38,28 @@ pub struct ShufSpec {
     pub stream: bool,
 }
 
+impl ShufSpec {
+    /// The byte-table form for 4 pixels (16 source bytes → up to 16 destination
+    /// bytes), as `pshufb` / `tbl` take it: for each destination byte the source
+    /// byte index, or 0x80 (→ 0) where the byte is filled; and the fill bytes
+    /// (255) to OR in.
+    pub(crate) fn table4(&self) -> ([u8; 16], [u8; 16]) {
+        let (sb, db) = (self.sbpp, self.dbpp);
+        let mut m = [0x80u8; 16];
+        let mut f = [0u8; 16];
+        for i in 0..4 {
+            for c in 0..db {
+                if self.map[c] == FILL {
+                    f[i * db + c] = 255;
+                } else {
+                    m[i * db + c] = (i * sb) as u8 + self.map[c];
+                }
+            }
+        }
+        (m, f)
+    }
+}
+
 /// Weighted sum of the bytes of a 3- or 4-byte pixel (luma).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LumaSpec {

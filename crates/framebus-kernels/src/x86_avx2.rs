@@ -5,7 +5,7 @@
 //! is built after `is_x86_feature_detected!("avx2")`.
 
 use crate::scalar::{self, Chroma};
-use crate::spec::{LumaSpec, ShufSpec, YuvSpec, FILL};
+use crate::spec::{LumaSpec, ShufSpec, YuvSpec};
 use std::arch::x86_64::*;
 
 type V = __m256i;
@@ -75,6 +75,17 @@ unsafe fn ld(p: *const u8, step: usize) -> V {
         let hi = _mm_loadu_si128(p.add(step).cast());
         _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
     }
+}
+
+/// Load 32 contiguous bytes (= `ld(p, 16)` in one instruction).
+///
+/// # Safety
+/// `p .. p + 32` must be readable.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn ld_contig(p: *const u8) -> V {
+    // SAFETY: forwarded to the caller; unaligned load.
+    unsafe { _mm256_loadu_si256(p.cast()) }
 }
 
 /// Store 32 bytes (lane 0 then lane 1).

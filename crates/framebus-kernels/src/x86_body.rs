@@ -93,17 +93,7 @@ macro_rules! x86_kernels {
             let (sb, db) = (spec.sbpp, spec.dbpp);
             let (sl, dl) = (w * sb, w * db);
             assert!(src.len() >= sl && dst.len() >= dl, "shuffle: short row");
-            let mut m = [0x80u8; 16];
-            let mut f = [0u8; 16];
-            for i in 0..4 {
-                for c in 0..db {
-                    if spec.map[c] == FILL {
-                        f[i * db + c] = 255;
-                    } else {
-                        m[i * db + c] = (i * sb) as u8 + spec.map[c];
-                    }
-                }
-            }
+            let (m, f) = spec.table4();
             // SAFETY: both arrays are 16 readable bytes.
             let (mask, fill) = unsafe {
                 (
@@ -114,21 +104,21 @@ macro_rules! x86_kernels {
             let src_need = (LANES - 1) * 4 * sb + 16;
             let dst_need = if db == 4 { 16 * LANES } else { ST3_BYTES };
             let mut x = 0;
-            // Streaming stores need 16 · LANES-aligned addresses: do the first
-            // few pixels in scalar code until the destination is aligned; every
-            // step below then advances it by a multiple of the alignment.
-            let mut nt = false;
-            if spec.stream {
+            // Align the destination to the register size first (the first few
+            // pixels in scalar code): stores that straddle cache lines are slow,
+            // and streaming stores need it. Every step below advances the
+            // destination by a multiple of the alignment.
+            let mut aligned = false;
+            if w >= 64 {
                 let a = 16 * LANES;
                 let base = dst.as_ptr() as usize;
                 if let Some(x0) = (0..a).find(|&x0| (base + x0 * db) % a == 0) {
-                    if x0 <= w {
-                        scalar::shuffle(spec, src, dst, x0);
-                        x = x0;
-                        nt = true;
-                    }
+                    scalar::shuffle(spec, src, dst, x0);
+                    x = x0;
+                    aligned = true;
                 }
             }
+            let nt = spec.stream && aligned;
             if db == 3 {
                 // 16 pixels a lane-step, written as 48 · LANES contiguous bytes
                 // (no overlapping stores).
@@ -140,9 +130,11 @@ macro_rules! x86_kernels {
                     unsafe {
                         let p = src.as_ptr().add(x * sb);
                         let q = 4 * LANES * sb;
+                        // 4-byte pixels: the lanes' chunks are adjacent, one load.
+                        let l = |p: *const u8| if sb == 4 { ld_contig(p) } else { ld(p, 4 * sb) };
                         let r = |v: V| or(shufb(v, mask), fill);
-                        let (a, b) = (r(ld(p, 4 * sb)), r(ld(p.add(q), 4 * sb)));
-                        let (c, d) = (r(ld(p.add(2 * q), 4 * sb)), r(ld(p.add(3 * q), 4 * sb)));
+                        let (a, b) = (r(l(p)), r(l(p.add(q))));
+                        let (c, d) = (r(l(p.add(2 * q))), r(l(p.add(3 * q))));
                         st3x4(dst.as_mut_ptr().add(x * 3), a, b, c, d, nt);
                     }
                     x += 16 * LANES;
@@ -153,7 +145,8 @@ macro_rules! x86_kernels {
                 // `x * sb`) inside `src[..sl]` and the store (`dst_need` bytes from
                 // `x * db`) inside `dst[..dl]`; both lengths were asserted above.
                 unsafe {
-                    let v = ld(src.as_ptr().add(x * sb), 4 * sb);
+                    let p = src.as_ptr().add(x * sb);
+                    let v = if sb == 4 { ld_contig(p) } else { ld(p, 4 * sb) };
                     let r = or(shufb(v, mask), fill);
                     if db == 4 && nt {
                         st_nt(dst.as_mut_ptr().add(x * 4), r);
@@ -308,21 +301,7 @@ macro_rules! x86_kernels {
             w: usize,
         ) {
             let sb = spec.sbpp;
-            assert!(w % 2 == 0, "yuv: odd width");
-            assert!(
-                s0.len() >= w * sb && s1.len() >= w * sb,
-                "yuv: short source row"
-            );
-            assert!(y0.len() >= w && y1.len() >= w, "yuv: short luma row");
-            match &c {
-                Chroma::Nv12(uv) => assert!(uv.len() >= w, "yuv: short chroma row"),
-                Chroma::I420(u, v) => {
-                    assert!(
-                        u.len() >= w / 2 && v.len() >= w / 2,
-                        "yuv: short chroma row"
-                    )
-                }
-            }
+            scalar::check_yuv_rows(sb, s0, s1, y0, y1, &c, w);
             let (ky, ku, kv) = (splat_k(spec.ky), splat_k(spec.ku), splat_k(spec.kv));
             let (ya, ca, ex) = (splat32(spec.y_add), splat32(spec.c_add), expand_mask(sb));
             let mut x = 0;
@@ -331,7 +310,7 @@ macro_rules! x86_kernels {
                 // (`need16`), the `16 * LANES`-byte luma stores inside `y0[..w]` and
                 // `y1[..w]`, the NV12 store (`16 * LANES` bytes from `x`) inside
                 // `uv[..w]` and the I420 stores (`8 * LANES` from `x / 2`) inside
-                // `u[..w / 2]`, `v[..w / 2]`; all lengths were asserted above.
+                // `u[..w / 2]`, `v[..w / 2]`; `check_yuv_rows` checked all lengths.
                 unsafe {
                     let (p0, p1) = (s0.as_ptr().add(x * sb), s1.as_ptr().add(x * sb));
                     let z = zero();

@@ -4,7 +4,7 @@
 //! kernel table in `simd`, which is built after `is_x86_feature_detected!`.
 
 use crate::scalar::{self, Chroma};
-use crate::spec::{LumaSpec, ShufSpec, YuvSpec, FILL};
+use crate::spec::{LumaSpec, ShufSpec, YuvSpec};
 use std::arch::x86_64::*;
 
 type V = __m128i;
@@ -62,6 +62,17 @@ fn splat16(x: i16) -> V {
 #[target_feature(enable = "ssse3")]
 #[inline]
 unsafe fn ld(p: *const u8, _step: usize) -> V {
+    // SAFETY: forwarded to the caller; unaligned load.
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
+/// Load 16 contiguous bytes (the same as `ld` with one lane).
+///
+/// # Safety
+/// `p .. p + 16` must be readable.
+#[target_feature(enable = "ssse3")]
+#[inline]
+unsafe fn ld_contig(p: *const u8) -> V {
     // SAFETY: forwarded to the caller; unaligned load.
     unsafe { _mm_loadu_si128(p.cast()) }
 }

@@ -311,16 +311,6 @@ impl PyGrabber {
         lock(&self.inner).is_none()
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
-        self.close(py);
-        false
-    }
-
     fn __repr__(&self) -> String {
         match &*lock(&self.inner) {
             Some(g) => format!(
@@ -536,16 +526,6 @@ impl PyCapture {
         }
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, PyTuple>) -> bool {
-        self.stop(py);
-        false
-    }
-
     fn __repr__(&self) -> String {
         let s = self.inner.stats();
         format!(
@@ -640,3 +620,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_test_put_image, m)?)?;
     Ok(())
 }
+
+crate::context::closes_on_exit!(PyGrabber, close);
+crate::context::closes_on_exit!(PyCapture, stop);

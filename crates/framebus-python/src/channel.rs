@@ -239,21 +239,6 @@ impl PyPublisher {
         py.detach(|| p.close())
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _t: Option<Bound<'_, PyAny>>,
-        _v: Option<Bound<'_, PyAny>>,
-        _tb: Option<Bound<'_, PyAny>>,
-    ) -> bool {
-        self.close(py);
-        false
-    }
-
     fn __repr__(&self) -> String {
         let s = self.inner.stats();
         format!(
@@ -406,21 +391,6 @@ impl PySubscriber {
         self.with(py, |s| s.close())
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _t: Option<Bound<'_, PyAny>>,
-        _v: Option<Bound<'_, PyAny>>,
-        _tb: Option<Bound<'_, PyAny>>,
-    ) -> bool {
-        self.close(py);
-        false
-    }
-
     fn __iter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
@@ -450,3 +420,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ChannelFull", m.py().get_type::<ChannelFull>())?;
     Ok(())
 }
+
+crate::context::closes_on_exit!(PyPublisher, close);
+crate::context::closes_on_exit!(PySubscriber, close);

@@ -9,7 +9,7 @@
 
 use crate::errors::to_pyerr;
 use crate::frame::PyFrame;
-use crate::pool::{default_pool, PyFramePool};
+use crate::pool::{check_size, default_pool, parse_format, PyFramePool};
 use framebus_core::{Frame, FrameLayout, FramePool, PixelFormat};
 use framebus_kernels::{
     self as k, needed_bytes, ImageMut, ImageRef, KernelError, Method, Options, Simd, TensorSpec,
@@ -304,6 +304,7 @@ enum Dst<'py> {
 
 impl<'py> Dst<'py> {
     fn new(
+        py: Python<'py>,
         out: Option<Bound<'py, PyAny>>,
         src: &Src,
         pool: FramePool,
@@ -312,7 +313,10 @@ impl<'py> Dst<'py> {
         fmt: PixelFormat,
     ) -> PyResult<Dst<'py>> {
         let Some(out) = out else {
-            let mut f = pool.acquire_frame(w, h, fmt, None).map_err(to_pyerr)?;
+            // A pool with on_exhausted="block" may wait here: not with the GIL held.
+            let mut f = py
+                .detach(|| pool.acquire_frame(w, h, fmt, None))
+                .map_err(to_pyerr)?;
             if let Src::Frame(sf) = src {
                 f = f.with_meta(sf.timestamp_ns(), sf.seq());
             }
@@ -397,10 +401,6 @@ impl<'py> Dst<'py> {
     }
 }
 
-fn parse_format(s: &str) -> PyResult<PixelFormat> {
-    s.parse().map_err(to_pyerr)
-}
-
 fn options(
     matrix: &str,
     range: &str,
@@ -425,10 +425,6 @@ fn options(
     })
 }
 
-fn size_arg(what: &'static str, v: i64) -> PyResult<usize> {
-    crate::pool::check_size(what, v)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn do_convert<'py>(
     py: Python<'py>,
@@ -444,7 +440,7 @@ fn do_convert<'py>(
     let (w, h) = resize
         .map(|(w, h, _)| (w, h))
         .unwrap_or((sl.width, sl.height));
-    let mut dst = Dst::new(out, &src, src.pool(pool), w, h, fmt)?;
+    let mut dst = Dst::new(py, out, &src, src.pool(pool), w, h, fmt)?;
     {
         let si = src.image()?;
         let mut di = dst.image()?;
@@ -468,7 +464,7 @@ fn tensor<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let sl = src.layout();
     let (w, h) = match size {
-        Some((w, h)) => (size_arg("width", w)?, size_arg("height", h)?),
+        Some((w, h)) => (check_size("width", w)?, check_size("height", h)?),
         None => (sl.width, sl.height),
     };
     let three = |v: Option<Bound<'py, PyAny>>, what: &str, default: f32| -> PyResult<[f32; 3]> {
@@ -546,11 +542,7 @@ impl PyFrame {
     ) -> PyResult<Py<PyAny>> {
         let src = Src::new(slf.as_any(), None, Want::default())?;
         let fmt = format.unwrap_or(src.layout().format.name()).to_owned();
-        let r = (
-            size_arg("width", width)?,
-            size_arg("height", height)?,
-            method.parse().map_err(kerr)?,
-        );
+        let r = resize_args(width, height, method)?;
         let opts = options(matrix, range, threads, simd)?;
         do_convert(slf.py(), src, &fmt, out, None, opts, Some(r))
     }
@@ -601,11 +593,20 @@ fn convert<'py>(
     do_convert(py, src, dst_format, out, pool.as_ref(), opts, None)
 }
 
+/// Validated `(width, height, method)` of a resize.
+fn resize_args(width: i64, height: i64, method: &str) -> PyResult<(usize, usize, Method)> {
+    Ok((
+        check_size("width", width)?,
+        check_size("height", height)?,
+        method.parse().map_err(kerr)?,
+    ))
+}
+
 fn want(width: Option<i64>, height: Option<i64>, stride: Option<i64>) -> PyResult<Want> {
     Ok(Want {
-        width: width.map(|v| size_arg("width", v)).transpose()?,
-        height: height.map(|v| size_arg("height", v)).transpose()?,
-        stride: stride.map(|v| size_arg("stride", v)).transpose()?,
+        width: width.map(|v| check_size("width", v)).transpose()?,
+        height: height.map(|v| check_size("height", v)).transpose()?,
+        stride: stride.map(|v| check_size("stride", v)).transpose()?,
     })
 }
 
@@ -634,11 +635,7 @@ fn resize<'py>(
 ) -> PyResult<Py<PyAny>> {
     let src = Src::new(src, src_format, want(src_width, src_height, src_stride)?)?;
     let fmt = format.unwrap_or(src.layout().format.name()).to_owned();
-    let r = (
-        size_arg("width", width)?,
-        size_arg("height", height)?,
-        method.parse().map_err(kerr)?,
-    );
+    let r = resize_args(width, height, method)?;
     let opts = options(matrix, range, threads, simd)?;
     do_convert(py, src, &fmt, out, pool.as_ref(), opts, Some(r))
 }
@@ -685,10 +682,10 @@ fn simd_level(simd: Option<&str>) -> PyResult<&'static str> {
 #[pyfunction]
 #[pyo3(signature = (width, height, format, stride=None))]
 fn image_nbytes(width: i64, height: i64, format: &str, stride: Option<i64>) -> PyResult<usize> {
-    let stride = stride.map(|v| size_arg("stride", v)).transpose()?;
+    let stride = stride.map(|v| check_size("stride", v)).transpose()?;
     let l = FrameLayout::new(
-        size_arg("width", width)?,
-        size_arg("height", height)?,
+        check_size("width", width)?,
+        check_size("height", height)?,
         parse_format(format)?,
         stride,
     )

@@ -5,6 +5,7 @@
 
 pub mod capture;
 mod channel;
+mod context;
 mod dlpack;
 pub mod errors;
 pub mod frame;

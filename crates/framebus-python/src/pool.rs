@@ -150,21 +150,6 @@ impl PyFramePool {
         self.pool.is_closed()
     }
 
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _t: Option<Bound<'_, PyAny>>,
-        _v: Option<Bound<'_, PyAny>>,
-        _tb: Option<Bound<'_, PyAny>>,
-    ) -> bool {
-        self.close(py);
-        false
-    }
-
     fn __repr__(&self) -> String {
         let s = self.pool.stats();
         format!(
@@ -187,3 +172,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_default_pool, m)?)?;
     Ok(())
 }
+
+crate::context::closes_on_exit!(PyFramePool, close);
