@@ -68,66 +68,109 @@ struct DLManagedTensorVersioned {
     dl_tensor: DLTensor,
 }
 
-/// Everything one legacy export owns. `managed` must stay the first field so a
-/// `*mut DLManagedTensor` is also a `*mut ExportLegacy`.
+/// The two managed-tensor structs (legacy and versioned) seen alike: the
+/// capsule name that marks an unconsumed capsule, the tensor and the deleter.
+trait Managed: Sized + 'static {
+    const NAME: &'static CStr;
+    fn tensor_mut(&mut self) -> &mut DLTensor;
+    fn set_manager(&mut self, ctx: *mut c_void, deleter: unsafe extern "C" fn(*mut Self));
+    fn deleter(&self) -> Option<unsafe extern "C" fn(*mut Self)>;
+}
+
+impl Managed for DLManagedTensor {
+    const NAME: &'static CStr = NAME_LEGACY;
+    fn tensor_mut(&mut self) -> &mut DLTensor {
+        &mut self.dl_tensor
+    }
+    fn set_manager(&mut self, ctx: *mut c_void, deleter: unsafe extern "C" fn(*mut Self)) {
+        self.manager_ctx = ctx;
+        self.deleter = Some(deleter);
+    }
+    fn deleter(&self) -> Option<unsafe extern "C" fn(*mut Self)> {
+        self.deleter
+    }
+}
+
+impl Managed for DLManagedTensorVersioned {
+    const NAME: &'static CStr = NAME_VERSIONED;
+    fn tensor_mut(&mut self) -> &mut DLTensor {
+        &mut self.dl_tensor
+    }
+    fn set_manager(&mut self, ctx: *mut c_void, deleter: unsafe extern "C" fn(*mut Self)) {
+        self.manager_ctx = ctx;
+        self.deleter = Some(deleter);
+    }
+    fn deleter(&self) -> Option<unsafe extern "C" fn(*mut Self)> {
+        self.deleter
+    }
+}
+
+/// Everything one export owns. `managed` must stay the first field so a
+/// `*mut M` handed to the consumer is also a `*mut Export<M>`.
 #[repr(C)]
-struct ExportLegacy {
-    managed: DLManagedTensor,
+struct Export<M> {
+    managed: M,
     shape: [i64; 3],
     strides: [i64; 3],
     _frame: Frame,
 }
 
-/// Everything one versioned export owns (`managed` first, as above).
-#[repr(C)]
-struct ExportVersioned {
-    managed: DLManagedTensorVersioned,
-    shape: [i64; 3],
-    strides: [i64; 3],
-    _frame: Frame,
-}
-
-unsafe extern "C" fn delete_legacy(m: *mut DLManagedTensor) {
+/// The deleter DLPack consumers call (once) when they are done with the tensor.
+unsafe extern "C" fn delete<M: Managed>(m: *mut M) {
     if !m.is_null() {
-        // SAFETY: `m` is the first field of a Box<ExportLegacy> leaked in
-        // `export` (repr(C), so the addresses are equal); DLPack calls the
-        // deleter once.
-        drop(unsafe { Box::from_raw(m.cast::<ExportLegacy>()) });
+        // SAFETY: `m` is the first field of a Box<Export<M>> leaked in `export`
+        // (repr(C), so the addresses are equal); DLPack calls the deleter once.
+        drop(unsafe { Box::from_raw(m.cast::<Export<M>>()) });
     }
 }
 
-unsafe extern "C" fn delete_versioned(m: *mut DLManagedTensorVersioned) {
-    if !m.is_null() {
-        // SAFETY: as in delete_legacy, for ExportVersioned.
-        drop(unsafe { Box::from_raw(m.cast::<ExportVersioned>()) });
-    }
-}
-
-unsafe extern "C" fn capsule_destructor_legacy(capsule: *mut ffi::PyObject) {
+/// The capsule destructor: frees the tensor only if nobody consumed it.
+unsafe extern "C" fn capsule_destructor<M: Managed>(capsule: *mut ffi::PyObject) {
     // SAFETY: CPython calls this with the capsule being destroyed. If it still
     // has its original name nobody consumed it, so we own the tensor and run its
     // deleter; a consumed capsule was renamed and is the consumer's business.
     unsafe {
-        if ffi::PyCapsule_IsValid(capsule, NAME_LEGACY.as_ptr()) == 1 {
-            let m =
-                ffi::PyCapsule_GetPointer(capsule, NAME_LEGACY.as_ptr()) as *mut DLManagedTensor;
-            if let Some(d) = m.as_ref().and_then(|m| m.deleter) {
+        if ffi::PyCapsule_IsValid(capsule, M::NAME.as_ptr()) == 1 {
+            let m = ffi::PyCapsule_GetPointer(capsule, M::NAME.as_ptr()) as *mut M;
+            if let Some(d) = m.as_ref().and_then(Managed::deleter) {
                 d(m);
             }
         }
     }
 }
 
-unsafe extern "C" fn capsule_destructor_versioned(capsule: *mut ffi::PyObject) {
-    // SAFETY: as in capsule_destructor_legacy, for the versioned name.
+/// Box the export, point the tensor at its own shape/strides, and wrap it in
+/// a capsule that owns it until a consumer takes it.
+fn capsule<'py, M: Managed>(
+    py: Python<'py>,
+    managed: M,
+    shape: [i64; 3],
+    strides: [i64; 3],
+    frame: Frame,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut b = Box::new(Export {
+        managed,
+        shape,
+        strides,
+        _frame: frame,
+    });
+    let (sp, st) = (b.shape.as_mut_ptr(), b.strides.as_mut_ptr());
+    let t = b.managed.tensor_mut();
+    t.shape = sp;
+    t.strides = st;
+    let raw = Box::into_raw(b);
+    // SAFETY: raw is a live allocation we just leaked; nothing else refers to it.
+    unsafe { (*raw).managed.set_manager(raw.cast(), delete::<M>) };
+    // SAFETY: `raw` is a valid managed tensor, the name is 'static and matches
+    // the destructor. If capsule creation fails we still own the tensor and
+    // must free it ourselves (STYLE.md item 12).
     unsafe {
-        if ffi::PyCapsule_IsValid(capsule, NAME_VERSIONED.as_ptr()) == 1 {
-            let m = ffi::PyCapsule_GetPointer(capsule, NAME_VERSIONED.as_ptr())
-                as *mut DLManagedTensorVersioned;
-            if let Some(d) = m.as_ref().and_then(|m| m.deleter) {
-                d(m);
-            }
+        let cap = ffi::PyCapsule_New(raw.cast(), M::NAME.as_ptr(), Some(capsule_destructor::<M>));
+        if cap.is_null() {
+            delete::<M>(raw.cast());
+            return Err(PyErr::fetch(py));
         }
+        Ok(Bound::from_owned_ptr(py, cap))
     }
 }
 
@@ -169,7 +212,7 @@ pub fn export<'py>(
     copied: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (t, shape, strides) = tensor(&frame);
-    let (ptr, name, destructor): (*mut c_void, &CStr, ffi::PyCapsule_Destructor) = if versioned {
+    if versioned {
         let mut flags = 0;
         if readonly {
             flags |= FLAG_READ_ONLY;
@@ -177,55 +220,20 @@ pub fn export<'py>(
         if copied {
             flags |= FLAG_IS_COPIED;
         }
-        let mut b = Box::new(ExportVersioned {
-            managed: DLManagedTensorVersioned {
-                version: DLPackVersion { major: 1, minor: 0 },
-                manager_ctx: std::ptr::null_mut(),
-                deleter: Some(delete_versioned),
-                flags,
-                dl_tensor: t,
-            },
-            shape,
-            strides,
-            _frame: frame,
-        });
-        b.managed.dl_tensor.shape = b.shape.as_mut_ptr();
-        b.managed.dl_tensor.strides = b.strides.as_mut_ptr();
-        let raw = Box::into_raw(b);
-        // SAFETY: raw is a live allocation we just leaked.
-        unsafe { (*raw).managed.manager_ctx = raw.cast() };
-        (raw.cast(), NAME_VERSIONED, capsule_destructor_versioned)
+        let managed = DLManagedTensorVersioned {
+            version: DLPackVersion { major: 1, minor: 0 },
+            manager_ctx: std::ptr::null_mut(),
+            deleter: None,
+            flags,
+            dl_tensor: t,
+        };
+        capsule(py, managed, shape, strides, frame)
     } else {
-        let mut b = Box::new(ExportLegacy {
-            managed: DLManagedTensor {
-                dl_tensor: t,
-                manager_ctx: std::ptr::null_mut(),
-                deleter: Some(delete_legacy),
-            },
-            shape,
-            strides,
-            _frame: frame,
-        });
-        b.managed.dl_tensor.shape = b.shape.as_mut_ptr();
-        b.managed.dl_tensor.strides = b.strides.as_mut_ptr();
-        let raw = Box::into_raw(b);
-        // SAFETY: raw is a live allocation we just leaked.
-        unsafe { (*raw).managed.manager_ctx = raw.cast() };
-        (raw.cast(), NAME_LEGACY, capsule_destructor_legacy)
-    };
-    // SAFETY: `ptr` is a valid managed tensor, `name` is 'static, and the
-    // destructor matches the name. If capsule creation fails we still own the
-    // tensor and must free it ourselves (STYLE.md item 12).
-    unsafe {
-        let cap = ffi::PyCapsule_New(ptr, name.as_ptr(), Some(destructor));
-        if cap.is_null() {
-            if versioned {
-                delete_versioned(ptr.cast());
-            } else {
-                delete_legacy(ptr.cast());
-            }
-            return Err(PyErr::fetch(py));
-        }
-        Ok(Bound::from_owned_ptr(py, cap))
+        let managed = DLManagedTensor {
+            dl_tensor: t,
+            manager_ctx: std::ptr::null_mut(),
+            deleter: None,
+        };
+        capsule(py, managed, shape, strides, frame)
     }
 }
