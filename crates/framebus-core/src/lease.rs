@@ -126,13 +126,15 @@ impl Lease {
     }
 
     /// True when this is the only clone, so nobody else can observe writes.
+    /// (Weak references — the pool's in-use registry — never upgrade, so they
+    /// do not count.)
     pub fn is_unique(&self) -> bool {
-        Arc::strong_count(&self.inner) == 1 && Arc::weak_count(&self.inner) <= 1
+        Arc::strong_count(&self.inner) == 1
     }
 
     /// Mutable access to the whole slot, only while this is the sole clone.
     pub fn get_mut(&mut self) -> Option<&mut [u8]> {
-        if !self.inner.slot.is_writable() || Arc::strong_count(&self.inner) != 1 {
+        if !self.inner.slot.is_writable() || !self.is_unique() {
             return None;
         }
         let (ptr, len) = (self.as_ptr(), self.capacity());
