@@ -81,14 +81,6 @@ impl PyFrame {
     pub fn frame(&self) -> PyResult<Frame> {
         self.lock().frame.clone().ok_or_else(released_error)
     }
-
-    pub fn layout(&self) -> &FrameLayout {
-        &self.layout
-    }
-
-    pub fn is_writable(&self) -> bool {
-        self.writable
-    }
 }
 
 fn released_error() -> PyErr {
@@ -272,7 +264,8 @@ impl PyFrame {
         } else {
             (frame, false)
         };
-        let readonly = !frame.is_writable() || (!copied && !self.writable);
+        // A copy is a fresh writable frame; otherwise the frame is ours, as writable as we are.
+        let readonly = !frame.is_writable();
         crate::dlpack::export(py, frame, versioned, readonly, copied)
     }
 
