@@ -7,9 +7,12 @@ framebus frame from `pub.acquire`), then hands it off; a consumer process receiv
 reads every byte (uint64-view sum). Back-pressure everywhere: Queue(maxsize=2), a 4-slot
 ring, iceoryx2 buffer 2 with RetryUntilDelivered, framebus lossless depth=2 on_full=block.
 
-Timestamps (CLOCK_MONOTONIC, shared by the processes): t0 before the write, t_pub after
-it (right before the hand-off), t_avail when the consumer has the frame, t_done after the
-read. handoff = t_avail - t_pub (the transport alone), e2e = t_done - t0.
+Timestamps (CLOCK_MONOTONIC, shared by the processes): t0 before the write, t_pub the
+last thing before the hand-off call (pub.send, Queue.put, sample.send), t_avail when the
+consumer has the frame, t_done after the read. The producer keeps t0 and t_pub in a local
+list (sent back at the end, joined by the sequence number that travels in the frame), so
+no transport pays for writing stamps between t_pub and its hand-off call.
+handoff = t_avail - t_pub (send→receive: the transport alone), e2e = t_done - t0.
 Modes: max = unpaced producer (frames/s; latency then includes queueing behind the read);
 paced = --rate fps (latency of the hand-off itself).
 The framebus and iceoryx2 consumers differ in how they wait: framebus blocks in recv()
@@ -68,10 +71,11 @@ def pace(i, start, rate):
 
 
 # ---------------- framebus ----------------
-def fb_producer(name, w, h, ready, n, rate):
+def fb_producer(name, w, h, ready, n, rate, pres):
     from framebus._framebus import Publisher
 
     src = make_src(w, h)
+    stamps = []
     with Publisher(name, mode="lossless", depth=2, on_full="block") as pub:
         ready.set()
         pub.wait_for_subscribers(1, timeout=30)
@@ -82,10 +86,12 @@ def fb_producer(name, w, h, ready, n, rate):
             dst = np.asarray(frame)
             t0 = time.monotonic_ns()
             np.copyto(dst, src)
-            dst.reshape(-1)[:24].view(np.int64)[:] = (i, t0, time.monotonic_ns())
+            dst.reshape(-1)[:8].view(np.int64)[0] = i
             del dst
+            stamps.append((i, t0, time.monotonic_ns()))
             pub.send(frame)
             del frame
+    pres.put(stamps)
 
 
 def fb_consumer(name, ready, res, spin=0.0):
@@ -97,16 +103,17 @@ def fb_consumer(name, ready, res, spin=0.0):
     for f in sub:  # ends with ChannelClosed when the producer closes
         t1 = time.monotonic_ns()
         a = np.asarray(f)
-        seq, t0, tp = (int(x) for x in a.reshape(-1)[:24].view(np.int64))
+        seq = int(a.reshape(-1)[:8].view(np.int64)[0])
         read_all(a)
-        out.append((seq, t0, tp, t1, time.monotonic_ns()))
+        out.append((seq, t1, time.monotonic_ns()))
         del a, f
     res.put(out)
 
 
 # ---------------- multiprocessing.Queue (copied from ipc_py.py) ----------------
-def mpq_producer(q, w, h, ready, n, rate):
+def mpq_producer(q, w, h, ready, n, rate, pres):
     src = make_src(w, h)
+    stamps = []
     ready.wait()
     start = time.monotonic()
     for i in range(n):
@@ -114,28 +121,31 @@ def mpq_producer(q, w, h, ready, n, rate):
         t0 = time.monotonic_ns()
         frame = np.empty_like(src)
         np.copyto(frame, src)
-        q.put((i, t0, time.monotonic_ns(), frame))
+        stamps.append((i, t0, time.monotonic_ns()))
+        q.put((i, frame))
     q.put(None)
+    pres.put(stamps)
 
 
 def mpq_consumer(q, ready, res):
     ready.set()
     out = []
     while (item := q.get()) is not None:
-        seq, t0, tp, frame = item
+        seq, frame = item
         t1 = time.monotonic_ns()
         read_all(frame)
-        out.append((seq, t0, tp, t1, time.monotonic_ns()))
+        out.append((seq, t1, time.monotonic_ns()))
     res.put(out)
 
 
 # ---------------- shared_memory ring + Queues of indices (copied from ipc_py.py) ----------------
-def shm_producer(name, w, h, free_q, full_q, ready, n, rate):
+def shm_producer(name, w, h, free_q, full_q, ready, n, rate, pres):
     from multiprocessing import shared_memory
 
     shm = shared_memory.SharedMemory(name=name)
     ring = np.ndarray((SLOTS, h, w, 4), np.uint8, buffer=shm.buf)
     src = make_src(w, h)
+    stamps = []
     ready.wait()
     start = time.monotonic()
     for i in range(n):
@@ -143,8 +153,10 @@ def shm_producer(name, w, h, free_q, full_q, ready, n, rate):
         idx = free_q.get()
         t0 = time.monotonic_ns()
         np.copyto(ring[idx], src)
-        full_q.put((idx, i, t0, time.monotonic_ns()))
+        stamps.append((i, t0, time.monotonic_ns()))
+        full_q.put((idx, i))
     full_q.put(None)
+    pres.put(stamps)
     del ring
     shm.close()
 
@@ -159,10 +171,10 @@ def shm_consumer(name, w, h, free_q, full_q, ready, res):
     ready.set()
     out = []
     while (item := full_q.get()) is not None:
-        idx, seq, t0, tp = item
+        idx, seq = item
         t1 = time.monotonic_ns()
         read_all(ring[idx])
-        out.append((seq, t0, tp, t1, time.monotonic_ns()))
+        out.append((seq, t1, time.monotonic_ns()))
         free_q.put(idx)
     res.put(out)
     del ring
@@ -186,7 +198,7 @@ def iox_service(service_name):
     return iox2, node, svc
 
 
-def iox_producer(service_name, w, h, ready, n, rate):
+def iox_producer(service_name, w, h, ready, n, rate, pres):
     iox2, node, svc = iox_service(service_name)
     nbytes = w * h * 4
     pub = (
@@ -196,6 +208,7 @@ def iox_producer(service_name, w, h, ready, n, rate):
         .create()
     )
     src = make_src(w, h).reshape(-1)
+    stamps = []
     ready.wait()
     start = time.monotonic()
     for i in range(n):
@@ -204,12 +217,15 @@ def iox_producer(service_name, w, h, ready, n, rate):
         dst = np.frombuffer(sample.payload().as_memory_view(), np.uint8)
         t0 = time.monotonic_ns()
         np.copyto(dst, src)
-        dst[:24].view(np.int64)[:] = (i, t0, time.monotonic_ns())
+        dst[:8].view(np.int64)[0] = i
         del dst
-        sample.assume_init().send()
+        ready_sample = sample.assume_init()
+        stamps.append((i, t0, time.monotonic_ns()))
+        ready_sample.send()
     time.sleep(0.05)
     sample = pub.loan_slice_uninit(1)  # end marker
     sample.assume_init().send()
+    pres.put(stamps)
     time.sleep(0.5)
 
 
@@ -227,27 +243,27 @@ def iox_consumer(service_name, nbytes, ready, res):
         if len(mv) < nbytes:
             break
         frame = np.frombuffer(mv, np.uint8)
-        seq, t0, tp = (int(x) for x in frame[:24].view(np.int64))
+        seq = int(frame[:8].view(np.int64)[0])
         read_all(frame)
-        out.append((seq, t0, tp, t1, time.monotonic_ns()))
+        out.append((seq, t1, time.monotonic_ns()))
         del frame, mv, sample
     res.put(out)
 
 
 def run_once(transport, w, h, n, rate):
     ctx = mp.get_context("spawn")
-    ready, res = ctx.Event(), ctx.Queue()
+    ready, res, pres = ctx.Event(), ctx.Queue(), ctx.Queue()
     shm = None
     tag = f"bench-{os.getpid()}-{time.monotonic_ns()}"
     if transport in ("framebus", "framebus_spin"):
         # framebus_spin: the consumer busy-waits (up to 1 s) before sleeping, like
         # the iceoryx2 consumer's busy poll; framebus sleeps in poll() at once.
         spin = 1.0 if transport == "framebus_spin" else 0.0
-        prod = ctx.Process(target=fb_producer, args=(tag, w, h, ready, n, rate))
+        prod = ctx.Process(target=fb_producer, args=(tag, w, h, ready, n, rate, pres))
         cons = ctx.Process(target=fb_consumer, args=(tag, ready, res, spin))
     elif transport == "mpqueue":
         q = ctx.Queue(maxsize=2)
-        prod = ctx.Process(target=mpq_producer, args=(q, w, h, ready, n, rate))
+        prod = ctx.Process(target=mpq_producer, args=(q, w, h, ready, n, rate, pres))
         cons = ctx.Process(target=mpq_consumer, args=(q, ready, res))
     elif transport == "shm_ring":
         from multiprocessing import shared_memory
@@ -255,18 +271,19 @@ def run_once(transport, w, h, n, rate):
         shm = shared_memory.SharedMemory(create=True, size=SLOTS * w * h * 4)
         free_q, full_q = ctx.Queue(), ctx.Queue()
         prod = ctx.Process(
-            target=shm_producer, args=(shm.name, w, h, free_q, full_q, ready, n, rate)
+            target=shm_producer, args=(shm.name, w, h, free_q, full_q, ready, n, rate, pres)
         )
         cons = ctx.Process(target=shm_consumer, args=(shm.name, w, h, free_q, full_q, ready, res))
     elif transport == "iceoryx2":
         name = f"bench/channel/{tag}"
         cons = ctx.Process(target=iox_consumer, args=(name, w * h * 4, ready, res))
-        prod = ctx.Process(target=iox_producer, args=(name, w, h, ready, n, rate))
+        prod = ctx.Process(target=iox_producer, args=(name, w, h, ready, n, rate, pres))
     else:
         raise ValueError(transport)
     cons.start()
     prod.start()
     out = res.get(timeout=600)
+    sent = {seq: (t0, tp) for seq, t0, tp in pres.get(timeout=60)}
     prod.join()
     cons.join()
     if shm is not None:
@@ -275,9 +292,9 @@ def run_once(transport, w, h, n, rate):
     if len(out) != n or [o[0] for o in out] != list(range(n)):
         raise RuntimeError(f"{transport}: got {len(out)} frames, expected {n} in order")
     out = out[min(10, n // 10) :]  # drop start-up frames
-    fps = (len(out) - 1) / ((out[-1][4] - out[0][4]) / 1e9)
-    handoff = [(t1 - tp) / 1e3 for _, t0, tp, t1, t2 in out]  # µs
-    e2e = [(t2 - t0) / 1e3 for _, t0, tp, t1, t2 in out]
+    fps = (len(out) - 1) / ((out[-1][2] - out[0][2]) / 1e9)
+    handoff = [(t1 - sent[seq][1]) / 1e3 for seq, t1, t2 in out]  # µs
+    e2e = [(t2 - sent[seq][0]) / 1e3 for seq, t1, t2 in out]
     return fps, handoff, e2e
 
 
