@@ -249,6 +249,10 @@ def test_bad_arguments_raise_clear_errors():
             Publisher(name)
         with pytest.raises(ValueError, match="timeout"):
             Subscriber(name, timeout=-1)
+        with pytest.raises(ValueError, match='invalid spin: "fast"'):
+            Subscriber(name, spin="fast")
+        with pytest.raises(ValueError, match="invalid spin: -1"):
+            Subscriber(name, spin=-1)
         sub = Subscriber(name)
         with pytest.raises(ValueError, match="timeout"):
             sub.recv(timeout=float("nan"))
@@ -256,10 +260,40 @@ def test_bad_arguments_raise_clear_errors():
             pub.acquire(0, 10)
 
 
+def test_auto_spin_paces_itself_by_the_senders_cadence():
+    name = unique("auto")
+    period, n = 0.02, 20
+    pub = Publisher(name, mode="lossless", depth=4)
+    sub = Subscriber(name, timeout=1.0, spin="auto")
+    assert sub.send_period is None
+
+    def sender():
+        start = time.monotonic()
+        for k in range(n):
+            time.sleep(max(0.0, start + (k + 1) * period - time.monotonic()))
+            send_pattern(pub, k, 16, 4, "GRAY8")
+
+    t = threading.Thread(target=sender)
+    cpu0, wall0 = time.thread_time(), time.monotonic()
+    t.start()
+    for k in range(n):
+        f = sub.recv(timeout=1.0)
+        np.testing.assert_array_equal(np.asarray(f), pattern(k, (4, 16)))
+        del f
+    cpu, wall = time.thread_time() - cpu0, time.monotonic() - wall0
+    t.join()
+    pub.close()
+    assert period * 0.9 <= sub.send_period < period * 2
+    # spinning only around each frame: far from a full spin (cpu ≈ wall)
+    assert cpu < wall / 2, (cpu, wall)
+
+
 def test_close_delivers_pending_then_channel_closed_and_iteration_ends():
     name = unique("close")
     pub = Publisher(name, mode="lossless", depth=8)
     sub = Subscriber(name, timeout=1.0)
+    poller = Subscriber(name, timeout=1.0)
+    assert poller.try_recv() is None
     for k in range(5):
         send_pattern(pub, k, 8, 8, "GRAY8")
     pub.close()
@@ -268,6 +302,14 @@ def test_close_delivers_pending_then_channel_closed_and_iteration_ends():
     assert got == [int(pattern(k, (8, 8))[0, 0]) for k in range(5)]
     with pytest.raises(framebus.ChannelClosed):
         sub.recv(timeout=1.0)
+    # a try_recv polling loop drains the queue, then ends with ChannelClosed
+    polled = []
+    with pytest.raises(framebus.ChannelClosed):
+        while True:
+            f = poller.try_recv()
+            if f is not None:
+                polled.append(int(np.asarray(f)[0, 0]))
+    assert polled == got
     # the name is free as soon as close() returns
     Publisher(name).close()
 

@@ -4,7 +4,7 @@ import os
 import pathlib
 import sys
 from collections.abc import Sequence
-from typing import Any, Protocol, final
+from typing import Any, Literal, Protocol, final
 
 from typing_extensions import Self
 
@@ -388,9 +388,11 @@ class Publisher:
 
 @final
 class Subscriber:
-    def __new__(cls, name: str, timeout: float = 0.0, spin: float = 0.0) -> Self: ...
+    def __new__(cls, name: str, timeout: float = 0.0, spin: float | Literal["auto"] = 0.0) -> Self: ...
     def recv(self, timeout: float | None = None) -> Frame: ...
     def try_recv(self) -> Frame | None: ...
+    @property
+    def send_period(self) -> float | None: ...
     @property
     def skipped(self) -> int: ...
     @property

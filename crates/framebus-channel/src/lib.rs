@@ -35,11 +35,13 @@
 pub mod local;
 mod publisher;
 pub mod shm;
+pub mod spin;
 mod subscriber;
 pub mod transport;
 pub mod wire;
 
 pub use publisher::{OnFull, Publisher, PublisherConfig, PublisherStats};
+pub use spin::Spin;
 pub use subscriber::Subscriber;
 pub use transport::{FrameReceiver, FrameSender, Shm, Transport};
 

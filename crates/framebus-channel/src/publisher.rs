@@ -518,6 +518,7 @@ impl Publisher {
             timestamp_ns: frame.timestamp_ns(),
             // Received frames carry the channel's sequence number (gaps = skipped).
             seq: ticket,
+            sent_ns: wire::monotonic_ns(),
             stride: layout.stride as u64,
             index,
             gen,

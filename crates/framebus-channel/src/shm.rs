@@ -25,7 +25,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 pub unsafe trait SharedPod: Sync {}
 
 /// First word of every control block.
-pub const MAGIC: u64 = 0x4642_5553_4354_4c31; // "FBUSCTL1"
+pub const MAGIC: u64 = 0x4642_5553_4354_4c32; // "FBUSCTL2"
 
 /// Control block header.
 #[repr(C)]
@@ -58,6 +58,9 @@ pub struct Desc {
     pub ticket: AtomicU64,
     pub timestamp_ns: AtomicU64,
     pub seq: AtomicU64,
+    /// CLOCK_MONOTONIC when the publisher sent it (paces adaptive spinning;
+    /// untrusted like everything here: a wrong value only mistimes a spin).
+    pub sent_ns: AtomicU64,
     pub stride: AtomicU64,
     pub index: AtomicU32,
     pub gen: AtomicU32,
@@ -78,6 +81,7 @@ pub struct DescValue {
     pub ticket: u64,
     pub timestamp_ns: u64,
     pub seq: u64,
+    pub sent_ns: u64,
     pub stride: u64,
     pub index: u32,
     pub gen: u32,
@@ -93,6 +97,7 @@ impl Desc {
         fence(Ordering::Release);
         self.timestamp_ns.store(v.timestamp_ns, Ordering::Relaxed);
         self.seq.store(v.seq, Ordering::Relaxed);
+        self.sent_ns.store(v.sent_ns, Ordering::Relaxed);
         self.stride.store(v.stride, Ordering::Relaxed);
         self.index.store(v.index, Ordering::Relaxed);
         self.gen.store(v.gen, Ordering::Relaxed);
@@ -113,6 +118,7 @@ impl Desc {
             ticket,
             timestamp_ns: self.timestamp_ns.load(Ordering::Relaxed),
             seq: self.seq.load(Ordering::Relaxed),
+            sent_ns: self.sent_ns.load(Ordering::Relaxed),
             stride: self.stride.load(Ordering::Relaxed),
             index: self.index.load(Ordering::Relaxed),
             gen: self.gen.load(Ordering::Relaxed),
@@ -237,7 +243,7 @@ mod tests {
     #[test]
     fn layout_is_stable() {
         assert_eq!(std::mem::size_of::<Header>(), 40);
-        assert_eq!(std::mem::size_of::<Desc>(), 56);
+        assert_eq!(std::mem::size_of::<Desc>(), 64);
         assert_eq!(std::mem::align_of::<Desc>(), 8);
     }
 
@@ -247,6 +253,7 @@ mod tests {
         let v = DescValue {
             ticket: 7,
             width: 3,
+            sent_ns: 99,
             ..Default::default()
         };
         c.desc(7).write(&v);

@@ -12,7 +12,8 @@
 //! sizes (against the memfd's real size and shrink seal), pixel formats and
 //! layouts; a bad value is a [`ChannelError::Corrupt`], never a bad access.
 
-use crate::shm::{require_no_shrink, Control, DescValue, MAX_RING};
+use crate::shm::{require_no_shrink, Control, DescValue, Header, MAX_RING};
+use crate::spin::{Cadence, Spin};
 use crate::transport::time_left;
 use crate::wire::{self, Msg, Recv};
 use crate::{ChannelError, Mode, Result};
@@ -190,8 +191,10 @@ pub struct Subscriber {
     skipped: u64,
     received: u64,
     closed: bool,
-    /// How long `recv` busy-waits before sleeping (0 = sleep at once).
-    spin: Duration,
+    /// How `recv` waits (see [`Spin`]).
+    spin: Spin,
+    /// The publisher's send period, for [`Spin::Adaptive`].
+    cadence: Cadence,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -318,7 +321,8 @@ impl Subscriber {
             skipped: 0,
             received: 0,
             closed: false,
-            spin: Duration::ZERO,
+            spin: Spin::Off,
+            cadence: Cadence::default(),
         })
     }
 
@@ -380,44 +384,94 @@ impl Subscriber {
                 return Err(ChannelError::Closed(self.inner.name.clone()));
             }
             let left = time_left(deadline, timeout, "a frame")?;
-            if !spun && !self.spin.is_zero() {
+            if !spun {
                 spun = true;
-                let until = Instant::now() + left.map_or(self.spin, |l| l.min(self.spin));
-                let mut i = 0u32;
-                while !self.has_pending() {
-                    std::hint::spin_loop();
-                    i = i.wrapping_add(1);
-                    if i & 255 == 0 && Instant::now() >= until {
-                        break;
+                match self.spin {
+                    Spin::Off => {}
+                    Spin::For(d) => {
+                        self.spin_until(Instant::now() + left.map_or(d, |l| l.min(d)));
+                        continue;
+                    }
+                    Spin::Adaptive => {
+                        if let Some((open, close)) = self.cadence.window() {
+                            let now = wire::monotonic_ns();
+                            if now < open {
+                                // Nap until the window opens (a frame sent early
+                                // still rings the doorbell), then come back here.
+                                spun = false;
+                                let nap = Duration::from_nanos(open - now);
+                                self.sleep(h, Some(left.map_or(nap, |l| l.min(nap))))?;
+                                continue;
+                            }
+                            if now < close {
+                                let rest = Duration::from_nanos(close - now);
+                                self.spin_until(
+                                    Instant::now() + left.map_or(rest, |l| l.min(rest)),
+                                );
+                                continue;
+                            }
+                            // Past the window (late or missed): sleep as usual.
+                        }
                     }
                 }
-                continue;
             }
-            h.sub_waiting.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
-            if !self.has_pending() {
-                let rev = wire::wait_readable(
-                    &[self.inner.doorbell.as_fd(), self.inner.sock.as_fd()],
-                    left,
-                )?;
-                if rev[0].intersects(PollFlags::IN) {
-                    wire::clear_doorbell(self.inner.doorbell.as_fd());
-                }
-            }
-            h.sub_waiting.store(0, Ordering::SeqCst);
+            self.sleep(h, left)?;
         }
     }
 
-    /// A frame if one is ready now, without waiting.
+    /// Busy-wait until a frame is pending or `until` passes.
+    fn spin_until(&self, until: Instant) {
+        let mut i = 0u32;
+        while !self.has_pending() {
+            std::hint::spin_loop();
+            i = i.wrapping_add(1);
+            if i & 255 == 0 && Instant::now() >= until {
+                break;
+            }
+        }
+    }
+
+    /// Sleep on the doorbell (and the socket, for hang-up and slot fds) until
+    /// rung or `timeout`; the publisher rings only while `sub_waiting` is set.
+    fn sleep(&self, h: &Header, timeout: Option<Duration>) -> Result<()> {
+        h.sub_waiting.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let woke = if self.has_pending() {
+            Ok(())
+        } else {
+            wire::wait_readable(
+                &[self.inner.doorbell.as_fd(), self.inner.sock.as_fd()],
+                timeout,
+            )
+            .map(|rev| {
+                if rev[0].intersects(PollFlags::IN) {
+                    wire::clear_doorbell(self.inner.doorbell.as_fd());
+                }
+            })
+        };
+        h.sub_waiting.store(0, Ordering::SeqCst);
+        woke
+    }
+
+    /// A frame if one is ready now, without waiting. Like `recv`, frames already
+    /// queued when the publisher closes or dies are still delivered, then
+    /// [`ChannelError::Closed`] (so a polling loop ends instead of spinning on `None`).
     pub fn try_recv(&mut self) -> Result<Option<Frame>> {
         if self.closed {
             return Err(ChannelError::Closed(self.inner.name.clone()));
         }
-        {
+        let eof = {
             let mut st = self.inner.lock();
             self.inner.pump(&mut st)?;
+            st.eof
+        };
+        if let Some(f) = self.try_take()? {
+            return Ok(Some(f));
         }
-        self.try_take()
+        if eof || self.inner.ctrl.header().closed.load(Ordering::Acquire) != 0 {
+            return Err(ChannelError::Closed(self.inner.name.clone()));
+        }
+        Ok(None)
     }
 
     fn has_pending(&self) -> bool {
@@ -487,6 +541,7 @@ impl Subscriber {
             self.skipped = self.skipped.saturating_add(t - self.last_ticket - 1);
         }
         self.last_ticket = t;
+        self.cadence.observe(t, desc.sent_ns);
         match self.build_frame(&desc) {
             Ok(f) => {
                 self.received += 1;
@@ -608,11 +663,18 @@ impl Subscriber {
         }
     }
 
-    /// Busy-wait up to `spin` in `recv` before sleeping on the doorbell. Trades a
-    /// CPU core for wake-up latency (a sleeping process waits for the scheduler,
-    /// tens of µs to ms on a loaded machine). Default 0.
-    pub fn set_spin(&mut self, spin: Duration) {
+    /// How `recv` waits for a frame: sleep at once ([`Spin::Off`], the
+    /// default), busy-wait a while first, or busy-wait only around the moment
+    /// the next frame is due ([`Spin::Adaptive`]). Spinning trades CPU for
+    /// wake-up latency (see the [`crate::spin`] module docs).
+    pub fn set_spin(&mut self, spin: Spin) {
         self.spin = spin;
+    }
+
+    /// The publisher's send period as learnt from received frames (used by
+    /// [`Spin::Adaptive`]); `None` until two frames came at a steady rate.
+    pub fn send_period(&self) -> Option<Duration> {
+        self.cadence.period()
     }
 
     pub fn is_closed(&self) -> bool {

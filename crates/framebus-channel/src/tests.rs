@@ -249,6 +249,8 @@ fn names_errors_and_reuse() {
     let e = Publisher::new(&name, cfg(Mode::Latest)).unwrap_err();
     assert!(matches!(e, ChannelError::NameInUse(_)), "{e}");
     let mut s = Subscriber::connect(&name, SEC).unwrap();
+    let mut polling = Subscriber::connect(&name, SEC).unwrap();
+    assert!(polling.try_recv().unwrap().is_none());
     p.send(&filled(&p, 4, 4, PixelFormat::Gray8, 3)).unwrap();
     p.close();
     // the last frame is still delivered, then Closed; the name is free again
@@ -256,6 +258,10 @@ fn names_errors_and_reuse() {
     assert_eq!(last.seq(), 1);
     check_pixels(&last, 3);
     assert!(matches!(s.recv(Some(SEC)), Err(ChannelError::Closed(_))));
+    // try_recv too: the queued frame, then Closed (not None forever)
+    check_pixels(&polling.try_recv().unwrap().expect("queued frame"), 3);
+    let e = polling.try_recv().unwrap_err();
+    assert!(matches!(e, ChannelError::Closed(_)), "{e}");
     let p2 = Publisher::new(&name, cfg(Mode::Latest)).unwrap();
     drop(p2);
 }
@@ -722,7 +728,7 @@ fn spinning_recv_gets_frames_and_respects_its_timeout() {
     let name = unique("spin");
     let p = Publisher::new(&name, cfg(Mode::Latest)).unwrap();
     let mut s = Subscriber::connect(&name, SEC).unwrap();
-    s.set_spin(Duration::from_secs(1));
+    s.set_spin(crate::Spin::For(Duration::from_secs(1)));
     let t = Instant::now();
     let e = s.recv(Some(Duration::from_millis(30))).unwrap_err();
     assert!(matches!(e, ChannelError::Timeout(..)), "{e}");
@@ -735,6 +741,57 @@ fn spinning_recv_gets_frames_and_respects_its_timeout() {
     });
     check_pixels(&s.recv(Some(SEC)).unwrap(), 4);
     drop(sender.join().unwrap());
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+#[test]
+fn adaptive_spin_learns_the_cadence_and_sleeps_between_frames() {
+    let name = unique("adaptive");
+    let p = Publisher::new(&name, cfg(Mode::Lossless { depth: 4 })).unwrap();
+    let mut s = Subscriber::connect(&name, SEC).unwrap();
+    s.set_spin(crate::Spin::Adaptive);
+    const PERIOD: Duration = Duration::from_millis(20);
+    const N: u64 = 25;
+    let sender = std::thread::spawn(move || {
+        let start = Instant::now();
+        for k in 1..=N {
+            if let Some(d) = (start + PERIOD * k as u32).checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+            p.send(&filled(&p, 16, 4, PixelFormat::Gray8, k)).unwrap();
+        }
+        p
+    });
+    let (cpu0, wall0) = (thread_cpu(), Instant::now());
+    for k in 1..=N {
+        let f = s.recv(Some(SEC)).unwrap();
+        assert_eq!(f.seq(), k);
+        check_pixels(&f, k);
+    }
+    let (cpu, wall) = (thread_cpu() - cpu0, wall0.elapsed());
+    drop(sender.join().unwrap());
+    // the period it paces itself by is the sender's (sleep-paced, so a bit over)
+    let period = s.send_period().expect("cadence learnt");
+    assert!(
+        period >= PERIOD - Duration::from_millis(2) && period < PERIOD * 2,
+        "{period:?}"
+    );
+    // it spun only in windows around each frame (2 ms early + ≥ 0.5 ms late of
+    // every 20 ms), not all the time as a full spin would (cpu ≈ wall)
+    assert!(cpu < wall / 2, "cpu {cpu:?} of {wall:?}");
+    // once the frames stop, recv still times out on time
+    let t = Instant::now();
+    let e = s.recv(Some(Duration::from_millis(60))).unwrap_err();
+    assert!(
+        matches!(e, ChannelError::Closed(_)) || matches!(e, ChannelError::Timeout(..)),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_millis(500));
 }
 
 #[test]

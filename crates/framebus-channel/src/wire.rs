@@ -264,6 +264,15 @@ pub fn wait_readable(
     }
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock both ends of a channel share
+/// (and Python's `time.monotonic_ns()`).
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
 /// Ring an eventfd doorbell (a full counter is already ringing: fine).
 pub fn ring_doorbell(efd: BorrowedFd<'_>) {
     let _ = rustix::io::write(efd, &1u64.to_ne_bytes());

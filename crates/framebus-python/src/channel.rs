@@ -10,7 +10,7 @@
 use crate::errors::{to_pyerr, ChannelClosed, FramebusError};
 use crate::frame::PyFrame;
 use crate::pool::{check_size, parse_format, parse_timeout, PyFramePool};
-use framebus_channel::{ChannelError, Mode, OnFull, Publisher, PublisherConfig, Subscriber};
+use framebus_channel::{ChannelError, Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber};
 use framebus_core::Frame;
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -314,19 +314,44 @@ impl From<RecvError> for PyErr {
     }
 }
 
+/// `Subscriber(spin=...)`: seconds, or a policy by name ("auto").
+#[derive(FromPyObject)]
+enum SpinArg {
+    Seconds(f64),
+    Name(String),
+}
+
 #[pymethods]
 impl PySubscriber {
     /// Connect to channel `name`, waiting up to `timeout` seconds for its
     /// publisher to appear (0 = try once; raises FileNotFoundError). `spin`:
     /// seconds `recv` busy-waits before sleeping (lower wake-up latency for a
-    /// CPU core; default 0).
+    /// CPU core; default 0), or "auto": sleep until shortly before the next
+    /// frame is due (learnt from the publisher's send times), spin only then.
     #[new]
-    #[pyo3(signature = (name, timeout=0.0, spin=0.0))]
-    fn new(py: Python<'_>, name: &str, timeout: f64, spin: f64) -> PyResult<Self> {
+    #[pyo3(
+        signature = (name, timeout=0.0, spin=SpinArg::Seconds(0.0)),
+        text_signature = "(name, timeout=0.0, spin=0.0)"
+    )]
+    fn new(py: Python<'_>, name: &str, timeout: f64, spin: SpinArg) -> PyResult<Self> {
         let t = parse_timeout(Some(timeout))?.unwrap_or_default();
-        let spin = parse_timeout(Some(spin))
-            .map_err(|_| PyValueError::new_err(format!("invalid spin: {spin} (seconds >= 0)")))?
-            .unwrap_or_default();
+        let spin = match spin {
+            SpinArg::Name(s) if s == "auto" => Spin::Adaptive,
+            SpinArg::Name(s) => {
+                return Err(PyValueError::new_err(format!(
+                    "invalid spin: {s:?} (seconds >= 0, or \"auto\")"
+                )))
+            }
+            SpinArg::Seconds(x) => match parse_timeout(Some(x)) {
+                Ok(Some(d)) if !d.is_zero() => Spin::For(d),
+                Ok(_) => Spin::Off,
+                Err(_) => {
+                    return Err(PyValueError::new_err(format!(
+                        "invalid spin: {x} (seconds >= 0, or \"auto\")"
+                    )))
+                }
+            },
+        };
         let mut sub = py
             .detach(|| Subscriber::connect(name, t))
             .map_err(channel_err)?;
@@ -348,10 +373,18 @@ impl PySubscriber {
         Ok(PyFrame::from_frame(self.recv_interruptible(py, t)?))
     }
 
-    /// A frame if one is ready now, else None.
+    /// A frame if one is ready now, else None; ChannelClosed once the publisher
+    /// closed or died and nothing is left queued.
     fn try_recv(&self, py: Python<'_>) -> PyResult<Option<PyFrame>> {
         let f = self.with(py, |s| s.try_recv()).map_err(channel_err)?;
         Ok(f.map(PyFrame::from_frame))
+    }
+
+    /// The publisher's send period in seconds as learnt from received frames
+    /// (what spin="auto" paces itself by); None until two came at a steady rate.
+    #[getter]
+    fn send_period(&self, py: Python<'_>) -> Option<f64> {
+        self.with(py, |s| s.send_period()).map(|d| d.as_secs_f64())
     }
 
     /// Latest mode: frames replaced by newer ones before this subscriber took them.
