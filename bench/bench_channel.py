@@ -19,6 +19,8 @@ The framebus and iceoryx2 consumers differ in how they wait: framebus blocks in 
 (eventfd + poll, GIL released, no CPU while idle); iceoryx2's Python consumer busy-polls
 receive() (as in ipc_py.py), keeping a core. "framebus_spin" is framebus with
 Subscriber(spin=1.0): recv busy-waits before sleeping, the same trade as iceoryx2's.
+"framebus_auto" is Subscriber(spin="auto"): it sleeps until 2 ms before the next frame
+is due (learnt from the publisher's send times) and spins only then.
 
 The mp.Queue, shared_memory and iceoryx2 transports are copied from
 /work/shared/bench/ipc_py.py (the project's anchor script) with the frame size made a
@@ -52,7 +54,7 @@ import harness
 
 SIZES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
 SLOTS = 4
-TRANSPORTS = ["framebus", "framebus_spin", "mpqueue", "shm_ring", "iceoryx2"]
+TRANSPORTS = ["framebus", "framebus_auto", "framebus_spin", "mpqueue", "shm_ring", "iceoryx2"]
 
 
 def make_src(w, h):
@@ -255,10 +257,11 @@ def run_once(transport, w, h, n, rate):
     ready, res, pres = ctx.Event(), ctx.Queue(), ctx.Queue()
     shm = None
     tag = f"bench-{os.getpid()}-{time.monotonic_ns()}"
-    if transport in ("framebus", "framebus_spin"):
-        # framebus_spin: the consumer busy-waits (up to 1 s) before sleeping, like
-        # the iceoryx2 consumer's busy poll; framebus sleeps in poll() at once.
-        spin = 1.0 if transport == "framebus_spin" else 0.0
+    if transport.startswith("framebus"):
+        # framebus sleeps in poll() at once; framebus_spin busy-waits (up to 1 s)
+        # before sleeping, like the iceoryx2 consumer's busy poll; framebus_auto
+        # naps until 2 ms before the next frame is due, then spins (spin="auto").
+        spin = {"framebus": 0.0, "framebus_spin": 1.0, "framebus_auto": "auto"}[transport]
         prod = ctx.Process(target=fb_producer, args=(tag, w, h, ready, n, rate, pres))
         cons = ctx.Process(target=fb_consumer, args=(tag, ready, res, spin))
     elif transport == "mpqueue":
@@ -355,7 +358,7 @@ def main():
     for size in a.sizes.split(","):
         paced = {t: summary.get((size, "paced", t)) for t in TRANSPORTS}
         shm = paced.get("shm_ring")
-        for t in ("framebus", "framebus_spin", "iceoryx2"):
+        for t in ("framebus", "framebus_auto", "framebus_spin", "iceoryx2"):
             r = paced.get(t)
             if r and shm:
                 notes.append(
@@ -363,7 +366,7 @@ def main():
                     f"{shm[5] / r[5]:.1f}x lower than shared_memory+Queue ({shm[5]:.0f} µs)"
                 )
         iox = summary.get((size, "max", "iceoryx2"))
-        for t in ("framebus", "framebus_spin"):
+        for t in ("framebus", "framebus_auto", "framebus_spin"):
             r = summary.get((size, "max", t))
             if r and iox:
                 notes.append(
