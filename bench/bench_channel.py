@@ -20,7 +20,8 @@ The framebus and iceoryx2 consumers differ in how they wait: framebus blocks in 
 receive() (as in ipc_py.py), keeping a core. "framebus_spin" is framebus with
 Subscriber(spin=1.0): recv busy-waits before sleeping, the same trade as iceoryx2's.
 "framebus_auto" is Subscriber(spin="auto"): it sleeps until 2 ms before the next frame
-is due (learnt from the publisher's send times) and spins only then.
+is due (learnt from the publisher's send times) and spins only then. "framebus_poll"
+busy-polls sub.try_recv() in a Python loop, exactly like the iceoryx2 consumer.
 
 The mp.Queue, shared_memory and iceoryx2 transports are copied from
 /work/shared/bench/ipc_py.py (the project's anchor script) with the frame size made a
@@ -54,7 +55,15 @@ import harness
 
 SIZES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
 SLOTS = 4
-TRANSPORTS = ["framebus", "framebus_auto", "framebus_spin", "mpqueue", "shm_ring", "iceoryx2"]
+TRANSPORTS = [
+    "framebus",
+    "framebus_auto",
+    "framebus_spin",
+    "framebus_poll",
+    "mpqueue",
+    "shm_ring",
+    "iceoryx2",
+]
 
 
 def make_src(w, h):
@@ -96,13 +105,27 @@ def fb_producer(name, w, h, ready, n, rate, pres):
     pres.put(stamps)
 
 
+def polled(sub):
+    """Busy-poll try_recv in Python, as the iceoryx2 consumer polls receive()."""
+    from framebus import ChannelClosed
+
+    try:
+        while True:
+            f = sub.try_recv()
+            if f is not None:
+                yield f
+    except ChannelClosed:
+        return
+
+
 def fb_consumer(name, ready, res, spin=0.0):
     from framebus._framebus import Subscriber
 
     ready.wait(30)
-    sub = Subscriber(name, timeout=30, spin=spin)
+    sub = Subscriber(name, timeout=30, spin=0.0 if spin == "poll" else spin)
     out = []
-    for f in sub:  # ends with ChannelClosed when the producer closes
+    frames = polled(sub) if spin == "poll" else sub
+    for f in frames:  # ends with ChannelClosed when the producer closes
         t1 = time.monotonic_ns()
         a = np.asarray(f)
         seq = int(a.reshape(-1)[:8].view(np.int64)[0])
@@ -261,7 +284,13 @@ def run_once(transport, w, h, n, rate):
         # framebus sleeps in poll() at once; framebus_spin busy-waits (up to 1 s)
         # before sleeping, like the iceoryx2 consumer's busy poll; framebus_auto
         # naps until 2 ms before the next frame is due, then spins (spin="auto").
-        spin = {"framebus": 0.0, "framebus_spin": 1.0, "framebus_auto": "auto"}[transport]
+        # framebus_poll busy-polls try_recv() in a Python loop (the iceoryx2 way).
+        spin = {
+            "framebus": 0.0,
+            "framebus_spin": 1.0,
+            "framebus_auto": "auto",
+            "framebus_poll": "poll",
+        }[transport]
         prod = ctx.Process(target=fb_producer, args=(tag, w, h, ready, n, rate, pres))
         cons = ctx.Process(target=fb_consumer, args=(tag, ready, res, spin))
     elif transport == "mpqueue":
@@ -358,7 +387,7 @@ def main():
     for size in a.sizes.split(","):
         paced = {t: summary.get((size, "paced", t)) for t in TRANSPORTS}
         shm = paced.get("shm_ring")
-        for t in ("framebus", "framebus_auto", "framebus_spin", "iceoryx2"):
+        for t in ("framebus", "framebus_auto", "framebus_spin", "framebus_poll", "iceoryx2"):
             r = paced.get(t)
             if r and shm:
                 notes.append(
@@ -366,7 +395,7 @@ def main():
                     f"{shm[5] / r[5]:.1f}x lower than shared_memory+Queue ({shm[5]:.0f} µs)"
                 )
         iox = summary.get((size, "max", "iceoryx2"))
-        for t in ("framebus", "framebus_auto", "framebus_spin"):
+        for t in ("framebus", "framebus_auto", "framebus_spin", "framebus_poll"):
             r = summary.get((size, "max", t))
             if r and iox:
                 notes.append(

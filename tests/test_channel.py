@@ -425,6 +425,7 @@ def test_kill_9_publisher_raises_channel_closed_and_name_is_reusable():
     child = ctx.Process(target=child_publisher, args=(name, sent))
     child.start()
     sub = Subscriber(name, timeout=20.0)
+    poller = Subscriber(name, timeout=20.0, spin="auto")
     assert sent.wait(20)
     f = sub.recv(timeout=5.0)
     os.kill(child.pid, signal.SIGKILL)
@@ -432,6 +433,12 @@ def test_kill_9_publisher_raises_channel_closed_and_name_is_reusable():
     t0 = time.monotonic()
     with pytest.raises(framebus.ChannelClosed):
         sub.recv(timeout=10.0)
+    assert time.monotonic() - t0 < 1.0
+    # a try_recv polling loop learns it too (it reads the socket every 1 ms)
+    t0 = time.monotonic()
+    with pytest.raises(framebus.ChannelClosed):
+        while time.monotonic() - t0 < 10.0:
+            poller.try_recv()
     assert time.monotonic() - t0 < 1.0
     # the frame received before the crash is still intact
     a = np.asarray(f)
