@@ -3,7 +3,6 @@ frame count and rate, and shows what was on the screen."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from framebus import _framebus
+from media import decode, probe
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="needs ffmpeg"
@@ -29,48 +29,8 @@ def cli() -> str:
     pytest.skip("the framebus CLI is not built (cargo build -p framebus-cli)")
 
 
-def probe(path: Path) -> dict:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height,nb_read_frames,r_frame_rate,pix_fmt",
-            "-of",
-            "json",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout)["streams"][0]
-
-
 def first_frame_rgb(path: Path, w: int, h: int) -> np.ndarray:
-    raw = subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-i",
-            str(path),
-            "-frames:v",
-            "1",
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "rgb24",
-            "-",
-        ],
-        capture_output=True,
-        check=True,
-    ).stdout
-    return np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+    return np.frombuffer(decode(path, "rgb24", frames=1), np.uint8).reshape(h, w, 3)
 
 
 @pytest.fixture

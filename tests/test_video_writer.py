@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -11,39 +10,9 @@ import framebus
 import numpy as np
 import pytest
 from framebus._framebus import FFmpegError, VideoWriter
+from media import decode, probe
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
-
-
-def decode(path, pix_fmt: str) -> bytes:
-    out = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"],
-        capture_output=True,
-        check=True,
-    )
-    return out.stdout
-
-
-def probe(path) -> dict:
-    out = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-count_frames",
-            "-show_entries",
-            "stream=width,height,nb_read_frames,codec_name,pix_fmt,r_frame_rate",
-            "-of",
-            "json",
-            str(path),
-        ],
-        capture_output=True,
-        check=True,
-        text=True,
-    )
-    return json.loads(out.stdout)["streams"][0]
 
 
 def frames(n, h, w, c, seed=0):
