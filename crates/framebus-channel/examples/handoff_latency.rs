@@ -9,13 +9,9 @@
 
 use std::time::Duration;
 
+use framebus_channel::wire::monotonic_ns;
 use framebus_channel::{Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber};
 use framebus_core::PixelFormat;
-
-fn now_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
 
 fn pct(xs: &mut [u64], p: f64) -> f64 {
     xs.sort_unstable();
@@ -66,7 +62,7 @@ fn main() {
             .acquire(w as usize, h as usize, PixelFormat::Bgra)
             .expect("acquire");
         let data = frame.data_mut().expect("writable");
-        data[..8].copy_from_slice(&now_ns().to_ne_bytes());
+        data[..8].copy_from_slice(&monotonic_ns().to_ne_bytes());
         publisher.send(&frame).expect("send");
     }
     publisher.close();
@@ -85,7 +81,7 @@ fn subscriber(name: &str, spin: &str) {
     });
     let mut lat = Vec::new();
     while let Ok(frame) = sub.recv(Some(Duration::from_secs(10))) {
-        let t1 = now_ns();
+        let t1 = monotonic_ns();
         // SAFETY: the frame is a live read-only mapping of at least 8 bytes.
         let sent = unsafe { std::ptr::read_unaligned(frame.as_ptr() as *const u64) };
         lat.push(t1.saturating_sub(sent));
