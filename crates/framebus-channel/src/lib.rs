@@ -131,6 +131,16 @@ pub enum ChannelError {
 }
 
 impl ChannelError {
+    /// `Corrupt` with a formatted message. Cold and out of line, so the
+    /// formatting code of the many checks on untrusted input does not sit
+    /// between the instructions of the receive path (a cold receive is
+    /// dominated by instruction-cache misses).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn corrupt(msg: std::fmt::Arguments<'_>) -> Self {
+        ChannelError::Corrupt(msg.to_string())
+    }
+
     pub(crate) fn os(op: &'static str, e: rustix::io::Errno) -> Self {
         ChannelError::Os {
             op,

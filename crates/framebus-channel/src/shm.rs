@@ -25,7 +25,7 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 pub unsafe trait SharedPod: Sync {}
 
 /// First word of every control block.
-pub const MAGIC: u64 = 0x4642_5553_4354_4c32; // "FBUSCTL2"
+pub const MAGIC: u64 = 0x4642_5553_4354_4c33; // "FBUSCTL3"
 
 /// Control block header.
 #[repr(C)]
@@ -49,6 +49,10 @@ pub struct Header {
     /// RELEASE messages the subscriber sent (wrapping). Only a hint that lets the
     /// publisher skip a `recvmsg` when nothing is queued; never trusted.
     pub releases: AtomicU32,
+    /// Pads the header to one cache line, so each descriptor after it sits in
+    /// a line of its own (a 40-byte header put every descriptor across two
+    /// lines: two cross-core transfers per hand-off instead of one).
+    _pad: [AtomicU64; 3],
 }
 
 /// One frame descriptor. Written by the publisher as a seqlock on `ticket`
@@ -163,6 +167,7 @@ impl Control {
         }
         let slot = Slot::new(control_len(ring), false)?;
         let c = Control { slot, ring };
+        c.prefault();
         c.header().magic.store(MAGIC, Ordering::Release);
         Ok(c)
     }
@@ -179,6 +184,7 @@ impl Control {
         require_no_shrink(&fd, "control block")?;
         let slot = Slot::map_fd(fd, control_len(ring), true)?;
         let c = Control { slot, ring };
+        c.prefault();
         if c.header().magic.load(Ordering::Acquire) != MAGIC {
             return Err(ChannelError::Corrupt(
                 "control block has a bad magic".into(),
@@ -189,6 +195,20 @@ impl Control {
 
     pub fn ring(&self) -> u32 {
         self.ring
+    }
+
+    /// Touch every page of the block now, so neither side takes a page fault
+    /// in the middle of a hand-off. Without this, each side faulted once per
+    /// 64 descriptors during the first lap of the ring: a 20–60 µs stall on
+    /// every 64th frame of the first 256 (the p99 of a short run).
+    /// A read is enough: on a shared memfd it allocates the page and maps it
+    /// with the mapping's permissions.
+    /// (Every descriptor is read: a few hundred loads, no page missed.)
+    fn prefault(&self) {
+        std::hint::black_box(self.header().magic.load(Ordering::Relaxed));
+        for i in 0..u64::from(self.ring) {
+            std::hint::black_box(self.desc(i).ticket.load(Ordering::Relaxed));
+        }
     }
 
     /// The memfd (to send to the subscriber).
@@ -242,7 +262,7 @@ mod tests {
 
     #[test]
     fn layout_is_stable() {
-        assert_eq!(std::mem::size_of::<Header>(), 40);
+        assert_eq!(std::mem::size_of::<Header>(), 64);
         assert_eq!(std::mem::size_of::<Desc>(), 64);
         assert_eq!(std::mem::align_of::<Desc>(), 8);
     }
@@ -285,5 +305,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("magic"));
+    }
+
+    /// Minor page faults this thread took so far (`/proc/thread-self/stat`).
+    fn minor_faults() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the ")" that ends the command name; minflt is field 10.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(7).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn no_page_fault_during_a_hand_off() {
+        let ring = 256;
+        let c = Control::create(ring).unwrap();
+        let o = Control::open(c.fd().try_clone_to_owned().unwrap(), ring).unwrap();
+        let v = DescValue {
+            ticket: 1,
+            ..Default::default()
+        };
+        let before = minor_faults();
+        for t in 1..=u64::from(ring) {
+            c.desc(t).write(&DescValue { ticket: t, ..v });
+            std::hint::black_box(o.desc(t).read(t));
+        }
+        let after = minor_faults();
+        assert_eq!(
+            after, before,
+            "page faults while writing and reading the ring"
+        );
+        assert_eq!(o.desc(5).read(5).map(|d| d.ticket), Some(5));
     }
 }

@@ -21,7 +21,8 @@ use framebus_core::{Frame, FrameLayout, Lease, PixelFormat, Slot, SlotHome};
 use rustix::event::PollFlags;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use std::collections::HashMap;
+// Keys are mapping ids of this process (no HashDoS): FxHash, not SipHash.
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{fence, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ struct SlotFd {
 struct SubState {
     slots: Vec<Option<SlotFd>>,
     /// Mapping id (of our local `Slot`) → (table index, generation, ticket).
-    held: HashMap<u64, (u32, u32, u64)>,
+    held: FxHashMap<u64, (u32, u32, u64)>,
     /// Releases that could not be sent yet (socket full).
     pending: Vec<u64>,
     /// The publisher hung up.
@@ -113,27 +114,29 @@ impl Inner {
                     let fd = match <[OwnedFd; 1]>::try_from(fds) {
                         Ok([fd]) => fd,
                         Err(v) => {
-                            return Err(ChannelError::Corrupt(format!(
+                            return Err(ChannelError::corrupt(format_args!(
                                 "slot message with {} fds, expected 1",
                                 v.len()
                             )))
                         }
                     };
                     if index >= self.max_slots || gen == 0 {
-                        return Err(ChannelError::Corrupt(format!(
+                        return Err(ChannelError::corrupt(format_args!(
                             "slot message for index {index} generation {gen} (table holds {})",
                             self.max_slots
                         )));
                     }
                     if capacity == 0 || capacity > MAX_SLOT_BYTES {
-                        return Err(ChannelError::Corrupt(format!("slot of {capacity} bytes")));
+                        return Err(ChannelError::corrupt(format_args!(
+                            "slot of {capacity} bytes"
+                        )));
                     }
                     require_no_shrink(&fd, "slot")?;
                     let st_size = rustix::fs::fstat(&fd)
                         .map_err(|e| ChannelError::os("fstat slot", e))?
                         .st_size as u64;
                     if st_size < capacity {
-                        return Err(ChannelError::Corrupt(format!(
+                        return Err(ChannelError::corrupt(format_args!(
                             "slot claims {capacity} bytes but its memfd has {st_size}"
                         )));
                     }
@@ -153,7 +156,7 @@ impl Inner {
                     }
                 }
                 Recv::Msg(m, _) => {
-                    return Err(ChannelError::Corrupt(format!(
+                    return Err(ChannelError::corrupt(format_args!(
                         "unexpected message from the publisher: {m:?}"
                     )))
                 }
@@ -268,12 +271,12 @@ impl Subscriber {
             max_slots,
         } = msg
         else {
-            return Err(ChannelError::Corrupt(format!(
+            return Err(ChannelError::corrupt(format_args!(
                 "expected hello, got {msg:?}"
             )));
         };
         if version != wire::PROTOCOL_VERSION {
-            return Err(ChannelError::Corrupt(format!(
+            return Err(ChannelError::corrupt(format_args!(
                 "protocol version {version}, expected {}",
                 wire::PROTOCOL_VERSION
             )));
@@ -282,18 +285,18 @@ impl Subscriber {
             1 => Mode::Latest,
             2 if depth >= 1 && depth <= ring => Mode::Lossless { depth },
             _ => {
-                return Err(ChannelError::Corrupt(format!(
+                return Err(ChannelError::corrupt(format_args!(
                     "mode {mode} with depth {depth} and ring {ring}"
                 )))
             }
         };
         if ring == 0 || ring > MAX_RING || max_slots == 0 || max_slots > 4096 || first_ticket == 0 {
-            return Err(ChannelError::Corrupt(format!(
+            return Err(ChannelError::corrupt(format_args!(
                 "hello with ring {ring}, max_slots {max_slots}, first ticket {first_ticket}"
             )));
         }
         let [ctrl_fd, doorbell] = <[OwnedFd; 2]>::try_from(fds).map_err(|v| {
-            ChannelError::Corrupt(format!("hello with {} fds, expected 2", v.len()))
+            ChannelError::corrupt(format_args!("hello with {} fds, expected 2", v.len()))
         })?;
         let ctrl = Control::open(ctrl_fd, ring)?;
         // The doorbell is read without blocking whatever the peer passed.
@@ -311,7 +314,7 @@ impl Subscriber {
                 pid: rustix::process::getpid(),
                 state: Mutex::new(SubState {
                     slots: (0..max_slots).map(|_| None).collect(),
-                    held: HashMap::new(),
+                    held: FxHashMap::default(),
                     pending: Vec::new(),
                     eof: false,
                 }),
@@ -539,7 +542,7 @@ impl Subscriber {
                     return Ok(None);
                 }
                 if w.wrapping_sub(self.rpos) > self.ring {
-                    return Err(ChannelError::Corrupt(format!(
+                    return Err(ChannelError::corrupt(format_args!(
                         "write position {w} is more than {} ahead of read position {}",
                         self.ring, self.rpos
                     )));
@@ -554,13 +557,15 @@ impl Subscriber {
                         1,
                     );
                 }
-                d.ok_or_else(|| ChannelError::Corrupt("torn descriptor in the queue".into()))?
+                d.ok_or_else(|| {
+                    ChannelError::corrupt(format_args!("torn descriptor in the queue"))
+                })?
             }
         };
         let t = desc.ticket;
         if t <= self.last_ticket {
             self.release(t);
-            return Err(ChannelError::Corrupt(format!(
+            return Err(ChannelError::corrupt(format_args!(
                 "ticket {t} after ticket {}",
                 self.last_ticket
             )));
@@ -590,21 +595,21 @@ impl Subscriber {
     fn build_frame(&self, d: &DescValue) -> Result<Frame> {
         let index = d.index;
         if index >= self.inner.max_slots {
-            return Err(ChannelError::Corrupt(format!(
+            return Err(ChannelError::corrupt(format_args!(
                 "descriptor names slot index {index} (table holds {})",
                 self.inner.max_slots
             )));
         }
         let format = *PixelFormat::ALL
             .get(d.format as usize)
-            .ok_or_else(|| ChannelError::Corrupt(format!("pixel format code {}", d.format)))?;
+            .ok_or_else(|| ChannelError::corrupt(format_args!("pixel format code {}", d.format)))?;
         let mut st = self.inner.lock();
         let known = |st: &SubState| matches!(&st.slots[index as usize], Some(e) if e.gen == d.gen);
         if !known(&st) {
             // Its fd was sent before the descriptor: read the socket.
             self.inner.pump(&mut st)?;
             if !known(&st) {
-                return Err(ChannelError::Corrupt(format!(
+                return Err(ChannelError::corrupt(format_args!(
                     "descriptor names slot {index} generation {} that was never sent",
                     d.gen
                 )));
@@ -620,7 +625,7 @@ impl Subscriber {
         };
         let fits = d.stride <= cap && d.stride.checked_mul(rows).is_some_and(|n| n <= cap);
         if !fits {
-            return Err(ChannelError::Corrupt(format!(
+            return Err(ChannelError::corrupt(format_args!(
                 "a {}x{} {format} frame with stride {} does not fit its {cap}-byte slot",
                 d.width, d.height, d.stride
             )));
@@ -631,9 +636,9 @@ impl Subscriber {
             format,
             Some(d.stride as usize),
         )
-        .map_err(|err| ChannelError::Corrupt(format!("frame layout: {err}")))?;
+        .map_err(|err| ChannelError::corrupt(format_args!("frame layout: {err}")))?;
         if layout.byte_len() as u64 > cap {
-            return Err(ChannelError::Corrupt(format!(
+            return Err(ChannelError::corrupt(format_args!(
                 "frame of {} bytes in a {cap}-byte slot",
                 layout.byte_len()
             )));

@@ -212,6 +212,52 @@ fn lossless_full_raises_or_times_out() {
 }
 
 #[test]
+fn try_send_never_waits_and_sends_nothing_when_full() {
+    let name = unique("trysend");
+    let p = Publisher::new(
+        &name,
+        PublisherConfig {
+            mode: Mode::Lossless { depth: 1 },
+            on_full: OnFull::Block(None), // `send` would wait forever here
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut s = Subscriber::connect(&name, SEC).unwrap();
+    assert_eq!(
+        p.try_send(&filled(&p, 8, 8, PixelFormat::Gray8, 1))
+            .unwrap(),
+        Some(1)
+    );
+    let t = Instant::now();
+    let full = filled(&p, 8, 8, PixelFormat::Gray8, 9);
+    assert_eq!(p.try_send(&full).unwrap(), None);
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(full);
+    let f = s.recv(Some(SEC)).unwrap();
+    assert_eq!(f.seq(), 1);
+    check_pixels(&f, 1);
+    assert!(
+        s.try_recv().unwrap().is_none(),
+        "the refused frame went nowhere"
+    );
+    assert_eq!(
+        p.try_send(&filled(&p, 8, 8, PixelFormat::Gray8, 2))
+            .unwrap(),
+        Some(2)
+    );
+    check_pixels(&s.recv(Some(SEC)).unwrap(), 2);
+    let late = filled(&p, 8, 8, PixelFormat::Gray8, 3);
+    p.close();
+    let e = p.try_send(&late);
+    assert!(matches!(e, Err(ChannelError::Closed(_))), "{e:?}");
+}
+
+#[test]
 fn eight_subscribers_join_and_leave() {
     let name = unique("eight");
     let p = Publisher::new(&name, cfg(Mode::Lossless { depth: 8 })).unwrap();

@@ -18,7 +18,10 @@
 use crate::lease::LeaseInner;
 use crate::slot::{page_size, round_up};
 use crate::{Error, Frame, FrameLayout, Lease, PixelFormat, Result, Slot, SlotHome};
-use std::collections::HashMap;
+// Keys are slot ids this pool hands out itself: no HashDoS to guard against,
+// so FxHash (one multiply) instead of SipHash, whose code was a tenth of the
+// instruction-cache misses of a cold hand-off.
+use rustc_hash::FxHashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -92,7 +95,7 @@ struct InUse {
 struct PoolState {
     /// Free slots, oldest first; the most recently freed is at the end.
     free: Vec<Slot>,
-    in_use: HashMap<u64, InUse>,
+    in_use: FxHashMap<u64, InUse>,
     /// Bytes of slots mapped or being mapped (reserved before mmap).
     bytes_mapped: usize,
     slots_mapped: usize,
