@@ -288,6 +288,64 @@ def test_auto_spin_paces_itself_by_the_senders_cadence():
     assert cpu < wall / 2, (cpu, wall)
 
 
+@pytest.mark.parametrize("other_thread", [False, True], ids=["gil-held", "gil-released"])
+def test_spin_budget_is_per_call_and_a_frame_sent_meanwhile_is_taken(other_thread):
+    """spin=s busy-waits s seconds per recv in total, then sleeps; frames that come
+    while it spins are taken pixel-exact. Alone, the spin holds the GIL (it hands
+    it over and runs signal handlers every ms: the handler here is what sends);
+    with another Python thread alive it spins with the GIL released."""
+    name = unique("spinbudget")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait) if other_thread else None
+    if other:
+        other.start()
+    assert threading.active_count() == (2 if other_thread else 1)
+    old = signal.getsignal(signal.SIGALRM)
+    try:
+        with Publisher(name) as pub, Subscriber(name, timeout=1.0, spin=0.25) as sub:
+            cpu0, wall0 = time.thread_time(), time.monotonic()
+            with pytest.raises(TimeoutError):
+                sub.recv(timeout=1.0)
+            cpu, wall = time.thread_time() - cpu0, time.monotonic() - wall0
+            assert wall >= 0.95, wall
+            # 0.25 s of spinning, not the whole second (each 100 ms slice used to
+            # start a fresh spin)
+            assert cpu < 0.6, (cpu, wall)
+
+            signal.signal(signal.SIGALRM, lambda *_: send_pattern(pub, 7))
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            f = sub.recv(timeout=5.0)
+            np.testing.assert_array_equal(np.asarray(f), pattern(7, (48, 64, 4)))
+            del f
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        stop.set()
+        if other:
+            other.join()
+
+
+def test_ctrl_c_interrupts_a_spinning_recv():
+    name = unique("sigint-spin")
+    assert threading.active_count() == 1  # so the spin holds the GIL
+    old = signal.getsignal(signal.SIGALRM)
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    try:
+        with Publisher(name) as _pub, Subscriber(name, timeout=1.0, spin=30.0) as sub:
+            signal.signal(signal.SIGALRM, interrupt)
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            t0 = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                sub.recv()
+            assert time.monotonic() - t0 < 2.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def test_close_delivers_pending_then_channel_closed_and_iteration_ends():
     name = unique("close")
     pub = Publisher(name, mode="lossless", depth=8)

@@ -505,7 +505,8 @@ impl Subscriber {
         Ok(None)
     }
 
-    fn has_pending(&self) -> bool {
+    /// A frame is waiting to be taken (one atomic load, no syscall).
+    pub fn has_pending(&self) -> bool {
         let h = self.inner.ctrl.header();
         match self.mode {
             Mode::Latest => h.mailbox.load(Ordering::SeqCst) != 0,
@@ -702,6 +703,11 @@ impl Subscriber {
     /// wake-up latency (see the [`crate::spin`] module docs).
     pub fn set_spin(&mut self, spin: Spin) {
         self.spin = spin;
+    }
+
+    /// How `recv` waits (see [`Subscriber::set_spin`]).
+    pub fn spin(&self) -> Spin {
+        self.spin
     }
 
     /// The publisher's send period as learnt from received frames (used by
