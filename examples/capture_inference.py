@@ -40,6 +40,8 @@ def produce(name: str, mode: str, depth: int, fps: float, seconds: float, ready)
         ready.set()
         pub.wait_for_subscribers(1, timeout=10)
         grab = getattr(framebus, "grab", None) if os.environ.get("DISPLAY") else None
+        source = "screen (framebus.grab into the channel's pool)" if grab else "synthetic 1080p"
+        print(f"producer: {source} frames at {fps:.0f} fps, mode={mode}")
         start = time.monotonic()
         n = 0
         while time.monotonic() - start < seconds:
