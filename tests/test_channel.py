@@ -288,6 +288,41 @@ def test_auto_spin_paces_itself_by_the_senders_cadence():
     assert cpu < wall / 2, (cpu, wall)
 
 
+def child_paced_publisher(name, n, period):
+    with Publisher(name, mode="lossless", depth=4) as pub:
+        pub.wait_for_subscribers(1, timeout=10)
+        start = time.monotonic()
+        for k in range(n):
+            time.sleep(max(0.0, start + (k + 1) * period - time.monotonic()))
+            send_pattern(pub, k, 16, 4, "GRAY8")
+
+
+def test_auto_spin_holding_the_gil_naps_between_frames_of_another_process():
+    """spin="auto" with no other Python thread: naps (GIL released) until the next
+    frame is due, then spins with the GIL held; frames pixel-exact, CPU far below a
+    full spin."""
+    name = unique("auto-gil")
+    period, n = 0.02, 25
+    child = mp.get_context("spawn").Process(target=child_paced_publisher, args=(name, n, period))
+    child.start()
+    try:
+        sub = Subscriber(name, timeout=10.0, spin="auto")
+        assert threading.active_count() == 1  # so the spin holds the GIL
+        cpu0, wall0 = time.thread_time(), time.monotonic()
+        for k in range(n):
+            f = sub.recv(timeout=2.0)
+            np.testing.assert_array_equal(np.asarray(f), pattern(k, (4, 16)))
+            del f
+        cpu, wall = time.thread_time() - cpu0, time.monotonic() - wall0
+        assert period * 0.9 <= sub.send_period < period * 2
+        assert cpu < wall / 2, (cpu, wall)
+        with pytest.raises(framebus.ChannelClosed):
+            sub.recv(timeout=5.0)
+    finally:
+        child.join(10)
+    assert child.exitcode == 0
+
+
 @pytest.mark.parametrize("other_thread", [False, True], ids=["gil-held", "gil-released"])
 def test_spin_budget_is_per_call_and_a_frame_sent_meanwhile_is_taken(other_thread):
     """spin=s busy-waits s seconds per recv in total, then sleeps; frames that come

@@ -705,6 +705,12 @@ impl Subscriber {
         self.spin = spin;
     }
 
+    /// The CLOCK_MONOTONIC window (ns) in which the next frame is expected and
+    /// [`Spin::Adaptive`] spins; `None` while the cadence is unknown.
+    pub fn spin_window(&self) -> Option<(u64, u64)> {
+        self.cadence.window()
+    }
+
     /// How `recv` waits (see [`Subscriber::set_spin`]).
     pub fn spin(&self) -> Spin {
         self.spin

@@ -10,7 +10,9 @@
 use crate::errors::{to_pyerr, ChannelClosed, FramebusError};
 use crate::frame::PyFrame;
 use crate::pool::{check_size, parse_format, parse_timeout, PyFramePool};
-use framebus_channel::{ChannelError, Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber};
+use framebus_channel::{
+    wire, ChannelError, Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber,
+};
 use framebus_core::Frame;
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -304,16 +306,17 @@ impl PySubscriber {
         {
             return Ok(f);
         }
+        let start = Instant::now();
+        let deadline = timeout.map(|t| start + t);
         // spin=seconds is a budget for the whole call, not for each slice.
         let spin_end = match self.spin {
-            Spin::For(d) => Some(Instant::now() + d),
+            Spin::For(d) => Some(start + d),
             _ => None,
         };
-        if let Some(f) = self.spin_holding_gil(py, timeout)? {
+        if let Some(f) = self.wait_holding_gil(py, deadline, spin_end)? {
             return Ok(f);
         }
         const SLICE: Duration = Duration::from_millis(100);
-        let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let slice = deadline.map_or(SLICE, |d| {
                 d.saturating_duration_since(Instant::now()).min(SLICE)
@@ -323,14 +326,12 @@ impl PySubscriber {
                     return s.recv(Some(slice));
                 };
                 let left = end.saturating_duration_since(Instant::now());
-                s.set_spin(if left.is_zero() {
+                let spin = if left.is_zero() {
                     Spin::Off
                 } else {
                     Spin::For(left)
-                });
-                let r = s.recv(Some(slice));
-                s.set_spin(self.spin);
-                r
+                };
+                recv_with_spin(s, spin, slice)
             };
             match self.with(py, recv) {
                 Err(ChannelError::Timeout(..)) if deadline.is_none_or(|d| Instant::now() < d) => {
@@ -346,10 +347,10 @@ impl PySubscriber {
             }
         }
     }
-}
 
-impl PySubscriber {
-    /// `spin=seconds` with the GIL held, while this is the only Python thread.
+    /// The spinning part of a wait, with the GIL held, while this is the only
+    /// Python thread; `Ok(None)` when it is over (or cannot run) and the
+    /// caller should wait as usual.
     ///
     /// Spinning in Rust with the GIL released means the frame, once it comes,
     /// waits for the GIL hand-back (`PyEval_RestoreThread`, cold by then): on
@@ -359,26 +360,63 @@ impl PySubscriber {
     /// so a thread started meanwhile runs, and with other threads present the
     /// spin stays in Rust with the GIL released.
     ///
-    /// `Ok(None)` when the spin budget (or `timeout`) ran out, or it could not
-    /// run (the caller then waits as usual with what is left of the budget).
-    fn spin_holding_gil(
+    /// `spin=s`: spin until `spin_end`. `spin="auto"`: nap with the GIL
+    /// released until the window in which the next frame is due opens, then
+    /// spin with the GIL held until it closes.
+    fn wait_holding_gil(
         &self,
         py: Python<'_>,
-        timeout: Option<Duration>,
+        deadline: Option<Instant>,
+        spin_end: Option<Instant>,
+    ) -> Result<Option<Frame>, RecvError> {
+        if self.spin == Spin::Off || !only_python_thread(py) {
+            return Ok(None);
+        }
+        let cap = |t: Instant| deadline.map_or(t, |d| d.min(t));
+        if let Some(end) = spin_end {
+            return self.spin_with_gil_until(py, cap(end));
+        }
+        // Spin::Adaptive
+        loop {
+            let Some((open, close)) = self.with_now(py, |s| s.spin_window()) else {
+                return Ok(None); // no cadence yet: sleep
+            };
+            let now_ns = wire::monotonic_ns();
+            let now = Instant::now();
+            if now_ns >= close || deadline.is_some_and(|d| now >= d) {
+                return Ok(None); // late (or out of time): sleep as usual
+            }
+            if now_ns < open {
+                // Nap in slices (for Ctrl-C); a frame that comes early still
+                // rings the doorbell and ends the nap.
+                let nap = Duration::from_nanos(open - now_ns).min(Duration::from_millis(100));
+                let nap = cap(now + nap).saturating_duration_since(now);
+                match self.with(py, |s| recv_with_spin(s, Spin::Off, nap)) {
+                    Ok(f) => return Ok(Some(f)),
+                    Err(ChannelError::Timeout(..)) => {
+                        py.check_signals().map_err(RecvError::Py)?;
+                        continue;
+                    }
+                    Err(e) => return Err(RecvError::Channel(e)),
+                }
+            }
+            let close = now + Duration::from_nanos(close - now_ns);
+            return self.spin_with_gil_until(py, cap(close));
+        }
+    }
+
+    /// Busy-wait for a frame until `until` with the GIL held (one atomic load
+    /// per poll), handing the GIL over and checking signals every ms.
+    fn spin_with_gil_until(
+        &self,
+        py: Python<'_>,
+        until: Instant,
     ) -> Result<Option<Frame>, RecvError> {
         const HAND_OVER: Duration = Duration::from_millis(1);
         let Ok(mut s) = self.inner.try_lock() else {
             return Ok(None);
         };
-        let Spin::For(budget) = self.spin else {
-            return Ok(None);
-        };
-        if !only_python_thread(py) {
-            return Ok(None);
-        }
-        let start = Instant::now();
-        let end = start + timeout.map_or(budget, |t| t.min(budget));
-        let mut handed_over = start;
+        let mut handed_over = Instant::now();
         let mut polls = 0u32;
         loop {
             if s.has_pending() {
@@ -391,7 +429,7 @@ impl PySubscriber {
                 continue;
             }
             let now = Instant::now();
-            if now >= end {
+            if now >= until {
                 return Ok(None);
             }
             if now >= handed_over + HAND_OVER {
@@ -406,6 +444,19 @@ impl PySubscriber {
             }
         }
     }
+}
+
+/// `recv` with this call's own waiting policy (the subscriber's is restored).
+fn recv_with_spin(
+    s: &mut Subscriber,
+    spin: Spin,
+    timeout: Duration,
+) -> Result<Frame, ChannelError> {
+    let keep = s.spin();
+    s.set_spin(spin);
+    let r = s.recv(Some(timeout));
+    s.set_spin(keep);
+    r
 }
 
 /// No Python thread but the caller's exists (checked with the GIL held).
