@@ -34,6 +34,15 @@ fn wait_writable(fd: i32) -> io::Result<()> {
     }
 }
 
+/// A write-like call that moved nothing (`r <= 0`): `None` = retry (after
+/// waiting for room on EAGAIN), `Some` = give up with this error.
+fn failed(fd: i32, r: isize) -> Option<io::Error> {
+    if r == 0 {
+        return Some(io::Error::new(io::ErrorKind::WriteZero, "write returned 0"));
+    }
+    retryable(fd).err()
+}
+
 /// Classify a failed write: `Ok(())` = retry, `Err` = give up.
 fn retryable(fd: i32) -> io::Result<()> {
     let e = io::Error::last_os_error();
@@ -58,12 +67,7 @@ pub(crate) unsafe fn write_all(fd: i32, ptr: *const u8, len: usize, chunk: usize
         let r = unsafe { libc::write(fd, ptr.add(done).cast(), n) };
         if r > 0 {
             done += r as usize;
-        } else if r == 0 {
-            return (
-                done,
-                Some(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
-            );
-        } else if let Err(e) = retryable(fd) {
+        } else if let Some(e) = failed(fd, r) {
             return (done, Some(e));
         }
     }
@@ -134,12 +138,7 @@ pub(crate) unsafe fn push_rows(
                     n = 0;
                 }
             }
-        } else if r == 0 {
-            return (
-                done,
-                Some(io::Error::new(io::ErrorKind::WriteZero, "write returned 0")),
-            );
-        } else if let Err(e) = retryable(fd) {
+        } else if let Some(e) = failed(fd, r) {
             return (done, Some(e));
         }
     }
