@@ -376,6 +376,13 @@ def test_ctrl_c_interrupts_a_spinning_recv():
             with pytest.raises(KeyboardInterrupt):
                 sub.recv()
             assert time.monotonic() - t0 < 2.0
+            # a handler that closes the subscriber ends the spin at once, too
+            signal.signal(signal.SIGALRM, lambda *_: sub.close())
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            t0 = time.monotonic()
+            with pytest.raises(framebus.ChannelClosed):
+                sub.recv()
+            assert time.monotonic() - t0 < 2.0
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)

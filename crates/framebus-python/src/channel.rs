@@ -441,6 +441,10 @@ impl PySubscriber {
                     Ok(s) => s,
                     Err(_) => return Ok(None), // another thread took it: wait as usual
                 };
+                if s.is_closed() {
+                    // closed by a signal handler: stop spinning, let recv say so
+                    return Ok(None);
+                }
             }
         }
     }
