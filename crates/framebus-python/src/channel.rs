@@ -1,10 +1,14 @@
 //! `framebus.Publisher` / `framebus.Subscriber`: Python face of framebus-channel.
 //!
-//! Conversion, GIL release and error mapping only. Every call that can block
-//! (send on a full lossless queue, recv, connect, close) runs in `py.detach`;
+//! Conversion, GIL handling and error mapping only. Every call that can block
+//! (send on a full lossless queue, recv, connect, close) waits in `py.detach`;
 //! `recv` waits in 100 ms slices with a signal check between, so Ctrl-C works.
-//! The subscriber sits behind a mutex that is only ever taken with the GIL
-//! released, so a thread blocked in `recv` cannot deadlock a thread reading
+//! The hot paths keep the GIL when they cannot block (a send with room, a
+//! frame already waiting, `try_recv`, a spin while no other Python thread
+//! exists): handing the GIL over and back is a good part of a cold hand-off.
+//! The subscriber's mutex is only ever *waited for* with the GIL released;
+//! with the GIL held it is only `try_lock`ed (falling back to the released
+//! path), so a thread blocked in `recv` cannot deadlock a thread reading
 //! `sub.skipped`.
 
 use crate::errors::{to_pyerr, ChannelClosed, FramebusError};
