@@ -42,7 +42,7 @@ pub mod wire;
 
 pub use publisher::{OnFull, Publisher, PublisherConfig, PublisherStats};
 pub use spin::Spin;
-pub use subscriber::Subscriber;
+pub use subscriber::{Subscriber, WaitStep};
 pub use transport::{FrameReceiver, FrameSender, Shm, Transport};
 
 use std::time::Duration;

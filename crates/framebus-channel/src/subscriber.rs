@@ -202,6 +202,18 @@ pub struct Subscriber {
     last_socket_check: Option<Instant>,
 }
 
+/// The next step of a wait for a frame ([`Subscriber::wait_step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStep {
+    /// Busy-wait (for a pending frame) until this instant, then ask again.
+    Spin(Instant),
+    /// Sleep on the doorbell at most this long, then ask again
+    /// ([`Spin::Adaptive`] before the next frame is due).
+    Nap(Duration),
+    /// Sleep on the doorbell until a frame comes or the caller's time is up.
+    Sleep,
+}
+
 impl std::fmt::Debug for Subscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscriber")
@@ -369,14 +381,20 @@ impl Subscriber {
     /// After the publisher closes or dies, frames already queued are still
     /// delivered, then [`ChannelError::Closed`].
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Frame> {
+        self.recv_since(timeout, Instant::now())
+    }
+
+    /// [`Subscriber::recv`] as one part of a longer wait that began at
+    /// `started`: a [`Spin::For`] budget counts from there, so a caller that
+    /// waits in slices (to check for Ctrl-C between them) spins once in all,
+    /// not once per slice.
+    pub fn recv_since(&mut self, timeout: Option<Duration>, started: Instant) -> Result<Frame> {
         if self.closed {
             return Err(ChannelError::Closed(self.inner.name.clone()));
         }
-        let start = Instant::now();
-        let deadline = timeout.map(|t| start + t);
+        let deadline = timeout.map(|t| Instant::now() + t);
         let inner = self.inner.clone();
         let h = inner.ctrl.header();
-        let mut spun = false;
         loop {
             // Fast path: a frame is waiting (its slot fd, if new, is read on demand).
             if let Some(f) = self.try_take()? {
@@ -394,38 +412,47 @@ impl Subscriber {
                 return Err(ChannelError::Closed(self.inner.name.clone()));
             }
             let left = time_left(deadline, timeout, "a frame")?;
-            if !spun {
-                spun = true;
-                match self.spin {
-                    Spin::Off => {}
-                    Spin::For(d) => {
-                        self.spin_until(Instant::now() + left.map_or(d, |l| l.min(d)));
-                        continue;
-                    }
-                    Spin::Adaptive => {
-                        if let Some((open, close)) = self.cadence.window() {
-                            let now = wire::monotonic_ns();
-                            if now < open {
-                                // Nap until the window opens (a frame sent early
-                                // still rings the doorbell), then come back here.
-                                spun = false;
-                                let nap = Duration::from_nanos(open - now);
-                                self.sleep(h, Some(left.map_or(nap, |l| l.min(nap))))?;
-                                continue;
-                            }
-                            if now < close {
-                                let rest = Duration::from_nanos(close - now);
-                                self.spin_until(
-                                    Instant::now() + left.map_or(rest, |l| l.min(rest)),
-                                );
-                                continue;
-                            }
-                            // Past the window (late or missed): sleep as usual.
-                        }
-                    }
+            let within = |d: Duration| left.map_or(d, |l| l.min(d));
+            match self.wait_step(started) {
+                WaitStep::Spin(until) => {
+                    let now = Instant::now();
+                    self.spin_until(now + within(until.saturating_duration_since(now)));
+                }
+                WaitStep::Nap(nap) => self.sleep(h, Some(within(nap)))?,
+                WaitStep::Sleep => self.sleep(h, left)?,
+            }
+        }
+    }
+
+    /// What a wait for the next frame that began at `started` does now, under
+    /// this subscriber's [`Spin`] policy. `recv` follows it; a binding that
+    /// runs the spin itself (Python, with its interpreter lock held) asks the
+    /// same question, so the policy lives in one place.
+    pub fn wait_step(&self, started: Instant) -> WaitStep {
+        match self.spin {
+            Spin::Off => WaitStep::Sleep,
+            Spin::For(budget) => {
+                let end = started + budget;
+                if Instant::now() < end {
+                    WaitStep::Spin(end)
+                } else {
+                    WaitStep::Sleep
                 }
             }
-            self.sleep(h, left)?;
+            Spin::Adaptive => {
+                let Some((open, close)) = self.cadence.window() else {
+                    return WaitStep::Sleep; // no cadence yet
+                };
+                let now = wire::monotonic_ns();
+                if now < open {
+                    // A frame sent early still rings the doorbell.
+                    WaitStep::Nap(Duration::from_nanos(open - now))
+                } else if now < close {
+                    WaitStep::Spin(Instant::now() + Duration::from_nanos(close - now))
+                } else {
+                    WaitStep::Sleep // past the window (late or missed)
+                }
+            }
         }
     }
 
@@ -703,17 +730,6 @@ impl Subscriber {
     /// wake-up latency (see the [`crate::spin`] module docs).
     pub fn set_spin(&mut self, spin: Spin) {
         self.spin = spin;
-    }
-
-    /// The CLOCK_MONOTONIC window (ns) in which the next frame is expected and
-    /// [`Spin::Adaptive`] spins; `None` while the cadence is unknown.
-    pub fn spin_window(&self) -> Option<(u64, u64)> {
-        self.cadence.window()
-    }
-
-    /// How `recv` waits (see [`Subscriber::set_spin`]).
-    pub fn spin(&self) -> Spin {
-        self.spin
     }
 
     /// The publisher's send period as learnt from received frames (used by

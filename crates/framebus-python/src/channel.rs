@@ -15,7 +15,7 @@ use crate::errors::{to_pyerr, ChannelClosed, FramebusError};
 use crate::frame::PyFrame;
 use crate::pool::{check_size, parse_format, parse_timeout, PyFramePool};
 use framebus_channel::{
-    wire, ChannelError, Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber,
+    ChannelError, Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber, WaitStep,
 };
 use framebus_core::Frame;
 use pyo3::create_exception;
@@ -270,9 +270,6 @@ pub struct PySubscriber {
     inner: Mutex<Subscriber>,
     name: String,
     mode: Mode,
-    /// As given to the constructor (the Rust subscriber's setting is
-    /// narrowed per 100 ms slice, see `recv_interruptible`).
-    spin: Spin,
 }
 
 impl PySubscriber {
@@ -310,14 +307,11 @@ impl PySubscriber {
         {
             return Ok(f);
         }
-        let start = Instant::now();
-        let deadline = timeout.map(|t| start + t);
-        // spin=seconds is a budget for the whole call, not for each slice.
-        let spin_end = match self.spin {
-            Spin::For(d) => Some(start + d),
-            _ => None,
-        };
-        if let Some(f) = self.wait_holding_gil(py, deadline, spin_end)? {
+        // The whole call is one wait: a spin=seconds budget counts from here,
+        // not from each 100 ms slice.
+        let started = Instant::now();
+        let deadline = timeout.map(|t| started + t);
+        if let Some(f) = self.wait_holding_gil(py, started, deadline)? {
             return Ok(f);
         }
         const SLICE: Duration = Duration::from_millis(100);
@@ -325,18 +319,7 @@ impl PySubscriber {
             let slice = deadline.map_or(SLICE, |d| {
                 d.saturating_duration_since(Instant::now()).min(SLICE)
             });
-            let recv = |s: &mut Subscriber| {
-                let Some(end) = spin_end else {
-                    return s.recv(Some(slice));
-                };
-                let left = end.saturating_duration_since(Instant::now());
-                let spin = if left.is_zero() {
-                    Spin::Off
-                } else {
-                    Spin::For(left)
-                };
-                recv_with_spin(s, spin, slice)
-            };
+            let recv = |s: &mut Subscriber| s.recv_since(Some(slice), started);
             match self.with(py, recv) {
                 Err(ChannelError::Timeout(..)) if deadline.is_none_or(|d| Instant::now() < d) => {
                     py.check_signals().map_err(RecvError::Py)?;
@@ -364,48 +347,39 @@ impl PySubscriber {
     /// so a thread started meanwhile runs, and with other threads present the
     /// spin stays in Rust with the GIL released.
     ///
-    /// `spin=s`: spin until `spin_end`. `spin="auto"`: nap with the GIL
-    /// released until the window in which the next frame is due opens, then
-    /// spin with the GIL held until it closes.
+    /// Each step is [`Subscriber::wait_step`]'s answer, the policy `recv`
+    /// follows too: spin with the GIL held, nap with it released
+    /// (`spin="auto"` before the next frame is due), or hand back to `recv`.
     fn wait_holding_gil(
         &self,
         py: Python<'_>,
+        started: Instant,
         deadline: Option<Instant>,
-        spin_end: Option<Instant>,
     ) -> Result<Option<Frame>, RecvError> {
-        if self.spin == Spin::Off || !only_python_thread(py) {
+        if !only_python_thread(py) {
             return Ok(None);
         }
         let cap = |t: Instant| deadline.map_or(t, |d| d.min(t));
-        if let Some(end) = spin_end {
-            return self.spin_with_gil_until(py, cap(end));
-        }
-        // Spin::Adaptive
         loop {
-            let Some((open, close)) = self.with_now(py, |s| s.spin_window()) else {
-                return Ok(None); // no cadence yet: sleep
-            };
-            let now_ns = wire::monotonic_ns();
             let now = Instant::now();
-            if now_ns >= close || deadline.is_some_and(|d| now >= d) {
-                return Ok(None); // late (or out of time): sleep as usual
+            if deadline.is_some_and(|d| now >= d) {
+                return Ok(None); // out of time: recv says so
             }
-            if now_ns < open {
-                // Nap in slices (for Ctrl-C); a frame that comes early still
-                // rings the doorbell and ends the nap.
-                let nap = Duration::from_nanos(open - now_ns).min(Duration::from_millis(100));
-                let nap = cap(now + nap).saturating_duration_since(now);
-                match self.with(py, |s| recv_with_spin(s, Spin::Off, nap)) {
-                    Ok(f) => return Ok(Some(f)),
-                    Err(ChannelError::Timeout(..)) => {
-                        py.check_signals().map_err(RecvError::Py)?;
-                        continue;
+            match self.with_now(py, |s| s.wait_step(started)) {
+                WaitStep::Sleep => return Ok(None),
+                WaitStep::Spin(until) => return self.spin_with_gil_until(py, cap(until)),
+                WaitStep::Nap(nap) => {
+                    // In slices, for Ctrl-C; a frame that comes early ends it.
+                    let nap = cap(now + nap.min(Duration::from_millis(100))) - now;
+                    match self.with(py, |s| s.recv_since(Some(nap), started)) {
+                        Ok(f) => return Ok(Some(f)),
+                        Err(ChannelError::Timeout(..)) => {
+                            py.check_signals().map_err(RecvError::Py)?;
+                        }
+                        Err(e) => return Err(RecvError::Channel(e)),
                     }
-                    Err(e) => return Err(RecvError::Channel(e)),
                 }
             }
-            let close = now + Duration::from_nanos(close - now_ns);
-            return self.spin_with_gil_until(py, cap(close));
         }
     }
 
@@ -452,19 +426,6 @@ impl PySubscriber {
             }
         }
     }
-}
-
-/// `recv` with this call's own waiting policy (the subscriber's is restored).
-fn recv_with_spin(
-    s: &mut Subscriber,
-    spin: Spin,
-    timeout: Duration,
-) -> Result<Frame, ChannelError> {
-    let keep = s.spin();
-    s.set_spin(spin);
-    let r = s.recv(Some(timeout));
-    s.set_spin(keep);
-    r
 }
 
 /// No Python thread but the caller's exists (checked with the GIL held).
@@ -539,7 +500,6 @@ impl PySubscriber {
             .map_err(channel_err)?;
         sub.set_spin(spin);
         Ok(PySubscriber {
-            spin,
             mode: sub.mode(),
             name: name.to_owned(),
             inner: Mutex::new(sub),
