@@ -413,15 +413,10 @@ impl Publisher {
         let mut ro_fd: Option<OwnedFd> = None;
         loop {
             let mut st = self.shared.lock();
-            if st.closed {
-                return Err(ChannelError::Closed(self.shared.name.clone()));
-            }
-            if let Mode::Lossless { depth } = self.shared.cfg.mode {
-                if let Some(wait) = self.check_room(&mut st, depth, on_full, &mut start)? {
-                    drop(st);
-                    wait.sleep();
-                    continue;
-                }
+            if let Some(wait) = self.check_room(&mut st, on_full, &mut start)? {
+                drop(st);
+                wait.sleep();
+                continue;
             }
             return self.deliver(st, frame, ro_src, &mut ro_fd);
         }
@@ -440,15 +435,10 @@ impl Publisher {
         };
         self.collect_releases();
         let mut st = self.shared.lock();
-        if st.closed {
-            return Err(ChannelError::Closed(self.shared.name.clone()));
-        }
-        if let Mode::Lossless { depth } = self.shared.cfg.mode {
-            match self.check_room(&mut st, depth, OnFull::Raise, &mut None) {
-                Ok(_) => {} // Raise never asks to wait
-                Err(ChannelError::Full { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            }
+        match self.check_room(&mut st, OnFull::Raise, &mut None) {
+            Ok(_) => {} // Raise never asks to wait
+            Err(ChannelError::Full { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         }
         self.deliver(st, frame, ro_src, &mut None).map(Some)
     }
@@ -480,15 +470,21 @@ impl Publisher {
         drop(dropped);
     }
 
-    /// Lossless: `None` when every receiving subscriber has room, else what to
-    /// wait on (or an error for `OnFull::Raise` / timeout).
+    /// `None` when the frame can be delivered now (latest mode, or every
+    /// receiving lossless subscriber has room), else what to wait on; an error
+    /// when the channel is closed, or full for `OnFull::Raise` / the timeout.
     fn check_room(
         &self,
         st: &mut State,
-        depth: u32,
         on_full: OnFull,
         start: &mut Option<Instant>,
     ) -> Result<Option<RoomWait>> {
+        if st.closed {
+            return Err(ChannelError::Closed(self.shared.name.clone()));
+        }
+        let Mode::Lossless { depth } = self.shared.cfg.mode else {
+            return Ok(None);
+        };
         for s in st.subs.iter_mut().filter(|s| s.active()) {
             let h = s.ctrl.header();
             let read = h.read_pos.load(Ordering::Acquire);
