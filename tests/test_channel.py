@@ -5,6 +5,7 @@ SIGKILL. Every channel name is unique per test run so these tests can run in par
 with other suites.
 """
 
+import contextlib
 import gc
 import itertools
 import multiprocessing as mp
@@ -323,6 +324,19 @@ def test_auto_spin_holding_the_gil_naps_between_frames_of_another_process():
     assert child.exitcode == 0
 
 
+@contextlib.contextmanager
+def alarm(handler, after):
+    """Run `handler` from SIGALRM `after` seconds from now (in the main thread, at
+    the next signal check); the old handler is back afterwards."""
+    old = signal.signal(signal.SIGALRM, lambda *_: handler())
+    signal.setitimer(signal.ITIMER_REAL, after)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 @pytest.mark.parametrize("other_thread", [False, True], ids=["gil-held", "gil-released"])
 def test_spin_budget_is_per_call_and_a_frame_sent_meanwhile_is_taken(other_thread):
     """spin=s busy-waits s seconds per recv in total, then sleeps; frames that come
@@ -335,7 +349,6 @@ def test_spin_budget_is_per_call_and_a_frame_sent_meanwhile_is_taken(other_threa
     if other:
         other.start()
     assert threading.active_count() == (2 if other_thread else 1)
-    old = signal.getsignal(signal.SIGALRM)
     try:
         with Publisher(name) as pub, Subscriber(name, timeout=1.0, spin=0.25) as sub:
             cpu0, wall0 = time.thread_time(), time.monotonic()
@@ -347,14 +360,11 @@ def test_spin_budget_is_per_call_and_a_frame_sent_meanwhile_is_taken(other_threa
             # start a fresh spin)
             assert cpu < 0.6, (cpu, wall)
 
-            signal.signal(signal.SIGALRM, lambda *_: send_pattern(pub, 7))
-            signal.setitimer(signal.ITIMER_REAL, 0.05)
-            f = sub.recv(timeout=5.0)
+            with alarm(lambda: send_pattern(pub, 7), 0.05):
+                f = sub.recv(timeout=5.0)
             np.testing.assert_array_equal(np.asarray(f), pattern(7, (48, 64, 4)))
             del f
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
         stop.set()
         if other:
             other.join()
@@ -363,29 +373,20 @@ def test_spin_budget_is_per_call_and_a_frame_sent_meanwhile_is_taken(other_threa
 def test_ctrl_c_interrupts_a_spinning_recv():
     name = unique("sigint-spin")
     assert threading.active_count() == 1  # so the spin holds the GIL
-    old = signal.getsignal(signal.SIGALRM)
 
-    def interrupt(*_):
+    def interrupt():
         raise KeyboardInterrupt
 
-    try:
-        with Publisher(name) as _pub, Subscriber(name, timeout=1.0, spin=30.0) as sub:
-            signal.signal(signal.SIGALRM, interrupt)
-            signal.setitimer(signal.ITIMER_REAL, 0.1)
-            t0 = time.monotonic()
-            with pytest.raises(KeyboardInterrupt):
-                sub.recv()
-            assert time.monotonic() - t0 < 2.0
-            # a handler that closes the subscriber ends the spin at once, too
-            signal.signal(signal.SIGALRM, lambda *_: sub.close())
-            signal.setitimer(signal.ITIMER_REAL, 0.1)
-            t0 = time.monotonic()
-            with pytest.raises(framebus.ChannelClosed):
-                sub.recv()
-            assert time.monotonic() - t0 < 2.0
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    with Publisher(name) as _pub, Subscriber(name, timeout=1.0, spin=30.0) as sub:
+        t0 = time.monotonic()
+        with alarm(interrupt, 0.1), pytest.raises(KeyboardInterrupt):
+            sub.recv()
+        assert time.monotonic() - t0 < 2.0
+        # a handler that closes the subscriber ends the spin at once, too
+        t0 = time.monotonic()
+        with alarm(sub.close, 0.1), pytest.raises(framebus.ChannelClosed):
+            sub.recv()
+        assert time.monotonic() - t0 < 2.0
 
 
 def test_close_delivers_pending_then_channel_closed_and_iteration_ends():
