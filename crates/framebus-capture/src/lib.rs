@@ -11,7 +11,6 @@
 //!     │ └─ cursor    (XFixes cursor image blended in on request)
 //!     └─▶ Frame (BGRA, read-only, timestamp + sequence number)
 //!  Capture ── a thread running a Grabber, bounded ring, latest()/next()
-//!  png::write_png ── any 8/16-bit frame to a PNG file (fast deflate by default)
 //! ```
 //!
 //! Depends on framebus-core only; the Python bindings and the CLI sit above.
@@ -23,7 +22,6 @@ mod cursor;
 mod error;
 mod grabber;
 mod monitors;
-pub mod png;
 mod region;
 mod shm;
 #[doc(hidden)]

@@ -7,8 +7,9 @@
 //! path of each file written, unless `-q`.
 
 use clap::Args;
-use framebus_capture::{png, BackendChoice, Grabber, Monitor, Region};
+use framebus_capture::{BackendChoice, Grabber, Monitor, Region};
 use framebus_core::FramePool;
+use framebus_kernels::png;
 use std::path::PathBuf;
 
 /// Options of `framebus grab` (modelled on `python -m mss`).
@@ -89,7 +90,8 @@ pub fn run(args: GrabArgs) -> Result<(), String> {
         let file = std::fs::File::create(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        png::write_png(&frame, &mut out, args.level, false).map_err(|e| e.to_string())?;
+        png::write_png(&frame, &mut out, args.level, false)
+            .map_err(|e| format!("cannot write {name}: {e}"))?;
         std::io::Write::flush(&mut out).map_err(|e| format!("cannot write {name}: {e}"))?;
         if !args.quiet {
             let shown = std::fs::canonicalize(&path).unwrap_or(path);

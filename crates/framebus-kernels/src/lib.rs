@@ -28,6 +28,7 @@ mod error;
 mod image;
 #[cfg(target_arch = "aarch64")]
 mod neon;
+pub mod png;
 mod resize;
 mod scalar;
 mod simd;

@@ -12,9 +12,10 @@ use crate::errors::{to_pyerr, CaptureError as PyCaptureError};
 use crate::frame::PyFrame;
 use crate::pool::{default_pool, parse_timeout, PyFramePool};
 use framebus_capture::{
-    png, BackendChoice, Capture, CaptureConfig, CaptureError, Grabber, Monitor, Region,
+    BackendChoice, Capture, CaptureConfig, CaptureError, Grabber, Monitor, Region,
 };
 use framebus_core::FramePool;
+use framebus_kernels::png;
 use pyo3::exceptions::{PyOSError, PyStopIteration, PyTimeoutError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -583,7 +584,13 @@ impl PyFrame {
                 ))
             })?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            png::write_png(&frame, &mut out, level, alpha).map_err(capture_err)?;
+            png::write_png(&frame, &mut out, level, alpha).map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidInput => PyValueError::new_err(e.to_string()),
+                _ => PyOSError::new_err((
+                    e.raw_os_error().unwrap_or(0),
+                    format!("cannot write {}: {e}", path.display()),
+                )),
+            })?;
             std::io::Write::flush(&mut out).map_err(|e| {
                 PyOSError::new_err((
                     e.raw_os_error().unwrap_or(0),

@@ -6,23 +6,32 @@
 //! many times faster than zlib level 6 on screen content; 0 stores, 2..=9 are
 //! zlib levels.
 //!
-//! Depends on framebus-core only (it is here because capture is what needs it).
+//! Errors are `std::io::Error`: [`std::io::ErrorKind::InvalidInput`] for a
+//! bad level or a format PNG cannot hold (the caller's mistake), the writer's
+//! own error when writing fails, and [`std::io::ErrorKind::Other`] for an
+//! encoder failure.
+//!
+//! Depends on framebus-core and the png crate only; used by the CLI
+//! (`framebus grab`) and the Python bindings (`Frame.save_png`).
 
-use crate::{CaptureError, Result};
 use framebus_core::{Frame, PixelFormat};
-use std::io::Write;
+use std::io::{self, Write};
 
 /// Default compression level: fast.
 pub const DEFAULT_LEVEL: u8 = 1;
 
 /// Encode `frame` as PNG into `out`. `alpha`: keep the alpha channel of
 /// BGRA/RGBA frames (screen captures have none, so the default drops it).
-pub fn write_png<W: Write>(frame: &Frame, out: W, level: u8, alpha: bool) -> Result<()> {
-    use png::{BitDepth, ColorType};
+///
+/// Errors: `InvalidInput` for `level > 9` or a planar YUV frame (both name the
+/// value), the writer's error if writing fails, `Other` if the encoder fails.
+pub fn write_png<W: Write>(frame: &Frame, out: W, level: u8, alpha: bool) -> io::Result<()> {
+    use ::png::{BitDepth, ColorType};
     if level > 9 {
-        return Err(CaptureError::BadArgument(format!(
-            "PNG compression level {level} is out of range (0..=9)"
-        )));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("PNG compression level {level} is out of range (0..=9)"),
+        ));
     }
     let fmt = frame.format();
     let (color, depth) = match fmt {
@@ -35,23 +44,24 @@ pub fn write_png<W: Write>(frame: &Frame, out: W, level: u8, alpha: bool) -> Res
         PixelFormat::Gray16 => (ColorType::Grayscale, BitDepth::Sixteen),
         PixelFormat::Rgba16 => (ColorType::Rgba, BitDepth::Sixteen),
         other => {
-            return Err(CaptureError::BadArgument(format!(
-                "cannot save a {other} frame as PNG (planar YUV); convert it first"
-            )))
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot save a {other} frame as PNG (planar YUV); convert it first"),
+            ))
         }
     };
     let (w, h) = (frame.width(), frame.height());
-    let mut enc = png::Encoder::new(out, w as u32, h as u32);
+    let mut enc = ::png::Encoder::new(out, w as u32, h as u32);
     enc.set_color(color);
     enc.set_depth(depth);
     match level {
-        0 => enc.set_deflate_compression(png::DeflateCompression::NoCompression),
-        1 => enc.set_compression(png::Compression::Fast),
-        n => enc.set_deflate_compression(png::DeflateCompression::Level(n)),
+        0 => enc.set_deflate_compression(::png::DeflateCompression::NoCompression),
+        1 => enc.set_compression(::png::Compression::Fast),
+        n => enc.set_deflate_compression(::png::DeflateCompression::Level(n)),
     }
-    let png_err = |e: png::EncodingError| CaptureError::X {
-        op: "PNG encoding",
-        detail: e.to_string(),
+    let png_err = |e: ::png::EncodingError| match e {
+        ::png::EncodingError::IoError(e) => e,
+        e => io::Error::other(format!("PNG encoding failed: {e}")),
     };
     let mut writer = enc.write_header().map_err(png_err)?;
     let mut stream = writer.stream_writer().map_err(png_err)?;
@@ -64,10 +74,7 @@ pub fn write_png<W: Write>(frame: &Frame, out: W, level: u8, alpha: bool) -> Res
     for y in 0..h {
         let src = &data[y * stride..y * stride + frame.layout().row_bytes()];
         convert_row(fmt, alpha, src, &mut row_buf);
-        stream.write_all(&row_buf).map_err(|e| CaptureError::X {
-            op: "PNG writing",
-            detail: e.to_string(),
-        })?;
+        stream.write_all(&row_buf)?;
     }
     stream.finish().map_err(png_err)?;
     Ok(())
@@ -111,8 +118,8 @@ mod tests {
     use super::*;
     use framebus_core::FramePool;
 
-    fn decode(bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
-        let mut r = png::Decoder::new(std::io::Cursor::new(bytes))
+    fn decode(bytes: &[u8]) -> (::png::OutputInfo, Vec<u8>) {
+        let mut r = ::png::Decoder::new(std::io::Cursor::new(bytes))
             .read_info()
             .unwrap();
         let mut buf = vec![0; r.output_buffer_size().unwrap()];
@@ -137,7 +144,7 @@ mod tests {
             write_png(&f, &mut out, level, false).unwrap();
             let (info, px) = decode(&out);
             assert_eq!((info.width, info.height), (3, 2));
-            assert_eq!(info.color_type, png::ColorType::Rgb);
+            assert_eq!(info.color_type, ::png::ColorType::Rgb);
             assert_eq!(&px[..6], &[2, 1, 0, 6, 5, 4]);
             assert_eq!(&px[9..12], &[18, 17, 16]); // second row starts at byte 16
         }
@@ -145,6 +152,7 @@ mod tests {
         write_png(&f, &mut out, 1, true).unwrap();
         assert_eq!(&decode(&out).1[..4], &[2, 1, 0, 3]);
         let e = write_png(&f, Vec::new(), 10, false).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
         assert!(e.to_string().contains("10"), "{e}");
     }
 
@@ -158,5 +166,28 @@ mod tests {
         let mut out = Vec::new();
         write_png(&f, &mut out, 1, false).unwrap();
         assert_eq!(decode(&out).1, vec![0x12, 0x34]);
+    }
+
+    #[test]
+    fn bad_input_and_writer_failures_are_io_errors() {
+        let pool = FramePool::default();
+        let yuv = pool.acquire_frame(4, 4, PixelFormat::Nv12, None).unwrap();
+        let e = write_png(&yuv, Vec::new(), 1, false).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("NV12") || e.to_string().contains("nv12"), "{e}");
+
+        /// A writer whose disk is full.
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from_raw_os_error(28)) // ENOSPC
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let f = pool.acquire_frame(8, 8, PixelFormat::Bgra, None).unwrap();
+        let e = write_png(&f, Full, 1, false).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(28), "the writer's own error: {e}");
     }
 }
