@@ -62,6 +62,11 @@ pub enum Error {
         got: usize,
         what: String,
     },
+    /// A foreign buffer (NumPy array, Python buffer export, DLPack tensor)
+    /// whose shape, strides or item size do not describe the frame asked for.
+    /// The message names the shape, the strides and what was expected.
+    #[error("{0}")]
+    BadBuffer(String),
     /// A system call failed.
     #[error("{op} failed: {source}")]
     Os {

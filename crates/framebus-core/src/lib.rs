@@ -18,6 +18,10 @@
 //!   the [`FramePool`]) exactly when its last lease is dropped.
 //! * [`FramePool`] — bounded, observable allocator of slots with most-recently-freed
 //!   reuse, blocking or failing at its limit, and `trim()` to give memory back.
+//! * [`StridedView`] — the one place a foreign buffer's shape and strides become
+//!   a [`FrameLayout`] ([`FrameLayout::from_strides`]).
+//! * [`fork`] — fork detection; the pool never hands a forked child a slot the
+//!   parent may use.
 //! * [`Frame`] — a lease plus geometry ([`FrameLayout`]: width, height, stride,
 //!   [`PixelFormat`]) and capture metadata (timestamp, sequence number).
 //!
@@ -25,18 +29,21 @@
 //! and it depends on nothing of framebus.
 
 mod error;
+pub mod fork;
 mod format;
 mod frame;
 mod lease;
 mod pool;
 mod slot;
+mod strided;
 
 pub use error::{Error, Result};
 pub use format::{FrameLayout, PixelFormat};
 pub use frame::Frame;
 pub use lease::{Lease, SlotHome};
-pub use pool::{Exhausted, FramePool, PoolConfig, PoolStats};
+pub use pool::{default_max_bytes, Exhausted, FramePool, PoolConfig, PoolStats};
 pub use slot::{page_size, Slot};
+pub use strided::{Expected, RowSpan, StridedView};
 
 /// Nanoseconds on `CLOCK_MONOTONIC`, the clock every framebus timestamp uses
 /// (the same clock as Python's `time.monotonic_ns()`, shared by all processes).

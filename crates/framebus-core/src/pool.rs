@@ -12,6 +12,21 @@
 //! * `close()` stops new acquires; slots still leased are unmapped when their
 //!   last lease goes.
 //!
+//! * Bounded by default: [`PoolConfig::default()`] limits the pool to
+//!   [`default_max_bytes()`] = min(8 GiB, half the physical RAM), so a request
+//!   for an absurd frame (10⁶ × 10⁶ BGRA) fails at once with
+//!   [`Error::TooLarge`] instead of mapping terabytes. Set `max_bytes: None`
+//!   explicitly for an unbounded pool.
+//! * Fork safety: a child created by `fork()` inherits the parent's slots,
+//!   which are `MAP_SHARED` memfd mappings the parent keeps using. On its first
+//!   use in a child (the [`crate::fork::generation`] changed) the pool unmaps
+//!   the inherited free slots (in the child only) and marks every slot leased
+//!   before the fork as foreign: when such a lease is dropped in the child the
+//!   slot is unmapped, never reused. The child's accounting starts from zero.
+//!   Limitation: as with any lock, forking while another thread is inside the
+//!   pool's mutex (a few instructions of bookkeeping) leaves the child's copy
+//!   locked; fork from a thread that owns the pool's users, or before them.
+//!
 //! Locking: one mutex around the bookkeeping; `mmap`/`munmap` run outside it.
 //! Nothing here touches Python, so dropping a lease never needs the GIL.
 
@@ -21,8 +36,8 @@ use crate::{Error, Frame, FrameLayout, Lease, PixelFormat, Result, Slot, SlotHom
 // Keys are slot ids this pool hands out itself: no HashDoS to guard against,
 // so FxHash (one multiply) instead of SipHash, whose code was a tenth of the
 // instruction-cache misses of a cold hand-off.
-use rustc_hash::FxHashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// What `acquire` does when the pool is at its limit and every slot is in use.
@@ -34,10 +49,34 @@ pub enum Exhausted {
     Block(Option<Duration>),
 }
 
+/// The byte limit of [`PoolConfig::default()`]: min(8 GiB, half the physical
+/// RAM as reported by `sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE)`), or
+/// 8 GiB when the RAM size is unknown. Computed once.
+pub fn default_max_bytes() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        const CAP: u64 = 8 << 30;
+        // SAFETY: sysconf has no preconditions; it only reads system values.
+        let (pages, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let half = if pages > 0 && page > 0 {
+            (pages as u64).saturating_mul(page as u64) / 2
+        } else {
+            CAP
+        };
+        usize::try_from(half.min(CAP)).unwrap_or(usize::MAX)
+    })
+}
+
 /// How a pool is bounded and backed.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     /// Upper bound on bytes mapped (free and in use). `None` = unbounded.
+    /// The default is [`default_max_bytes()`].
     pub max_bytes: Option<usize>,
     /// Upper bound on slots mapped. `None` = unbounded.
     pub max_slots: Option<usize>,
@@ -50,7 +89,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
-            max_bytes: None,
+            max_bytes: Some(default_max_bytes()),
             max_slots: None,
             on_exhausted: Exhausted::Error,
             huge_pages: false,
@@ -93,6 +132,11 @@ struct InUse {
 
 #[derive(Default)]
 struct PoolState {
+    /// The fork generation this state belongs to (see [`crate::fork`]).
+    generation: u64,
+    /// Slots leased before a fork, in a forked child: never reused, unmapped
+    /// (in this process only) when their last lease here is dropped.
+    foreign: FxHashSet<u64>,
     /// Free slots, oldest first; the most recently freed is at the end.
     free: Vec<Slot>,
     in_use: FxHashMap<u64, InUse>,
@@ -135,7 +179,10 @@ impl FramePool {
         FramePool {
             shared: Arc::new(PoolShared {
                 config,
-                state: Mutex::new(PoolState::default()),
+                state: Mutex::new(PoolState {
+                    generation: crate::fork::generation(),
+                    ..PoolState::default()
+                }),
                 released: Condvar::new(),
             }),
         }
@@ -317,9 +364,7 @@ impl FramePool {
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
-        // A panic while holding the lock cannot leave the counters half-updated in
-        // a way that matters for memory safety, so poisoning is ignored.
-        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.lock()
     }
 
     fn has_room(&self, st: &PoolState, needed: usize) -> bool {
@@ -390,9 +435,51 @@ fn fit_limit(needed: usize) -> usize {
     needed.saturating_mul(2)
 }
 
+impl PoolShared {
+    /// The bookkeeping, after forgetting what a fork made foreign.
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // A panic while holding the lock cannot leave the counters half-updated in
+        // a way that matters for memory safety, so poisoning is ignored.
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = crate::fork::generation();
+        if st.generation != generation {
+            st.forked(generation);
+        }
+        st
+    }
+}
+
+impl PoolState {
+    /// First use in a forked child: the parent still uses every inherited slot
+    /// (they are shared mappings), so drop the free ones — `munmap` here only
+    /// affects this process — and remember the leased ones as foreign. The
+    /// accounting starts fresh; only `closed` carries over.
+    fn forked(&mut self, generation: u64) {
+        let free = std::mem::take(&mut self.free);
+        let in_use = std::mem::take(&mut self.in_use);
+        self.foreign.extend(in_use.into_keys());
+        self.generation = generation;
+        self.bytes_mapped = 0;
+        self.slots_mapped = 0;
+        self.bytes_in_use = 0;
+        self.stats = PoolStats {
+            closed: self.stats.closed,
+            ..PoolStats::default()
+        };
+        // Unmapped under the lock: once per pool per fork, in the child.
+        drop(free);
+    }
+}
+
 impl SlotHome for PoolShared {
     fn give_back(&self, slot: Slot) {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock();
+        if st.foreign.remove(&slot.id()) {
+            // Leased before a fork: the other process may still use it.
+            drop(st);
+            drop(slot);
+            return;
+        }
         if st.in_use.remove(&slot.id()).is_some() {
             st.bytes_in_use -= slot.capacity();
         }
@@ -417,6 +504,15 @@ impl SlotHome for PoolShared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Poll `cond` until it holds; fail the test after 10 s.
+    fn wait_until(mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "condition not reached in 10 s");
+            std::thread::yield_now();
+        }
+    }
 
     fn pool(max_bytes: Option<usize>, max_slots: Option<usize>, on: Exhausted) -> FramePool {
         FramePool::new(PoolConfig {
@@ -498,7 +594,9 @@ mod tests {
             p2.acquire_with(4096, Exhausted::Block(Some(Duration::from_secs(5))))
                 .map(|l| l.slot_id())
         });
-        std::thread::sleep(Duration::from_millis(30));
+        // The waiter counts itself (under the lock, right before it sleeps on
+        // the condition variable), so waits == 2 means it is waiting now.
+        wait_until(|| p.stats().waits == 2);
         let id = a.slot_id();
         drop(a);
         assert_eq!(h.join().unwrap().unwrap(), id);
@@ -564,20 +662,22 @@ mod tests {
     #[test]
     fn many_threads_never_share_a_slot() {
         use std::collections::HashSet;
-        use std::sync::atomic::{AtomicBool, Ordering};
         let p = pool(
             None,
             Some(6),
             Exhausted::Block(Some(Duration::from_secs(10))),
         );
+        const ROUNDS: u64 = 2000;
         let live: Arc<Mutex<HashSet<u64>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
+        // All threads start together, so they really contend.
+        let start = Arc::new(std::sync::Barrier::new(8));
         let handles: Vec<_> = (0..8)
             .map(|t| {
-                let (p, live, stop) = (p.clone(), live.clone(), stop.clone());
+                let (p, live, start) = (p.clone(), live.clone(), start.clone());
                 std::thread::spawn(move || {
                     let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
+                    start.wait();
+                    while n < ROUNDS {
                         let mut l = p.acquire(4096 * (1 + t % 2)).unwrap();
                         assert!(live.lock().unwrap().insert(l.slot_id()), "double use");
                         let mark = (t as u8).wrapping_mul(31).wrapping_add(n as u8);
@@ -591,14 +691,205 @@ mod tests {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, Ordering::Relaxed);
         let total: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
-        assert!(total > 100);
+        assert_eq!(total, 8 * ROUNDS);
         let s = p.stats();
         assert_eq!(s.slots_in_use, 0);
         assert!(s.slots <= 6);
         assert_eq!(s.slots_free, s.slots, "no slot lost");
         assert_eq!(s.acquires, total);
+    }
+
+    #[test]
+    fn default_pool_is_bounded() {
+        let max = default_max_bytes();
+        assert!(max <= 8 << 30, "{max}");
+        assert!(max >= 64 << 20, "half the RAM of any test machine: {max}");
+        let p = FramePool::default();
+        assert_eq!(p.config().max_bytes, Some(max));
+        assert_eq!(p.stats().max_bytes, Some(max));
+        // 10^6 x 10^6 BGRA = 4 TB: refused at once, nothing mapped.
+        let t = Instant::now();
+        let e = p.acquire(4_000_000_000_000).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(
+            matches!(e, Error::TooLarge { limit, .. } if limit == max),
+            "{e}"
+        );
+        let m = e.to_string();
+        assert!(
+            m.contains("4000000000000") && m.contains(&format!("max_bytes={max}")),
+            "{m}"
+        );
+        // The same through the frame API.
+        let e = p
+            .acquire_frame(1_000_000, 1_000_000, PixelFormat::Bgra, None)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::TooLarge {
+                    requested: 4_000_000_000_000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert_eq!(p.stats().maps, 0);
+    }
+
+    /// The pattern of word `i` of a frame tagged `tag`.
+    fn word(tag: u64, i: usize) -> u64 {
+        tag.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64
+    }
+
+    fn fill(l: &mut Lease, tag: u64, len: usize) {
+        let b = l.get_mut().expect("a fresh lease is unique");
+        for (i, w) in b[..len].chunks_exact_mut(8).enumerate() {
+            w.copy_from_slice(&word(tag, i).to_ne_bytes());
+        }
+    }
+
+    /// True when the first `len` bytes still hold `tag`'s pattern.
+    fn holds(l: &Lease, tag: u64, len: usize) -> bool {
+        // SAFETY: every writer of this slot in every process writes only
+        // slots it holds alone; a concurrent writer here would be exactly the
+        // bug under test and shows up as a wrong pattern (plain u64 reads of
+        // shared memory cannot fault).
+        let b = unsafe { &l.as_slice()[..len] };
+        b.chunks_exact(8)
+            .enumerate()
+            .all(|(i, w)| u64::from_ne_bytes(w.try_into().unwrap()) == word(tag, i))
+    }
+
+    /// Acquire, fill and verify `rounds` frames, keeping a ring of `keep`
+    /// held and checking every held frame each round. Returns the number of
+    /// corrupted frames seen.
+    fn churn(p: &FramePool, tag0: u64, rounds: u64, keep: usize, len: usize) -> u64 {
+        let mut ring: std::collections::VecDeque<(Lease, u64)> = Default::default();
+        let mut bad = 0;
+        for n in 0..rounds {
+            let tag = tag0 + n;
+            let mut l = match p.acquire(len) {
+                Ok(l) => l,
+                Err(_) => return u64::MAX,
+            };
+            fill(&mut l, tag, len);
+            ring.push_back((l, tag));
+            if ring.len() > keep {
+                let (l, tag) = ring.pop_front().unwrap();
+                bad += u64::from(!holds(&l, tag, len));
+            }
+            if n % 4 == 0 {
+                bad += ring.iter().filter(|(l, t)| !holds(l, *t, len)).count() as u64;
+            }
+        }
+        bad
+    }
+
+    #[test]
+    fn forked_children_never_share_a_slot_with_the_parent() {
+        use crate::fork::testing::{exit_code, fork_child, wait_bounded};
+        const LEN: usize = 16 << 10;
+        const CHILDREN: u64 = 4;
+        const ROUNDS: u64 = 2000;
+        let p = FramePool::default();
+        // Frames the parent holds across the fork, and free slots of the same
+        // size that a child must not reuse either.
+        let mut held = Vec::new();
+        for t in 0..8u64 {
+            let mut l = p.acquire(LEN).unwrap();
+            fill(&mut l, 1000 + t, LEN);
+            held.push((l, 1000 + t));
+        }
+        for _ in 0..6 {
+            let mut l = p.acquire(LEN).unwrap();
+            fill(&mut l, 7, LEN);
+            drop(l);
+        }
+        let parent_ids: Vec<u64> = held.iter().map(|(l, _)| l.slot_id()).collect();
+        let pids: Vec<_> = (1..=CHILDREN)
+            .map(|c| {
+                let (p, parent_ids, held) = (&p, &parent_ids, &mut held);
+                fork_child(move || {
+                    // The child's copy of the parent's only lease clones.
+                    let held = std::mem::take(held);
+                    // The inherited frames still read the parent's pixels.
+                    if !held.iter().all(|(l, t)| holds(l, *t, LEN)) {
+                        return 2;
+                    }
+                    // The last clones (in this process) of the parent's leases go
+                    // away: the slots must be unmapped here, not put on our free
+                    // list for `churn` to reuse.
+                    drop(held);
+                    let s = p.stats();
+                    if (s.slots, s.slots_in_use, s.slots_free, s.bytes_mapped) != (0, 0, 0, 0) {
+                        return 3;
+                    }
+                    if churn(p, c << 40, ROUNDS, 6, LEN) != 0 {
+                        return 4;
+                    }
+                    let s = p.stats();
+                    if s.acquires != ROUNDS || s.slots_in_use != 0 || s.slots > 7 {
+                        return 5;
+                    }
+                    let l = p.acquire(LEN).unwrap();
+                    if parent_ids.contains(&l.slot_id()) {
+                        return 6;
+                    }
+                    0
+                })
+            })
+            .collect();
+        // The parent keeps working, concurrently with its children.
+        assert_eq!(
+            churn(&p, 1 << 50, ROUNDS, 6, LEN),
+            0,
+            "parent frames corrupted"
+        );
+        for pid in pids {
+            let st = wait_bounded(pid, Duration::from_secs(120));
+            assert_eq!(exit_code(st), Ok(0), "child {pid} failed");
+        }
+        // Children have exited: their writes (if any went astray) are all in.
+        for (l, t) in &held {
+            assert!(holds(l, *t, LEN), "held frame {t} was overwritten");
+        }
+        let s = p.stats();
+        assert_eq!(s.slots_in_use, 8);
+        assert_eq!(s.acquires, 8 + 6 + ROUNDS);
+    }
+
+    #[test]
+    fn lease_held_across_fork_is_unmapped_in_the_child_pool_unaffected() {
+        use crate::fork::testing::{exit_code, fork_child, wait_bounded};
+        let p = pool(None, Some(1), Exhausted::Error);
+        let mut a = p.acquire(4096).unwrap();
+        a.get_mut().unwrap()[0] = 42;
+        let id = a.slot_id();
+        let mut a = Some(a);
+        let pid = fork_child(|| {
+            // The child's copy of the parent's only clone.
+            let a = a.take().unwrap();
+            let liveness = a.slot_liveness();
+            drop(a);
+            // The slot was unmapped (liveness died), and the child's limit of
+            // one slot is free for a new one of its own (a fresh, zeroed memfd).
+            if liveness.upgrade().is_some() {
+                return 2;
+            }
+            let Ok(mut b) = p.acquire(4096) else {
+                return 3;
+            };
+            if b.slot_id() == id || b.get_mut().unwrap()[0] != 0 {
+                return 4;
+            }
+            0
+        });
+        assert_eq!(exit_code(wait_bounded(pid, Duration::from_secs(30))), Ok(0));
+        // The parent's accounting never saw the child.
+        let s = p.stats();
+        assert_eq!((s.slots, s.slots_in_use, s.acquires), (1, 1, 1));
     }
 }
