@@ -1,6 +1,8 @@
-//! The pipe crate's error type. Write errors keep the OS error (errno) so the
+//! The pipe crate's error types. Write errors keep the OS error (errno) so the
 //! Python bindings can raise the matching `OSError` subclass (`BrokenPipeError`
 //! for EPIPE, …); VideoWriter errors carry the tail of FFmpeg's stderr.
+//! [`WaitError`] is what the `*_timeout` calls return: a timeout, after which
+//! the call can simply be repeated, or a [`PipeError`].
 
 use std::io;
 
@@ -114,5 +116,30 @@ impl PipeError {
             PipeError::Os { source, .. } => source.raw_os_error(),
             _ => None,
         }
+    }
+}
+
+/// The outcome of a bounded wait (`submit_timeout`, `sync_*_timeout`,
+/// `VideoWriter::write_owner_timeout`, `close_timeout`, …) that did not succeed.
+///
+/// A separate type rather than a `PipeError` variant, so that code matching
+/// `PipeError` exhaustively keeps compiling and no unbounded call can ever
+/// return a timeout.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The time ran out first. Nothing was queued, written, dropped or reported
+    /// by the call (a stored write error stays stored): calling it again with
+    /// the same arguments continues as if it had waited all along.
+    #[error("timed out; nothing was lost, call again to keep waiting")]
+    Timeout,
+    /// The call failed as its unbounded version would have.
+    #[error(transparent)]
+    Failed(#[from] PipeError),
+}
+
+impl WaitError {
+    /// True for [`WaitError::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, WaitError::Timeout)
     }
 }

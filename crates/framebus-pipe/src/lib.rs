@@ -10,14 +10,26 @@
 //! * [`VideoWriter`] — an FFmpeg subprocess fed through a `PipeWriter`, with its
 //!   arguments built from the frame format and its stderr drained and kept.
 //!
+//! Every blocking call has a `*_timeout` twin returning [`WaitError::Timeout`]
+//! (with the job's owner handed back) so callers can wait in slices; every
+//! count a caller passes is bounded (`MAX_*`/`MIN_*` constants) and refused
+//! with [`PipeError::InvalidArgument`] outside its range.
+//!
 //! Depends on `framebus-core` only. Design notes and figures: `docs/pipe.md`.
 
 mod error;
 mod sys;
 mod video;
+mod wait;
 mod writer;
 
-pub use error::{PipeError, Result, WriteFailure};
+pub use error::{PipeError, Result, WaitError, WriteFailure};
 pub use sys::{grow_pipe, pipe_max_size};
-pub use video::{find_ffmpeg, VideoConfig, VideoWriter, STDERR_TAIL};
-pub use writer::{FdStats, LeaseSlice, PipeWriter, Region, Rejected, Source, Ticket, WriterConfig};
+pub use video::{
+    find_ffmpeg, Output, VideoConfig, VideoStatus, VideoWriter, MAX_CRF, MAX_FPS, MAX_VIDEO_SIZE,
+    MIN_FPS, STDERR_TAIL,
+};
+pub use writer::{
+    FdStats, LeaseSlice, PipeWriter, Region, Rejected, Source, Ticket, WriterConfig, MAX_CHUNK,
+    MAX_DEPTH, MAX_PIPE_SIZE, MIN_CHUNK, MIN_PIPE_SIZE,
+};

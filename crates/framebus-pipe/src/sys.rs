@@ -2,8 +2,9 @@
 //! `write` (short writes, EINTR, EAGAIN on non-blocking fds), row-wise
 //! `writev`/`vmsplice` for padded frames and spliced jobs, the pipe queries
 //! that make vmsplice safe (pipefs check, `FIONREAD`, reader gone), enlarging
-//! a pipe with `F_SETPIPE_SZ`, and blocking signals in writer threads (so
-//! SIGPIPE never kills the process).
+//! a pipe with `F_SETPIPE_SZ`, blocking signals in writer threads (so
+//! SIGPIPE never kills the process), and waiting for a child's exit with a
+//! deadline (`pidfd`).
 //!
 //! Pointers are passed straight to the kernel; no Rust slice is formed over
 //! memory that another party (Python, the X server) might write concurrently.
@@ -215,5 +216,49 @@ pub(crate) fn block_signals_in_this_thread() {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut set);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Wait until our child `pid` has exited (it is not reaped), or `deadline`
+/// passes: `Ok(true)` = exited, `Ok(false)` = still running at the deadline.
+/// Uses a pidfd (Linux ≥ 5.3); `Err` if that is unavailable, so the caller can
+/// fall back to polling `try_wait`.
+pub(crate) fn wait_exit(pid: u32, deadline: Option<std::time::Instant>) -> io::Result<bool> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes (pid_t, unsigned flags) and returns a new fd or -1.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the syscall just returned this fd; nobody else owns it.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(r as i32) };
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up so a wait never ends (and reports "running") early.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is a valid pollfd on our stack, count 1.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n > 0 {
+            return Ok(true); // a pidfd polls readable once the process exited
+        }
+        if n == 0 && ms >= 0 {
+            return Ok(false);
+        }
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
     }
 }
