@@ -226,7 +226,7 @@ impl VideoConfig {
                 why: "yuv420p output needs an even width and height (pass pix_fmt=\"yuv444p\" or crop)",
             });
         }
-        check_depth("queue depth", self.queue_depth)?;
+        check_depth("queue_depth", self.queue_depth)?;
         if self.codec.is_empty() || self.codec.starts_with('-') {
             return Err(PipeError::InvalidArgument {
                 what: "codec",

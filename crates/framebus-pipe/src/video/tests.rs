@@ -377,10 +377,10 @@ fn out_of_range_arguments_are_invalid_not_aborts() {
     let mut cases: Vec<(VideoConfig, &str)> = Vec::new();
     let mut c = base();
     c.queue_depth = 1 << 40;
-    cases.push((c, "invalid queue depth: 1099511627776"));
+    cases.push((c, "invalid queue_depth: 1099511627776"));
     let mut c = base();
     c.queue_depth = 0;
-    cases.push((c, "invalid queue depth: 0"));
+    cases.push((c, "invalid queue_depth: 0"));
     for (fps, want) in [
         (1e300, "invalid fps: 1e300"),
         (1e-9, "invalid fps: 1e-9"),

@@ -93,17 +93,17 @@ impl Default for WriterConfig {
 impl WriterConfig {
     /// Check every field against its documented range.
     pub fn validate(&self) -> Result<()> {
-        check_depth("queue depth", self.depth)?;
+        check_depth("depth", self.depth)?;
         if self.chunk != 0 && !(MIN_CHUNK..=MAX_CHUNK).contains(&self.chunk) {
             return Err(PipeError::InvalidArgument {
-                what: "chunk size",
+                what: "chunk",
                 value: self.chunk.to_string(),
                 why: "must be 0 (whole jobs) or 4096..=1073741824 bytes",
             });
         }
         if self.pipe_size != 0 && !(MIN_PIPE_SIZE..=MAX_PIPE_SIZE).contains(&self.pipe_size) {
             return Err(PipeError::InvalidArgument {
-                what: "pipe size",
+                what: "pipe_size",
                 value: self.pipe_size.to_string(),
                 why: "must be 0 (leave as is) or 4096..=1073741824 bytes",
             });

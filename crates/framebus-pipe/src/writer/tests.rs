@@ -622,37 +622,37 @@ fn config_bounds_are_invalid_arguments_not_aborts() {
                 depth: 1 << 40,
                 ..d()
             },
-            "invalid queue depth: 1099511627776",
+            "invalid depth: 1099511627776",
         ),
-        (WriterConfig { depth: 0, ..d() }, "invalid queue depth: 0"),
+        (WriterConfig { depth: 0, ..d() }, "invalid depth: 0"),
         (
             WriterConfig {
                 depth: MAX_DEPTH + 1,
                 ..d()
             },
-            "invalid queue depth: 4097",
+            "invalid depth: 4097",
         ),
-        (WriterConfig { chunk: 1, ..d() }, "invalid chunk size: 1"),
+        (WriterConfig { chunk: 1, ..d() }, "invalid chunk: 1"),
         (
             WriterConfig {
                 chunk: MAX_CHUNK + 1,
                 ..d()
             },
-            "invalid chunk size: 1073741825",
+            "invalid chunk: 1073741825",
         ),
         (
             WriterConfig {
                 pipe_size: 1 << 40,
                 ..d()
             },
-            "invalid pipe size: 1099511627776",
+            "invalid pipe_size: 1099511627776",
         ),
         (
             WriterConfig {
                 pipe_size: 1,
                 ..d()
             },
-            "invalid pipe size: 1",
+            "invalid pipe_size: 1",
         ),
     ];
     for (cfg, want) in cases {
