@@ -15,6 +15,22 @@ pub type Result<T, E = CaptureError> = std::result::Result<T, E>;
 /// Errors raised while connecting to the X server or grabbing.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    /// No display was named and `$DISPLAY` is unset or empty.
+    #[error(
+        "no X display to capture from: no display was given and $DISPLAY is not set; \
+         pass a display such as \":0\" or set $DISPLAY{}",
+        match .wayland_display {
+            Some(w) => format!(
+                " ($WAYLAND_DISPLAY={w:?} is set, but Wayland capture is not supported \
+                 yet: run the program under XWayland and set $DISPLAY)"
+            ),
+            None => String::new(),
+        }
+    )]
+    NoDisplay {
+        /// `$WAYLAND_DISPLAY`, when it is set: the session is Wayland.
+        wayland_display: Option<String>,
+    },
     /// The display could not be opened.
     #[error("cannot open X display {display:?}: {reason}")]
     Connect { display: String, reason: String },
@@ -29,6 +45,10 @@ pub enum CaptureError {
         screen_h: u32,
         why: &'static str,
     },
+    /// Region coordinates that no screen can have: an edge outside `i32`, a
+    /// size outside `1..=u32::MAX`, or a right/bottom edge past `i32::MAX`.
+    #[error("region {region} {why}")]
+    InvalidRegion { region: String, why: &'static str },
     /// A monitor index that does not exist.
     #[error("monitor {index} does not exist: {count} monitors (0 = all of them, 1..{last} = each)", last = .count - 1)]
     BadMonitor { index: usize, count: usize },
@@ -47,7 +67,8 @@ pub enum CaptureError {
     /// The X server answered a request with an error, or the connection broke.
     #[error("X request {op} failed: {detail}")]
     X { op: &'static str, detail: String },
-    /// Continuous capture was stopped, or its thread failed.
+    /// Continuous capture was stopped (None), or its thread failed: a grab
+    /// error or a panic (the reason, also kept in `Capture::error`).
     #[error("capture stopped{}", match .0 { Some(r) => format!(": {r}"), None => String::new() })]
     Stopped(Option<String>),
     /// Waiting for a frame took longer than the timeout.
@@ -73,6 +94,7 @@ impl CaptureError {
         matches!(
             self,
             CaptureError::BadRegion { .. }
+                | CaptureError::InvalidRegion { .. }
                 | CaptureError::BadMonitor { .. }
                 | CaptureError::BadArgument(_)
                 | CaptureError::UnknownBackend(_)

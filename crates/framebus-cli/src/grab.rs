@@ -108,11 +108,15 @@ pub(crate) fn parse_coordinates(s: &str) -> Result<Region, String> {
     if parts.len() != 4 {
         return Err(bad());
     }
-    let top: i32 = parts[0].parse().map_err(|_| bad())?;
-    let left: i32 = parts[1].parse().map_err(|_| bad())?;
-    let width: u32 = parts[2].parse().map_err(|_| bad())?;
-    let height: u32 = parts[3].parse().map_err(|_| bad())?;
-    Ok(Region::new(left, top, width, height))
+    let num = |p: &str| p.parse::<i64>().map_err(|_| bad());
+    let (top, left, width, height) = (
+        num(parts[0])?,
+        num(parts[1])?,
+        num(parts[2])?,
+        num(parts[3])?,
+    );
+    // Empty sizes and edges past i32 are named here, before any X request.
+    Region::checked(left, top, width, height).map_err(|e| format!("coordinates {s:?}: {e}"))
 }
 
 /// Expand mss's output-name keywords.
@@ -242,6 +246,13 @@ mod tests {
             .unwrap_err()
             .contains("top,left,width,height"));
         assert!(parse_coordinates("1,2,3,-4").is_err());
+        let e = parse_coordinates("0,2147483000,1000,1").unwrap_err();
+        assert!(
+            e.contains("region 2147483000,0 1000x1 has its right"),
+            "{e}"
+        );
+        let e = parse_coordinates("0,0,0,5").unwrap_err();
+        assert!(e.contains("is empty"), "{e}");
     }
 
     #[test]
