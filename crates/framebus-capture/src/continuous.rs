@@ -22,12 +22,20 @@
 //!   ahead) and no grab is wasted on a frame nobody will see — on a 2-core
 //!   machine free-running grabs would steal the consumer's core.
 //! * `stop()` (or drop) wakes the thread, joins it, and fails pending waits.
+//! * A thread that fails — a grab error, or a panic, which is caught — marks
+//!   the capture finished, keeps the error, drops the buffered frames and
+//!   wakes every waiter: `is_running()` is false, `error()` says why, and every
+//!   later `latest`/`next` returns `CaptureError::Stopped(Some(why))` at once.
+//! * The configuration is checked before the thread starts
+//!   ([`CaptureConfig::validate`]): `target_fps` in
+//!   [`MIN_TARGET_FPS`]`..=`[`MAX_TARGET_FPS`], `buffer` in `1..=`[`MAX_BUFFER`].
 //!
 //! Depends on `grabber`; nothing here touches Python.
 
 use crate::{Backend, CaptureError, Grabber, Region, Result};
 use framebus_core::{Error as CoreError, Exhausted, Frame, FramePool};
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,6 +50,14 @@ use std::time::{Duration, Instant};
 /// cost: one timer wakeup per 100 µs while the consumer works, ≤ 100 µs later
 /// start of the next grab.
 const ON_DEMAND_POLL: Duration = Duration::from_micros(100);
+
+/// The lowest `target_fps` accepted: one frame every 1000 s.
+pub const MIN_TARGET_FPS: f64 = 0.001;
+/// The highest `target_fps` accepted (a 100 µs period; no X server grabs faster).
+pub const MAX_TARGET_FPS: f64 = 10_000.0;
+/// The most frames a capture may keep for its consumer (`buffer`). The ring
+/// grows with use up to this bound; nothing is allocated up front by it.
+pub const MAX_BUFFER: usize = 1024;
 
 /// Counters of a running capture.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,9 +102,10 @@ impl Shared {
 pub struct CaptureConfig {
     /// What to grab (None = whole screen, resolved when the capture starts).
     pub region: Option<Region>,
-    /// Frames per second to aim for; None = on demand (one frame ahead of the consumer).
+    /// Frames per second to aim for, in [`MIN_TARGET_FPS`]`..=`[`MAX_TARGET_FPS`];
+    /// None = on demand (one frame ahead of the consumer).
     pub target_fps: Option<f64>,
-    /// Frames kept for the consumer (≥ 1).
+    /// Frames kept for the consumer, `1..=`[`MAX_BUFFER`].
     pub buffer: usize,
     /// Blend the cursor in.
     pub cursor: bool,
@@ -105,6 +122,43 @@ impl Default for CaptureConfig {
     }
 }
 
+impl CaptureConfig {
+    /// Check the settings [`Capture::start`] checks, without an X connection:
+    /// `target_fps` finite and in [`MIN_TARGET_FPS`]`..=`[`MAX_TARGET_FPS`]
+    /// (so its period is a representable `Duration`), `buffer` in
+    /// `1..=`[`MAX_BUFFER`]. The error ([`CaptureError::BadArgument`], a bad
+    /// input) names the value.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(fps) = self.target_fps {
+            if !(MIN_TARGET_FPS..=MAX_TARGET_FPS).contains(&fps) {
+                // `{:?}` keeps 1e-300 short (Display would print 300 digits).
+                return Err(CaptureError::BadArgument(format!(
+                    "target_fps={fps:?} is out of range: it must be a number of frames per \
+                     second from {MIN_TARGET_FPS} to {MAX_TARGET_FPS}, or None to capture on demand"
+                )));
+            }
+        }
+        if !(1..=MAX_BUFFER).contains(&self.buffer) {
+            return Err(CaptureError::BadArgument(format!(
+                "buffer={} is out of range: it must be from 1 to {MAX_BUFFER} frames",
+                self.buffer
+            )));
+        }
+        Ok(())
+    }
+
+    /// Time between grabs (None = on demand). Infallible once validated.
+    fn period(&self) -> Result<Option<Duration>> {
+        self.target_fps
+            .map(|fps| {
+                Duration::try_from_secs_f64(1.0 / fps).map_err(|e| {
+                    CaptureError::BadArgument(format!("target_fps={fps:?}: period 1/fps: {e}"))
+                })
+            })
+            .transpose()
+    }
+}
+
 /// A running continuous capture. Dropping it stops and joins the thread.
 pub struct Capture {
     shared: Arc<Shared>,
@@ -115,26 +169,37 @@ pub struct Capture {
 
 impl Capture {
     /// Start capturing with `grabber` (moved to the capture thread). The
-    /// region is checked now, so a bad one fails here and not in the thread.
-    pub fn start(mut grabber: Grabber, config: CaptureConfig) -> Result<Capture> {
-        if config.buffer == 0 {
-            return Err(CaptureError::BadArgument(
-                "buffer must be at least 1 frame".into(),
-            ));
-        }
-        if let Some(fps) = config.target_fps {
-            if !(fps.is_finite() && fps > 0.0) {
-                return Err(CaptureError::BadArgument(format!(
-                    "target_fps must be a positive number, got {fps}"
-                )));
-            }
-        }
+    /// configuration ([`CaptureConfig::validate`]) and the region are checked
+    /// now, so bad ones fail here and not in the thread.
+    pub fn start(grabber: Grabber, config: CaptureConfig) -> Result<Capture> {
+        Self::start_inner(grabber, config, |_| Ok(()))
+    }
+
+    /// [`Capture::start`] with `hook` run by the capture thread before each
+    /// grab; an error from it ends the thread like a grab error (tests inject
+    /// failures with it: a panic, an error). Not part of the API.
+    #[doc(hidden)]
+    pub fn start_with_hook(
+        grabber: Grabber,
+        config: CaptureConfig,
+        hook: impl FnMut(&mut Grabber) -> Result<()> + Send + 'static,
+    ) -> Result<Capture> {
+        Self::start_inner(grabber, config, hook)
+    }
+
+    fn start_inner(
+        mut grabber: Grabber,
+        config: CaptureConfig,
+        mut hook: impl FnMut(&mut Grabber) -> Result<()> + Send + 'static,
+    ) -> Result<Capture> {
+        config.validate()?;
         let (w, h) = grabber.screen_size()?;
         let region = config.region.unwrap_or(Region::new(0, 0, w, h));
         region.check_inside(w, h)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                ring: VecDeque::with_capacity(config.buffer),
+                // Grows with use (at most `buffer` frames): never sized by a user count.
+                ring: VecDeque::new(),
                 last: None,
                 stats: CaptureStats::default(),
                 stop: false,
@@ -150,15 +215,33 @@ impl Capture {
         let thread = std::thread::Builder::new()
             .name("framebus-capture".into())
             .spawn(move || {
-                let result = run(&mut grabber, region, &thread_config, &thread_shared);
-                let mut st = thread_shared.lock();
-                st.finished = true;
-                if let Err(e) = result {
-                    st.error = Some(e.to_string());
-                }
-                drop(st);
-                thread_shared.changed.notify_all();
-                // The grabber (and its X connection) closes here, on this thread.
+                // Whatever ends the thread — return, error or panic — the
+                // guard marks the capture finished and wakes every waiter.
+                let mut done = Finish {
+                    shared: &thread_shared,
+                    error: Some("the capture thread ended unexpectedly".into()),
+                };
+                let result = catch_unwind(AssertUnwindSafe(|| {
+                    run(
+                        &mut grabber,
+                        region,
+                        &thread_config,
+                        &thread_shared,
+                        &mut hook,
+                    )
+                }));
+                done.error = match result {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(panic) => Some(format!(
+                        "the capture thread panicked: {}",
+                        panic_message(panic.as_ref())
+                    )),
+                };
+                drop(done);
+                // The grabber (and its X connection) closes here, on this
+                // thread; a panic while closing must not escape either.
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(grabber)));
             })
             .map_err(|e| CaptureError::X {
                 op: "spawn capture thread",
@@ -194,9 +277,14 @@ impl Capture {
     }
 
     fn take(&self, timeout: Option<Duration>, allow_repeat: bool, newest: bool) -> Result<Frame> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too long to add to now is as good as none.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = self.shared.lock();
         loop {
+            // Stopped or failed: the reason, at once (no frame, not even a repeat).
+            if st.finished || st.stop {
+                return Err(CaptureError::Stopped(st.error.clone()));
+            }
             let frame = if newest {
                 let f = st.ring.pop_back();
                 let skipped = st.ring.len() as u64;
@@ -215,9 +303,6 @@ impl Capture {
                 if let Some(f) = st.last.clone() {
                     return Ok(f);
                 }
-            }
-            if st.finished || st.stop {
-                return Err(CaptureError::Stopped(st.error.clone()));
             }
             st = match deadline {
                 None => self
@@ -256,13 +341,14 @@ impl Capture {
         (st.backend, st.backend_reason.clone())
     }
 
-    /// True until `stop()` or the thread ended on an error.
+    /// True until `stop()`, or until the thread ended on an error or a panic.
     pub fn is_running(&self) -> bool {
         let st = self.shared.lock();
         !st.finished && !st.stop
     }
 
-    /// The error that ended the thread, if any.
+    /// The error that ended the thread (a grab error, or "the capture thread
+    /// panicked: …"), if any.
     pub fn error(&self) -> Option<String> {
         self.shared.lock().error.clone()
     }
@@ -295,9 +381,49 @@ impl Drop for Capture {
     }
 }
 
-/// The capture thread's loop.
-fn run(grabber: &mut Grabber, region: Region, cfg: &CaptureConfig, shared: &Shared) -> Result<()> {
-    let period = cfg.target_fps.map(|f| Duration::from_secs_f64(1.0 / f));
+/// Marks the capture finished when the capture thread ends, however it ends.
+struct Finish<'a> {
+    shared: &'a Shared,
+    /// Why the thread ended (None: stopped by `stop()`).
+    error: Option<String>,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.finished = true;
+        if st.error.is_none() {
+            st.error = self.error.take();
+        }
+        if st.error.is_some() {
+            // Nobody will take these: release their slots now.
+            st.ring.clear();
+        }
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+}
+
+/// The text of a panic payload (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a non-text panic payload)".to_owned()
+    }
+}
+
+/// The capture thread's loop; `hook` runs before each grab.
+fn run(
+    grabber: &mut Grabber,
+    region: Region,
+    cfg: &CaptureConfig,
+    shared: &Shared,
+    hook: &mut impl FnMut(&mut Grabber) -> Result<()>,
+) -> Result<()> {
+    let period = cfg.period()?;
     let pool: FramePool = grabber.pool().clone();
     let mut next_due = Instant::now();
     loop {
@@ -343,6 +469,7 @@ fn run(grabber: &mut Grabber, region: Region, cfg: &CaptureConfig, shared: &Shar
                 next_due = now; // fell behind: restart the schedule, no burst
             }
         }
+        hook(grabber)?;
         let frame = match grabber.grab_with(
             Some(region),
             cfg.cursor,
@@ -371,5 +498,72 @@ fn run(grabber: &mut Grabber, region: Region, cfg: &CaptureConfig, shared: &Shar
         st.ring.push_back(frame);
         drop(st);
         shared.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(target_fps: Option<f64>, buffer: usize) -> CaptureConfig {
+        CaptureConfig {
+            target_fps,
+            buffer,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn config_bounds_are_checked_and_errors_name_the_value() {
+        for fps in [None, Some(MIN_TARGET_FPS), Some(60.0), Some(MAX_TARGET_FPS)] {
+            let c = config(fps, 3);
+            c.validate().unwrap();
+            // Every accepted rate has a representable period (no panic in the thread).
+            let period = c.period().unwrap();
+            assert_eq!(period.is_some(), fps.is_some());
+        }
+        for buffer in [1, MAX_BUFFER] {
+            config(None, buffer).validate().unwrap();
+        }
+        for (fps, shown) in [
+            (1e-300, "1e-300"),
+            (1e-19, "1e-19"),
+            (0.0, "0.0"),
+            (-1.0, "-1.0"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "inf"),
+            (MAX_TARGET_FPS * 1.01, "10100.0"),
+            (MIN_TARGET_FPS * 0.99, "0.00099"),
+        ] {
+            let e = config(Some(fps), 3).validate().unwrap_err();
+            assert!(e.is_bad_input(), "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("target_fps={shown} is out of range")),
+                "{msg}"
+            );
+            assert!(msg.contains("0.001") && msg.contains("10000"), "{msg}");
+        }
+        for buffer in [0, MAX_BUFFER + 1, 1 << 30, 1 << 62, usize::MAX] {
+            let e = config(Some(60.0), buffer).validate().unwrap_err();
+            assert!(e.is_bad_input(), "{e}");
+            assert!(
+                e.to_string().starts_with(&format!(
+                    "buffer={buffer} is out of range: it must be from 1 to 1024"
+                )),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn panic_payloads_become_text() {
+        let p = std::panic::catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "plain");
+        let n = 3;
+        let p = std::panic::catch_unwind(|| panic!("formatted {n}")).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "formatted 3");
+        let p = std::panic::catch_unwind(|| std::panic::panic_any(7u8)).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "(a non-text panic payload)");
     }
 }

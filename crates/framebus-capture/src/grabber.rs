@@ -17,7 +17,7 @@ use crate::connection::XConn;
 use crate::cursor::{self, CursorSource};
 use crate::monitors::{Monitor, ScreenState};
 use crate::shm::{self, SegmentCache};
-use crate::{CaptureError, Region, Result};
+use crate::{CaptureError, Region, Result, Target};
 use framebus_core::{Exhausted, Frame, FrameLayout, FramePool, PixelFormat};
 
 /// A connection to one X display that grabs into pool slots. Not `Sync`: use
@@ -128,6 +128,17 @@ impl Grabber {
         pool: Option<&FramePool>,
     ) -> Result<Frame> {
         self.grab_with(region, with_cursor, pool, None)
+    }
+
+    /// Grab a [`Target`] (the screen, monitor `i` as it is now, or a rectangle).
+    pub fn grab_target(
+        &mut self,
+        target: Target,
+        with_cursor: bool,
+        pool: Option<&FramePool>,
+    ) -> Result<Frame> {
+        let region = target.resolve(self)?;
+        self.grab(region, with_cursor, pool)
     }
 
     /// As [`Grabber::grab`], overriding the pool's policy at its limit (the

@@ -10,10 +10,15 @@
 //!     │ │     └─ shm (MIT-SHM ≥ 1.2 check, segment cache keyed by slot id)
 //!     │ └─ cursor    (XFixes cursor image blended in on request)
 //!     └─▶ Frame (BGRA, read-only, timestamp + sequence number)
-//!  Capture ── a thread running a Grabber, bounded ring, latest()/next()
+//!  Capture ── a thread running a Grabber, bounded ring, latest()/next();
+//!             a failed or panicking thread ends it with an error every waiter sees
+//!  SharedGrabber / grab_shared ── one reconnecting grabber for one-shot grabs
+//!             (display lookup, Target: screen / monitor index / rectangle)
 //! ```
 //!
 //! Depends on framebus-core only; the Python bindings and the CLI sit above.
+//! (PNG encoding is `framebus_kernels::png`: feature crates never depend on
+//! each other.)
 
 mod backend;
 mod connection;
@@ -23,13 +28,18 @@ mod error;
 mod grabber;
 mod monitors;
 mod region;
+mod shared;
 mod shm;
 #[doc(hidden)]
 pub mod testing;
 
 pub use backend::{Backend, BackendChoice};
-pub use continuous::{Capture, CaptureConfig, CaptureStats};
+pub use connection::resolve_display;
+pub use continuous::{
+    Capture, CaptureConfig, CaptureStats, MAX_BUFFER, MAX_TARGET_FPS, MIN_TARGET_FPS,
+};
 pub use error::{CaptureError, Result};
 pub use grabber::Grabber;
 pub use monitors::Monitor;
 pub use region::Region;
+pub use shared::{close_shared, grab_shared, SharedGrabber, Target};

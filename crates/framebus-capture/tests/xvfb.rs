@@ -1,14 +1,50 @@
 //! End-to-end tests against an Xvfb each test starts (skipped when Xvfb is
 //! not installed): pixel-exact captures of a drawn pattern on both backends,
 //! regions on every edge, bad regions, monitors, slot reuse and segment
-//! detaching, screen resize, continuous capture.
+//! detaching, screen resize, continuous capture (pacing, drops, a failing or
+//! panicking thread, a server killed mid-capture, config bounds), the shared
+//! reconnecting grabber and its targets.
+//!
+//! No sleep stands in for a condition: waits poll the condition with a
+//! deadline (`wait_until`) or run a blocking call under a watchdog
+//! (`returns_within`); the few sleeps left are the scenario (a slow consumer).
 
 use framebus_capture::{
     testing, Backend, BackendChoice, Capture, CaptureConfig, CaptureError, Grabber, Region,
+    SharedGrabber, Target, MAX_BUFFER, MAX_TARGET_FPS, MIN_TARGET_FPS,
 };
 use framebus_core::{FramePool, PoolConfig};
 use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+/// Poll `cond` until it holds, failing the test after `limit`.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Run `f` (a call that may block) on its own thread and return its result,
+/// failing the test if it has not returned within `limit` (a hang becomes a
+/// failure, not a stuck test run).
+fn returns_within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|e| panic!("{what} did not return within {limit:?} ({e})"))
+}
 
 /// An Xvfb on a free display number, killed on drop.
 struct Xvfb {
@@ -21,10 +57,31 @@ impl Xvfb {
     /// so parallel tests and other projects' servers never collide), or None
     /// when Xvfb is not installed.
     fn start(w: u32, h: u32, extra: &[&str]) -> Option<Xvfb> {
+        let x = Self::launch(None, w, h, extra);
+        if x.is_none() {
+            panic!("Xvfb did not report a display number");
+        }
+        x
+    }
+
+    /// Start an Xvfb on `display` (e.g. ":5", a server that was killed):
+    /// None if Xvfb could not take that number (someone else took it).
+    fn restart_at(display: &str, w: u32, h: u32) -> Option<Xvfb> {
+        Self::launch(Some(display), w, h, &[])
+    }
+
+    /// Kill the server and reap it (its display stops answering).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn launch(display: Option<&str>, w: u32, h: u32, extra: &[&str]) -> Option<Xvfb> {
         use std::io::Read;
         use std::os::fd::AsRawFd;
         let (r, wr) = rustix::pipe::pipe().expect("pipe");
         let spawned = Command::new("Xvfb")
+            .args(display)
             .args(["-displayfd", &wr.as_raw_fd().to_string()])
             .args(["-screen", "0", &format!("{w}x{h}x24"), "-noreset"])
             .args(extra)
@@ -45,7 +102,7 @@ impl Xvfb {
         if num.trim().is_empty() {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("Xvfb did not report a display number");
+            return None;
         }
         Some(Xvfb {
             child,
@@ -281,15 +338,9 @@ fn monitors_follow_setmonitor_and_screen_resize_without_reopening() {
     );
     // Shrink the screen: the next grab's bounds check sees the new size.
     let _ = xrandr(&["--fb", "400x300"]);
-    let mut size = (0, 0);
-    for _ in 0..100 {
-        size = g.screen_size().unwrap();
-        if size == (400, 300) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(size, (400, 300));
+    wait_until(Duration::from_secs(5), "the 400x300 screen size", || {
+        g.screen_size().unwrap() == (400, 300)
+    });
     let e = g
         .grab(Some(Region::new(0, 0, 640, 480)), false, None)
         .unwrap_err();
@@ -317,7 +368,11 @@ fn continuous_capture_delivers_new_frames_in_order_and_counts_drops() {
         let f = cap.latest(Some(Duration::from_secs(5)), false).unwrap();
         assert!(f.seq() > last, "seq {} after {last}", f.seq());
         last = f.seq();
-        std::thread::sleep(Duration::from_millis(15)); // slower than 200 fps
+        // A slow consumer: come back only once two more frames were grabbed,
+        // so the next latest() must skip (drop) at least one.
+        wait_until(Duration::from_secs(5), "two more frames", || {
+            cap.stats().captured >= last + 2
+        });
     }
     let s = cap.stats();
     assert!(s.dropped > 0, "{s:?}");
@@ -373,12 +428,18 @@ fn on_demand_capture_grabs_only_when_the_last_frame_was_taken() {
     for want in 1..=10 {
         let f = cap.latest(Some(Duration::from_secs(5)), false).unwrap();
         assert_eq!(f.seq(), want);
+        // The thread grabs one frame ahead of the consumer...
+        wait_until(Duration::from_secs(5), "the frame ahead", || {
+            cap.stats().captured == want + 1
+        });
+        // ...and no more while the consumer works (the sleep is the consumer's work).
         std::thread::sleep(Duration::from_millis(5));
-        assert!(cap.stats().buffered <= 1);
+        let s = cap.stats();
+        assert_eq!((s.captured, s.buffered), (want + 1, 1), "{s:?}");
     }
     let s = cap.stats();
     assert_eq!(s.dropped, 0);
-    assert!(s.captured <= 11, "{s:?}");
+    assert_eq!(s.captured, 11, "{s:?}");
 }
 
 #[test]
@@ -404,10 +465,296 @@ fn stop_returns_while_the_consumer_holds_every_slot_of_a_blocking_pool() {
     let a = cap.next(Some(Duration::from_secs(5))).unwrap();
     let b = cap.next(Some(Duration::from_secs(5))).unwrap();
     // Both slots are held here: the thread cannot grab, and must not hang stop().
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(cap.next(Some(Duration::from_millis(50))).is_err());
+    let e = cap.next(Some(Duration::from_millis(50))).unwrap_err();
+    assert!(matches!(e, CaptureError::Timeout(_)), "{e}");
     let t0 = Instant::now();
     cap.stop();
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     assert_ne!(a.lease().slot_id(), b.lease().slot_id());
+}
+
+/// The error every call on a dead capture returns: `Stopped` with the reason.
+fn assert_dead(cap: &Capture, want: &str) {
+    assert!(!cap.is_running());
+    let reason = cap.error().expect("the error is kept");
+    assert!(reason.contains(want), "{reason}");
+    // Every later call fails at once, with the reason, even a repeat.
+    let t0 = Instant::now();
+    for e in [
+        cap.latest(None, false).unwrap_err(),
+        cap.latest(None, true).unwrap_err(),
+        cap.next(None).unwrap_err(),
+        cap.latest(Some(Duration::from_secs(60)), false)
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, CaptureError::Stopped(Some(r)) if *r == reason),
+            "{e}"
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn a_failing_or_panicking_capture_thread_wakes_every_waiter_with_its_error() {
+    let Some(x) = Xvfb::start(64, 48, &[]) else {
+        return;
+    };
+    for panics in [true, false] {
+        let g = Grabber::open(Some(&x.display), BackendChoice::Auto, FramePool::default()).unwrap();
+        // The hook lets the first grab through, then waits for `go` and fails.
+        let (go, wait_go) = mpsc::channel::<()>();
+        let mut grabs = 0;
+        let cap = Capture::start_with_hook(
+            g,
+            CaptureConfig {
+                target_fps: Some(1000.0),
+                ..Default::default()
+            },
+            move |_| {
+                grabs += 1;
+                if grabs == 1 {
+                    return Ok(());
+                }
+                let _ = wait_go.recv_timeout(Duration::from_secs(30));
+                if panics {
+                    panic!("injected panic for the test");
+                }
+                Err(CaptureError::X {
+                    op: "injected",
+                    detail: "injected error for the test".into(),
+                })
+            },
+        )
+        .unwrap();
+        let cap = Arc::new(cap);
+        let first = cap.latest(Some(Duration::from_secs(5)), false).unwrap();
+        assert_eq!(first.seq(), 1);
+        assert!(cap.is_running());
+        // Waiters with no timeout, blocked (or about to block) on the empty ring.
+        let (done, results) = mpsc::channel();
+        for i in 0..3 {
+            let (cap, done) = (cap.clone(), done.clone());
+            std::thread::spawn(move || {
+                let r = if i == 1 {
+                    cap.next(None)
+                } else {
+                    cap.latest(None, false)
+                };
+                let _ = done.send(r.map(|f| f.seq()));
+            });
+        }
+        go.send(()).unwrap();
+        let want = if panics {
+            "the capture thread panicked: injected panic for the test"
+        } else {
+            "X request injected failed: injected error for the test"
+        };
+        for _ in 0..3 {
+            let r = results
+                .recv_timeout(Duration::from_secs(10))
+                .expect("every waiter wakes up");
+            let e = r.unwrap_err();
+            assert!(
+                matches!(&e, CaptureError::Stopped(Some(m)) if m.contains(want)),
+                "{e}"
+            );
+        }
+        assert_dead(&cap, want);
+        // The frame handed out before stays valid; stop() on a dead capture returns.
+        assert_eq!(first.width(), 64);
+        cap.stop();
+        assert_dead(&cap, want);
+    }
+}
+
+#[test]
+fn killing_the_x_server_mid_capture_ends_the_capture_with_the_error() {
+    for target_fps in [Some(200.0), None] {
+        let Some(mut server) = Xvfb::start(64, 48, &[]) else {
+            return;
+        };
+        let g = Grabber::open(
+            Some(&server.display),
+            BackendChoice::Auto,
+            FramePool::default(),
+        )
+        .unwrap();
+        let cap = Arc::new(
+            Capture::start(
+                g,
+                CaptureConfig {
+                    target_fps,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
+        cap.latest(Some(Duration::from_secs(5)), false).unwrap();
+        server.kill();
+        // Frames grabbed before the kill may still come; then the error, promptly.
+        let c = cap.clone();
+        let e = returns_within(Duration::from_secs(10), "latest(None)", move || loop {
+            match c.latest(None, false) {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        });
+        assert!(matches!(&e, CaptureError::Stopped(Some(_))), "{e}");
+        assert_dead(&cap, "X request");
+    }
+}
+
+#[test]
+fn capture_config_is_checked_before_the_thread_starts() {
+    let Some(x) = Xvfb::start(64, 48, &[]) else {
+        return;
+    };
+    let start = |target_fps, buffer| {
+        let g = Grabber::open(Some(&x.display), BackendChoice::Auto, FramePool::default()).unwrap();
+        Capture::start(
+            g,
+            CaptureConfig {
+                target_fps,
+                buffer,
+                ..Default::default()
+            },
+        )
+    };
+    // The values: a panicking thread (1e-300, 1e-19), an abort (2**30),
+    // a capacity overflow (2**62). Each is now a bad-input error naming it.
+    for (fps, buffer, named) in [
+        (Some(1e-300), 3, "target_fps=1e-300"),
+        (Some(1e-19), 3, "target_fps=1e-19"),
+        (Some(f64::NAN), 3, "target_fps=NaN"),
+        (Some(60.0), 1 << 30, "buffer=1073741824"),
+        (Some(60.0), 1 << 62, "buffer=4611686018427387904"),
+        (Some(60.0), 0, "buffer=0"),
+    ] {
+        let e = start(fps, buffer).err().expect("rejected");
+        assert!(e.is_bad_input(), "{e}");
+        assert!(e.to_string().starts_with(named), "{e}");
+    }
+    // The bounds themselves are accepted; the slowest capture still stops at once.
+    for (fps, buffer) in [
+        (Some(MIN_TARGET_FPS), MAX_BUFFER),
+        (Some(MAX_TARGET_FPS), 1),
+    ] {
+        let cap = start(fps, buffer).unwrap();
+        cap.latest(Some(Duration::from_secs(5)), false).unwrap();
+        let t0 = Instant::now();
+        cap.stop();
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        assert!(matches!(
+            cap.latest(None, false),
+            Err(CaptureError::Stopped(None))
+        ));
+    }
+}
+
+#[test]
+fn regions_whose_edges_overflow_are_bad_input_naming_the_region() {
+    let Some(x) = Xvfb::start(64, 48, &[]) else {
+        return;
+    };
+    let mut g = Grabber::open(Some(&x.display), BackendChoice::Auto, FramePool::default()).unwrap();
+    for r in [
+        Region::new(i32::MAX, i32::MAX, u32::MAX, u32::MAX),
+        Region::new(i32::MIN, 0, u32::MAX, 1),
+        Region::new(1, 1, u32::MAX, u32::MAX),
+    ] {
+        let e = g.grab(Some(r), false, None).unwrap_err();
+        assert!(matches!(e, CaptureError::BadRegion { .. }), "{e}");
+        assert!(e.to_string().contains(&r.to_string()), "{e}");
+        let e = g.grab_target(Target::Rect(r), false, None).unwrap_err();
+        assert!(e.is_bad_input(), "{e}");
+        let e = Capture::start(
+            Grabber::open(Some(&x.display), BackendChoice::Auto, FramePool::default()).unwrap(),
+            CaptureConfig {
+                region: Some(r),
+                ..Default::default()
+            },
+        )
+        .err()
+        .expect("rejected");
+        assert!(matches!(e, CaptureError::BadRegion { .. }), "{e}");
+    }
+    // From untrusted integers: the overflow is caught before a Region exists.
+    let e = Region::from_box(i64::MIN, 0, i64::MAX, 1).unwrap_err();
+    assert!(e.is_bad_input() && e.to_string().contains("box ("), "{e}");
+    assert_eq!(
+        g.backend(),
+        Backend::Xshm,
+        "bad input never switches backends"
+    );
+}
+
+#[test]
+fn shared_grabber_resolves_targets_follows_the_display_and_reconnects() {
+    let Some(mut a) = Xvfb::start(64, 48, &[]) else {
+        return;
+    };
+    let b = Xvfb::start(32, 16, &[]).unwrap();
+    draw_full(&a, 64, 48);
+    let shared = SharedGrabber::new(BackendChoice::Auto);
+    let pool = FramePool::default();
+    let grab =
+        |display: &str, target| shared.grab(Some(display), target, false, None, pool.clone());
+
+    assert_eq!(grab(&a.display, Target::Screen).unwrap().width(), 64);
+    assert_eq!(shared.display().as_deref(), Some(a.display.as_str()));
+    // Monitor 1 is resolved inside (the one RandR monitor = the screen).
+    let m = grab(&a.display, Target::Monitor(1)).unwrap();
+    assert_eq!((m.width(), m.height()), (64, 48));
+    let r = Region::new(5, 6, 20, 10);
+    assert_eq!(
+        rgb_only(frame_bytes(&grab(&a.display, r.into()).unwrap())),
+        pattern(r)
+    );
+    // A frame comes from the pool given, else from the default pool.
+    let own = FramePool::default();
+    let f = shared
+        .grab(
+            Some(&a.display),
+            Target::Screen,
+            false,
+            Some(&own),
+            pool.clone(),
+        )
+        .unwrap();
+    assert!(f.lease().pool().unwrap().same_pool(&own));
+    // Bad input keeps the connection and names the problem.
+    let e = grab(&a.display, Target::Monitor(7)).unwrap_err();
+    assert!(
+        matches!(e, CaptureError::BadMonitor { index: 7, .. }),
+        "{e}"
+    );
+    // Another display: reopened there.
+    assert_eq!(grab(&b.display, Target::Screen).unwrap().width(), 32);
+    assert_eq!(shared.display().as_deref(), Some(b.display.as_str()));
+
+    // The server of the open connection dies: an error (no panic, no hang)...
+    assert_eq!(grab(&a.display, Target::Screen).unwrap().width(), 64);
+    let display = a.display.clone();
+    a.kill();
+    let e = grab(&display, Target::Screen).unwrap_err();
+    assert!(
+        matches!(e, CaptureError::Connect { .. } | CaptureError::X { .. }),
+        "{e}"
+    );
+    // ...and once a server answers on that display again, the next grab reconnects.
+    let Some(_again) = Xvfb::restart_at(&display, 40, 30) else {
+        eprintln!("{display} was taken by another server: skipping the reconnect part");
+        return;
+    };
+    assert_eq!(grab(&display, Target::Screen).unwrap().width(), 40);
+    // A restart between two grabs is transparent: one reconnect and retry inside.
+    drop(_again);
+    let Some(_third) = Xvfb::restart_at(&display, 24, 8) else {
+        eprintln!("{display} was taken by another server: skipping the restart part");
+        return;
+    };
+    assert_eq!(grab(&display, Target::Screen).unwrap().width(), 24);
+    shared.close();
+    assert_eq!(shared.display(), None);
 }
