@@ -97,15 +97,34 @@ impl Slot {
         Self::map(fd, capacity, true, huge)
     }
 
-    /// Map an fd received from elsewhere (another process's slot). `len` must not
-    /// exceed the file's size; the file is checked so a lying peer cannot make us
-    /// map past its end (which would SIGBUS on access).
+    /// Map an fd received from elsewhere (another process's slot).
+    ///
+    /// The fd must be a memfd sealed against shrinking (`F_SEAL_SHRINK`) and
+    /// at least `len` bytes long. A file its owner could still truncate would
+    /// let a lying or buggy peer make our accesses fault (SIGBUS) at any time
+    /// after the check, so the seal is checked first and the size second (a
+    /// sealed file can only grow). Every foreign fd mapped anywhere goes
+    /// through here, so no caller has to remember the check.
     pub fn map_fd(fd: OwnedFd, len: usize, writable: bool) -> Result<Slot> {
         if len == 0 {
             return Err(Error::InvalidDimension {
                 what: "mapping length",
                 value: 0,
                 why: "must be at least 1 byte",
+            });
+        }
+        let seals = rustix::fs::fcntl_get_seals(&fd).map_err(|e| Error::Os {
+            op: "reading the seals of a received fd (a sealed memfd is required)",
+            source: e.into(),
+        })?;
+        if !seals.contains(rustix::fs::SealFlags::SHRINK) {
+            return Err(Error::Os {
+                op: "checking a received memfd",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "it is not sealed against shrinking (F_SEAL_SHRINK), so its owner \
+                     could truncate it under the mapping",
+                ),
             });
         }
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::os("fstat", e))?;
@@ -238,6 +257,29 @@ mod tests {
         let dup = s.fd().unwrap().try_clone_to_owned().unwrap();
         let e = Slot::map_fd(dup, 1 << 20, false).unwrap_err();
         assert!(e.to_string().contains("1048576"), "{e}");
+    }
+
+    #[test]
+    fn map_fd_refuses_fds_that_could_shrink() {
+        // a memfd made without sealing support carries F_SEAL_SEAL, not SHRINK
+        let plain = rustix::fs::memfd_create("plain", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&plain, 4096).unwrap();
+        let e = Slot::map_fd(plain, 4096, false).unwrap_err().to_string();
+        assert!(e.contains("F_SEAL_SHRINK"), "{e}");
+        // sealable but not sealed
+        let open =
+            rustix::fs::memfd_create("open", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+                .unwrap();
+        rustix::fs::ftruncate(&open, 4096).unwrap();
+        let e = Slot::map_fd(open.try_clone().unwrap(), 4096, false).unwrap_err();
+        assert!(e.to_string().contains("F_SEAL_SHRINK"), "{e}");
+        // once sealed it maps
+        rustix::fs::fcntl_add_seals(&open, rustix::fs::SealFlags::SHRINK).unwrap();
+        assert_eq!(Slot::map_fd(open, 4096, false).unwrap().capacity(), 4096);
+        // not a memfd at all
+        let (r, _w) = rustix::pipe::pipe().unwrap();
+        let e = Slot::map_fd(r, 4096, false).unwrap_err().to_string();
+        assert!(e.contains("sealed memfd is required"), "{e}");
     }
 
     #[test]
