@@ -28,9 +28,11 @@
 //!   peer's uid is checked with `SO_PEERCRED` on both sides.
 //!
 //! Modules: [`wire`] (names, socket messages), [`shm`] (types placed in shared
-//! memory), `publisher`, `subscriber`, [`transport`] (the trait both the
-//! shared-memory channel and the in-process [`local`] one implement). This crate
-//! depends on `framebus-core` only.
+//! memory), `publisher` (its API; `publisher::slot_table` maps slots to the
+//! indexes subscribers cache fds under, `publisher::serve` is its background
+//! thread), `subscriber`, [`transport`] (the trait both the shared-memory
+//! channel and the in-process [`local`] one implement). This crate depends on
+//! `framebus-core` only.
 
 pub mod local;
 mod publisher;
@@ -87,9 +89,10 @@ pub enum ChannelError {
     /// No publisher serves this name.
     #[error("no publisher serves channel {name:?} (waited {waited:.3} s)")]
     NotFound { name: String, waited: f64 },
-    /// The publisher closed the channel or died; no more frames will come.
-    #[error("channel {0:?} is closed (publisher closed or gone)")]
-    Closed(String),
+    /// The channel is closed for this end: the publisher closed it or died,
+    /// or this end was closed itself. [`ClosedChannel::reason`] says which.
+    #[error("channel {:?} is closed ({})", .0.name, .0.reason)]
+    Closed(ClosedChannel),
     /// Nothing arrived in time.
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
@@ -112,10 +115,12 @@ pub enum ChannelError {
     /// Garbage in the shared control block or on the socket.
     #[error("corrupt channel data: {0}")]
     Corrupt(String),
-    /// Every entry of the slot table is pinned by a subscriber: no room for a new slot.
+    /// Every entry of the slot table is pinned by a subscriber, and the table is
+    /// at its hard limit ([`wire::MAX_SLOT_TABLE`]): subscribers hold that many
+    /// distinct slots at once.
     #[error(
         "all {max} entries of the channel's slot table are pinned by subscribers \
-         (raise max_slots, or release received frames)"
+         (release received frames)"
     )]
     TooManySlots { max: usize },
     /// A core error (pool, layout).
@@ -130,7 +135,44 @@ pub enum ChannelError {
     },
 }
 
+/// Why a channel end reports [`ChannelError::Closed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Seen by a subscriber: the publisher closed the channel, died, or cut
+    /// this subscriber off. Frames queued before were delivered first.
+    PublisherGone,
+    /// This publisher was closed ([`Publisher::close`]) before the call.
+    PublisherClosed,
+    /// This subscriber was closed ([`Subscriber::close`]) before the call.
+    SubscriberClosed,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CloseReason::PublisherGone => "publisher closed or gone",
+            CloseReason::PublisherClosed => "publisher closed",
+            CloseReason::SubscriberClosed => "subscriber closed",
+        })
+    }
+}
+
+/// The payload of [`ChannelError::Closed`]: which channel, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClosedChannel {
+    pub name: String,
+    pub reason: CloseReason,
+}
+
 impl ChannelError {
+    /// [`ChannelError::Closed`] for channel `name`.
+    pub fn closed(name: &str, reason: CloseReason) -> Self {
+        ChannelError::Closed(ClosedChannel {
+            name: name.to_owned(),
+            reason,
+        })
+    }
+
     /// `Corrupt` with a formatted message. Cold and out of line, so the
     /// formatting code of the many checks on untrusted input does not sit
     /// between the instructions of the receive path (a cold receive is
@@ -149,5 +191,7 @@ impl ChannelError {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 //! is a read-only clone of the sent one. Names live in a process-wide registry.
 
 use crate::transport::{not_found, time_left, wait_on, FrameReceiver, FrameSender, Transport};
-use crate::{ChannelError, Mode, OnFull, PublisherConfig, Result};
+use crate::{ChannelError, CloseReason, Mode, OnFull, PublisherConfig, Result};
 use framebus_core::Frame;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -33,6 +33,8 @@ struct State {
     next_sub: u64,
     next_seq: u64,
     closed: bool,
+    /// Senders waiting for room right now.
+    waiting: usize,
 }
 
 impl Inner {
@@ -78,6 +80,7 @@ impl Transport for Local {
                 next_sub: 1,
                 next_seq: 1,
                 closed: false,
+                waiting: 0,
             }),
             changed: Condvar::new(),
         });
@@ -121,7 +124,10 @@ impl FrameSender for LocalPublisher {
         let mut st = inner.lock();
         loop {
             if st.closed {
-                return Err(ChannelError::Closed(inner.name.clone()));
+                return Err(ChannelError::closed(
+                    &inner.name,
+                    CloseReason::PublisherClosed,
+                ));
             }
             let Mode::Lossless { depth } = inner.mode else {
                 break;
@@ -145,7 +151,9 @@ impl FrameSender for LocalPublisher {
             };
             let left =
                 time_left(deadline, None, "room").map_err(|_| full(Some(start.elapsed())))?;
+            st.waiting += 1;
             st = wait_on(&inner.changed, st, left);
+            st.waiting -= 1;
         }
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -178,6 +186,10 @@ impl FrameSender for LocalPublisher {
             .count()
     }
 
+    fn waiting_senders(&self) -> usize {
+        self.inner.lock().waiting
+    }
+
     fn close(&self) {
         self.inner.lock().closed = true;
         registry().remove(&self.inner.name);
@@ -200,7 +212,12 @@ impl FrameReceiver for LocalSubscriber {
             let closed = st.closed;
             let q = match st.subs.iter_mut().find(|(id, _)| *id == self.id) {
                 Some((_, q)) => q,
-                None => return Err(ChannelError::Closed(inner.name.clone())),
+                None => {
+                    return Err(ChannelError::closed(
+                        &inner.name,
+                        CloseReason::PublisherGone,
+                    ))
+                }
             };
             if let Some(f) = q.frames.pop_front() {
                 drop(st);
@@ -208,7 +225,10 @@ impl FrameReceiver for LocalSubscriber {
                 return Ok(f);
             }
             if closed {
-                return Err(ChannelError::Closed(inner.name.clone()));
+                return Err(ChannelError::closed(
+                    &inner.name,
+                    CloseReason::PublisherGone,
+                ));
             }
             let left = time_left(deadline, timeout, "a frame")?;
             st = wait_on(&inner.changed, st, left);

@@ -7,8 +7,12 @@
 //! valid value), indexes are bounds-checked here, and meaning is checked by the
 //! users (`publisher`, `subscriber`).
 //!
-//! Depends on `framebus-core` (`Slot` gives the memfd mapping) and nothing else
-//! in this crate except the error type.
+//! Shared memory is viewed as a type in one place only, [`view`], and only as
+//! a type marked [`SharedPod`].
+//!
+//! Depends on `framebus-core` (`Slot` gives the memfd mapping, and checks a
+//! received one's shrink seal and size) and nothing else in this crate except
+//! the error type.
 
 use crate::{ChannelError, Result};
 use framebus_core::Slot;
@@ -16,13 +20,44 @@ use rustix::fd::OwnedFd;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 /// Marker for types that may live in memory shared with another process.
+/// [`view`] (and so every typed access to a control block) requires it.
 ///
 /// # Safety
-/// An implementor must be `#[repr(C)]`, contain only atomic integers (so every
-/// bit pattern is a valid value and concurrent access from another process is
-/// not a data race), and contain no pointers, references, fds or padding whose
-/// contents matter.
+/// An implementor must be `#[repr(C)]` (or a single atomic integer), contain
+/// only atomic integers (so every bit pattern is a valid value and concurrent
+/// access from another process is not a data race), and contain no pointers,
+/// references, fds or padding whose contents matter.
 pub unsafe trait SharedPod: Sync {}
+
+// SAFETY: an atomic integer: any bit pattern is valid, accesses are atomic.
+unsafe impl SharedPod for AtomicU32 {}
+// SAFETY: as above.
+unsafe impl SharedPod for AtomicU64 {}
+
+/// A `&T` at byte `offset` of the shared mapping of `len` bytes at `base`.
+/// Panics — never reads out of bounds — if `[offset, offset + size_of::<T>())`
+/// is not inside the mapping or is misaligned for `T`.
+///
+/// # Safety
+/// `base` must point to a mapping of at least `len` bytes that stays mapped
+/// for `'a`.
+pub unsafe fn view<'a, T: SharedPod>(base: *const u8, len: usize, offset: usize) -> &'a T {
+    let end = offset.checked_add(std::mem::size_of::<T>());
+    assert!(
+        end.is_some_and(|end| end <= len),
+        "shared view at {offset} past the {len}-byte mapping"
+    );
+    let p = base.wrapping_add(offset);
+    assert!(
+        p as usize & (std::mem::align_of::<T>() - 1) == 0,
+        "misaligned shared view"
+    );
+    // SAFETY: [p, p + size_of::<T>()) lies inside the live mapping (checked
+    // above, and the caller guarantees the mapping for 'a); p is aligned for T;
+    // T: SharedPod, so any bytes there are a valid T, and a peer's concurrent
+    // writes are atomic accesses, not data races.
+    unsafe { &*(p as *const T) }
+}
 
 /// First word of every control block.
 pub const MAGIC: u64 = 0x4642_5553_4354_4c33; // "FBUSCTL3"
@@ -173,16 +208,18 @@ impl Control {
     }
 
     /// Subscriber side: map a control memfd received from the publisher. The
-    /// size, the shrink seal (so the peer cannot truncate it under us, which
-    /// would SIGBUS) and the magic are checked.
+    /// size and shrink seal (so the peer cannot truncate it under us, which
+    /// would SIGBUS; checked by `Slot::map_fd`) and the magic are checked.
     pub fn open(fd: OwnedFd, ring: u32) -> Result<Control> {
         if ring == 0 || ring > MAX_RING {
             return Err(ChannelError::Corrupt(format!(
                 "control block ring size {ring} (allowed 1..=4096)"
             )));
         }
-        require_no_shrink(&fd, "control block")?;
-        let slot = Slot::map_fd(fd, control_len(ring), true)?;
+        let slot = Slot::map_fd(fd, control_len(ring), true).map_err(|e| match e {
+            framebus_core::Error::Os { op: "mmap", .. } => ChannelError::Core(e),
+            e => ChannelError::Corrupt(format!("control block: {e}")),
+        })?;
         let c = Control { slot, ring };
         c.prefault();
         if c.header().magic.load(Ordering::Acquire) != MAGIC {
@@ -217,23 +254,17 @@ impl Control {
     }
 
     pub fn header(&self) -> &Header {
-        // SAFETY: the mapping is page-aligned, at least control_len(ring) ≥
-        // size_of::<Header>() bytes long and lives as long as `self`; Header is
-        // SharedPod (atomics only), so any contents are a valid Header and
-        // concurrent writes from the peer are atomic accesses, not data races.
-        unsafe { &*(self.slot.as_ptr() as *const Header) }
+        // SAFETY: the slot maps at least control_len(ring) bytes (made so, or
+        // checked by map_fd) and lives as long as `self`.
+        unsafe { view(self.slot.as_ptr(), control_len(self.ring), 0) }
     }
 
     /// Descriptor `i % ring`.
     pub fn desc(&self, i: u64) -> &Desc {
         let i = (i % u64::from(self.ring)) as usize;
         let off = std::mem::size_of::<Header>() + i * std::mem::size_of::<Desc>();
-        debug_assert!(off + std::mem::size_of::<Desc>() <= control_len(self.ring));
-        // SAFETY: i < ring, so [off, off + size_of::<Desc>()) lies inside the
-        // mapping (control_len(ring) bytes, checked at map time); off is a
-        // multiple of 8 (Header and Desc sizes are), the alignment of Desc; Desc
-        // is SharedPod, so any bytes are a valid Desc (see `header`).
-        unsafe { &*(self.slot.as_ptr().add(off) as *const Desc) }
+        // SAFETY: as in `header`; `view` checks the bounds and alignment.
+        unsafe { view(self.slot.as_ptr(), control_len(self.ring), off) }
     }
 
     /// Raw bytes, for tests that scribble garbage over the block.
@@ -243,22 +274,31 @@ impl Control {
     }
 }
 
-/// Refuse memfds that can still be shrunk (a peer could truncate them and make
-/// our accesses SIGBUS).
-pub fn require_no_shrink(fd: &OwnedFd, what: &str) -> Result<()> {
-    let seals = rustix::fs::fcntl_get_seals(fd)
-        .map_err(|_| ChannelError::Corrupt(format!("{what} is not a sealable memfd")))?;
-    if !seals.contains(rustix::fs::SealFlags::SHRINK) {
-        return Err(ChannelError::Corrupt(format!(
-            "{what} memfd is not sealed against shrinking"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_view_outside_the_mapping_panics_instead_of_reading() {
+        let c = Control::create(1).unwrap();
+        let (p, len) = c.as_ptr_len();
+        // SAFETY: (p, len) is the live mapping of `c` for the whole test.
+        let last: &AtomicU64 = unsafe { view(p, len, len - 8) };
+        last.store(3, Ordering::Relaxed);
+        for (off, why) in [(len - 4, "past"), (usize::MAX, "past"), (4, "misaligned")] {
+            let r = std::panic::catch_unwind(|| {
+                // SAFETY: as above.
+                let _: &AtomicU64 = unsafe { view(p, len, off) };
+            });
+            let e = r.unwrap_err();
+            let msg = e.downcast_ref::<String>().cloned().unwrap_or_else(|| {
+                e.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            });
+            assert!(msg.contains(why), "{off}: {msg}");
+        }
+    }
 
     #[test]
     fn layout_is_stable() {
@@ -297,7 +337,7 @@ mod tests {
         let raw = rustix::fs::memfd_create("x", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
         rustix::fs::ftruncate(&raw, 65536).unwrap();
         let e = Control::open(raw, 8).unwrap_err().to_string();
-        assert!(e.contains("seal"), "{e}");
+        assert!(e.contains("F_SEAL_SHRINK"), "{e}");
         // bad magic
         c.header().magic.store(1, Ordering::SeqCst);
         let fd = c.fd().try_clone_to_owned().unwrap();

@@ -8,15 +8,22 @@
 //! frame, a Python buffer, a NumPy array, a DLPack capsule …) a `RELEASE`
 //! message unpins the slot in the publisher.
 //!
-//! Everything coming from the publisher is validated: slot indexes, generations,
-//! sizes (against the memfd's real size and shrink seal), pixel formats and
-//! layouts; a bad value is a [`ChannelError::Corrupt`], never a bad access.
+//! Everything coming from the publisher is validated: the hello
+//! ([`check_hello`]), slot messages ([`check_slot_msg`]; the memfd's shrink
+//! seal and real size are checked by `Slot::map_fd`), descriptors
+//! ([`frame_layout`]: slot index, generation, pixel format, layout within the
+//! slot); a bad value is a [`ChannelError::Corrupt`], never a bad access.
+//!
+//! `close` frees at once everything no held frame needs: the control block,
+//! the doorbell, every cached slot fd and mapping, and — when no frame is held
+//! — the socket. A held frame keeps its own mapping and the socket (its
+//! release must reach the publisher); the last release closes the socket.
 
-use crate::shm::{require_no_shrink, Control, DescValue, Header, MAX_RING};
+use crate::shm::{Control, DescValue, Header, MAX_RING};
 use crate::spin::{Cadence, Spin};
 use crate::transport::time_left;
-use crate::wire::{self, Msg, Recv};
-use crate::{ChannelError, Mode, Result};
+use crate::wire::{self, Msg, Recv, MAX_SLOT_TABLE};
+use crate::{ChannelError, CloseReason, Mode, Result};
 use framebus_core::{Frame, FrameLayout, Lease, PixelFormat, Slot, SlotHome};
 use rustix::event::PollFlags;
 use rustix::fd::{AsFd, OwnedFd};
@@ -40,6 +47,14 @@ struct SlotFd {
 }
 
 struct SubState {
+    /// The connection; `None` once the subscriber is closed and holds no
+    /// frame (closing it is the hang-up that drops all our pins).
+    sock: Option<Arc<OwnedFd>>,
+    /// The control block, to count sent releases in (the publisher's hint);
+    /// `None` after close.
+    ctrl: Option<Arc<Control>>,
+    /// Slot fds (and free mappings) by table index; grows with the
+    /// publisher's table, emptied by close.
     slots: Vec<Option<SlotFd>>,
     /// Mapping id (of our local `Slot`) → (table index, generation, ticket).
     held: FxHashMap<u64, (u32, u32, u64)>,
@@ -47,14 +62,23 @@ struct SubState {
     pending: Vec<u64>,
     /// The publisher hung up.
     eof: bool,
+    /// `Subscriber::close` ran.
+    closed: bool,
 }
 
+impl SubState {
+    /// After close, with no frame held: nothing needs the connection any more.
+    fn hang_up_if_done(&mut self) {
+        if self.closed && self.held.is_empty() {
+            self.sock = None;
+            self.pending.clear();
+        }
+    }
+}
+
+/// What received frames share: their [`SlotHome`].
 struct Inner {
     name: String,
-    sock: OwnedFd,
-    ctrl: Control,
-    doorbell: OwnedFd,
-    max_slots: u32,
     state: Mutex<SubState>,
     /// The process that connected: a `fork()`ed child's copy must neither
     /// release the parent's frames nor say goodbye on its socket.
@@ -80,11 +104,17 @@ impl Inner {
             st.pending.clear(); // a fork()ed copy: these pins are the parent's
             return;
         }
+        let Some(sock) = st.sock.clone() else {
+            st.pending.clear(); // hung up: the publisher dropped our pins
+            return;
+        };
         while let Some(&t) = st.pending.first() {
-            match wire::send_msg(self.sock.as_fd(), &Msg::Release { ticket: t }, &[]) {
+            match wire::send_msg(sock.as_fd(), &Msg::Release { ticket: t }, &[]) {
                 Ok(()) => {
                     st.pending.remove(0);
-                    self.ctrl.header().releases.fetch_add(1, Ordering::Release);
+                    if let Some(ctrl) = &st.ctrl {
+                        ctrl.header().releases.fetch_add(1, Ordering::Release);
+                    }
                 }
                 Err(rustix::io::Errno::AGAIN) => return,
                 Err(_) => {
@@ -99,8 +129,11 @@ impl Inner {
     /// Read every queued socket message (slot fds, hang-up).
     fn pump(&self, st: &mut SubState) -> Result<()> {
         self.flush_releases(st);
-        while !st.eof {
-            match wire::recv_msg(self.sock.as_fd())? {
+        let Some(sock) = st.sock.clone() else {
+            return Ok(()); // closed
+        };
+        while !st.eof && !st.closed {
+            match wire::recv_msg(sock.as_fd())? {
                 Recv::Empty => break,
                 Recv::Eof => st.eof = true,
                 Recv::Msg(
@@ -120,31 +153,23 @@ impl Inner {
                             )))
                         }
                     };
-                    if index >= self.max_slots || gen == 0 {
-                        return Err(ChannelError::corrupt(format_args!(
-                            "slot message for index {index} generation {gen} (table holds {})",
-                            self.max_slots
-                        )));
+                    let capacity = check_slot_msg(index, gen, capacity)?;
+                    // Mapped now, so the seal and size are checked when the fd
+                    // arrives (`Slot::map_fd`); the mapping serves the first frame.
+                    let dup = fd.try_clone().map_err(|err| ChannelError::Os {
+                        op: "dup slot fd",
+                        source: err,
+                    })?;
+                    let first = map_received(dup, capacity)?;
+                    let i = index as usize;
+                    if st.slots.len() <= i {
+                        st.slots.resize_with(i + 1, || None);
                     }
-                    if capacity == 0 || capacity > MAX_SLOT_BYTES {
-                        return Err(ChannelError::corrupt(format_args!(
-                            "slot of {capacity} bytes"
-                        )));
-                    }
-                    require_no_shrink(&fd, "slot")?;
-                    let st_size = rustix::fs::fstat(&fd)
-                        .map_err(|e| ChannelError::os("fstat slot", e))?
-                        .st_size as u64;
-                    if st_size < capacity {
-                        return Err(ChannelError::corrupt(format_args!(
-                            "slot claims {capacity} bytes but its memfd has {st_size}"
-                        )));
-                    }
-                    st.slots[index as usize] = Some(SlotFd {
+                    st.slots[i] = Some(SlotFd {
                         gen,
                         fd,
-                        capacity: capacity as usize,
-                        free: Vec::new(),
+                        capacity,
+                        free: vec![first],
                     });
                 }
                 Recv::Msg(Msg::Forget { index, gen }, _) => {
@@ -177,15 +202,148 @@ impl SlotHome for Inner {
                     return;
                 }
             }
+            st.hang_up_if_done();
         }
         drop(st);
-        drop(slot);
+        drop(slot); // unmapped outside the lock
     }
+}
+
+/// Map a slot memfd the publisher sent, read-only. `Slot::map_fd` refuses an
+/// fd that is not sealed against shrinking or is smaller than `len`: corrupt
+/// input from the peer (a failing `mmap` itself is our own resource error).
+fn map_received(fd: OwnedFd, len: usize) -> Result<Slot> {
+    Slot::map_fd(fd, len, false).map_err(|e| match e {
+        framebus_core::Error::Os { op: "mmap", .. } => ChannelError::Core(e),
+        e => ChannelError::corrupt(format_args!("received slot: {e}")),
+    })
+}
+
+/// A validated hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub mode: Mode,
+    pub ring: u32,
+    pub max_slots: u32,
+    pub first_ticket: u64,
+}
+
+/// Check the publisher's first message: version, mode and depth, ring size
+/// (bounds the control mapping), slot table size, first ticket.
+pub(crate) fn check_hello(msg: Msg) -> Result<Hello> {
+    let Msg::Hello {
+        version,
+        mode,
+        depth,
+        ring,
+        first_ticket,
+        max_slots,
+    } = msg
+    else {
+        return Err(ChannelError::corrupt(format_args!(
+            "expected hello, got {msg:?}"
+        )));
+    };
+    if version != wire::PROTOCOL_VERSION {
+        return Err(ChannelError::corrupt(format_args!(
+            "protocol version {version}, expected {}",
+            wire::PROTOCOL_VERSION
+        )));
+    }
+    let mode = match mode {
+        1 => Mode::Latest,
+        2 if depth >= 1 && depth <= ring => Mode::Lossless { depth },
+        _ => {
+            return Err(ChannelError::corrupt(format_args!(
+                "mode {mode} with depth {depth} and ring {ring}"
+            )))
+        }
+    };
+    if ring == 0
+        || ring > MAX_RING
+        || max_slots == 0
+        || max_slots > MAX_SLOT_TABLE
+        || first_ticket == 0
+    {
+        return Err(ChannelError::corrupt(format_args!(
+            "hello with ring {ring}, max_slots {max_slots}, first ticket {first_ticket}"
+        )));
+    }
+    Ok(Hello {
+        mode,
+        ring,
+        max_slots,
+        first_ticket,
+    })
+}
+
+/// Check a slot message: index inside the largest table, a real generation, a
+/// sane size. Returns the size as `usize`.
+pub(crate) fn check_slot_msg(index: u32, gen: u32, capacity: u64) -> Result<usize> {
+    if index >= MAX_SLOT_TABLE || gen == 0 {
+        return Err(ChannelError::corrupt(format_args!(
+            "slot message for index {index} generation {gen} (limit {MAX_SLOT_TABLE})"
+        )));
+    }
+    if capacity == 0 || capacity > MAX_SLOT_BYTES {
+        return Err(ChannelError::corrupt(format_args!(
+            "slot of {capacity} bytes"
+        )));
+    }
+    usize::try_from(capacity)
+        .map_err(|_| ChannelError::corrupt(format_args!("slot of {capacity} bytes")))
+}
+
+/// The layout a descriptor claims, checked to lie inside a slot of `cap`
+/// bytes: a known pixel format, every product bounded with checked arithmetic
+/// before [`FrameLayout::new`] validates the rest, and the whole frame within
+/// `cap`.
+pub(crate) fn frame_layout(d: &DescValue, cap: usize) -> Result<FrameLayout> {
+    let format = *PixelFormat::ALL
+        .get(d.format as usize)
+        .ok_or_else(|| ChannelError::corrupt(format_args!("pixel format code {}", d.format)))?;
+    let cap = cap as u64;
+    // Bound every product before FrameLayout computes it.
+    let rows = if format.is_planar() {
+        u64::from(d.height) / 2 * 3
+    } else {
+        u64::from(d.height)
+    };
+    let fits = d.stride <= cap && d.stride.checked_mul(rows).is_some_and(|n| n <= cap);
+    if !fits {
+        return Err(ChannelError::corrupt(format_args!(
+            "a {}x{} {format} frame with stride {} does not fit its {cap}-byte slot",
+            d.width, d.height, d.stride
+        )));
+    }
+    let layout = FrameLayout::new(
+        d.width as usize,
+        d.height as usize,
+        format,
+        Some(d.stride as usize),
+    )
+    .map_err(|err| ChannelError::corrupt(format_args!("frame layout: {err}")))?;
+    if layout.byte_len() as u64 > cap {
+        return Err(ChannelError::corrupt(format_args!(
+            "frame of {} bytes in a {cap}-byte slot",
+            layout.byte_len()
+        )));
+    }
+    Ok(layout)
+}
+
+/// What only an open subscriber has: freed by `close`.
+struct Link {
+    sock: Arc<OwnedFd>,
+    ctrl: Arc<Control>,
+    doorbell: OwnedFd,
 }
 
 /// The receiving end of a channel. See the module docs.
 pub struct Subscriber {
     inner: Arc<Inner>,
+    /// `None` once closed.
+    link: Option<Link>,
     mode: Mode,
     ring: u32,
     /// Last ticket taken (tickets before `first_ticket` were never ours).
@@ -193,7 +351,6 @@ pub struct Subscriber {
     rpos: u32,
     skipped: u64,
     received: u64,
-    closed: bool,
     /// How `recv` waits (see [`Spin`]).
     spin: Spin,
     /// The publisher's send period, for [`Spin::Adaptive`].
@@ -229,6 +386,15 @@ impl Subscriber {
     /// Connect to channel `name`, waiting up to `timeout` for a publisher to
     /// appear (`Duration::ZERO` = try once). There is no kernel event for "an
     /// abstract socket was bound", so waiting retries every 10 ms.
+    ///
+    /// Made to be called in slices (e.g. 100 ms at a time by a caller that
+    /// checks for Ctrl-C in between): a call that finds no publisher costs a
+    /// socket per 10 ms retry, closed at once, and returns
+    /// [`ChannelError::NotFound`] within its `timeout`. The connect itself
+    /// never blocks (a publisher whose accept queue is full counts as not
+    /// there yet). Once connected, the publisher's hello is awaited for the
+    /// rest of `timeout` but at least [`Subscriber::HELLO_WAIT`], so a slice
+    /// cut short still gets a live publisher whose thread was slow to run.
     pub fn connect(name: &str, timeout: Duration) -> Result<Subscriber> {
         let addr = wire::address(name)?;
         let start = Instant::now();
@@ -236,13 +402,17 @@ impl Subscriber {
             let sock = rustix::net::socket_with(
                 AddressFamily::UNIX,
                 SocketType::SEQPACKET,
-                SocketFlags::CLOEXEC,
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
                 None,
             )
             .map_err(|e| ChannelError::os("socket", e))?;
             match rustix::net::connect(&sock, &addr) {
                 Ok(()) => break sock,
-                Err(rustix::io::Errno::CONNREFUSED) | Err(rustix::io::Errno::NOENT) => {
+                // No publisher, or one whose accept queue is full (a blocking
+                // connect would wait for it with no bound).
+                Err(rustix::io::Errno::CONNREFUSED)
+                | Err(rustix::io::Errno::NOENT)
+                | Err(rustix::io::Errno::AGAIN) => {
                     let waited = start.elapsed();
                     if waited >= timeout {
                         return Err(ChannelError::NotFound {
@@ -259,12 +429,12 @@ impl Subscriber {
         // The hello comes as soon as the publisher's thread accepts us.
         let hello_wait = timeout
             .saturating_sub(start.elapsed())
-            .max(Duration::from_secs(5));
+            .max(Self::HELLO_WAIT);
         let deadline = Instant::now() + hello_wait;
         let (msg, fds) = loop {
             match wire::recv_msg(sock.as_fd())? {
                 Recv::Msg(m, fds) => break (m, fds),
-                Recv::Eof => return Err(ChannelError::Closed(name.to_owned())),
+                Recv::Eof => return Err(ChannelError::closed(name, CloseReason::PublisherGone)),
                 Recv::Empty => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -274,75 +444,51 @@ impl Subscriber {
                 }
             }
         };
-        let Msg::Hello {
-            version,
-            mode,
-            depth,
-            ring,
-            first_ticket,
-            max_slots,
-        } = msg
-        else {
-            return Err(ChannelError::corrupt(format_args!(
-                "expected hello, got {msg:?}"
-            )));
-        };
-        if version != wire::PROTOCOL_VERSION {
-            return Err(ChannelError::corrupt(format_args!(
-                "protocol version {version}, expected {}",
-                wire::PROTOCOL_VERSION
-            )));
-        }
-        let mode = match mode {
-            1 => Mode::Latest,
-            2 if depth >= 1 && depth <= ring => Mode::Lossless { depth },
-            _ => {
-                return Err(ChannelError::corrupt(format_args!(
-                    "mode {mode} with depth {depth} and ring {ring}"
-                )))
-            }
-        };
-        if ring == 0 || ring > MAX_RING || max_slots == 0 || max_slots > 4096 || first_ticket == 0 {
-            return Err(ChannelError::corrupt(format_args!(
-                "hello with ring {ring}, max_slots {max_slots}, first ticket {first_ticket}"
-            )));
-        }
+        let hello = check_hello(msg)?;
         let [ctrl_fd, doorbell] = <[OwnedFd; 2]>::try_from(fds).map_err(|v| {
             ChannelError::corrupt(format_args!("hello with {} fds, expected 2", v.len()))
         })?;
-        let ctrl = Control::open(ctrl_fd, ring)?;
+        let ctrl = Arc::new(Control::open(ctrl_fd, hello.ring)?);
         // The doorbell is read without blocking whatever the peer passed.
         let fl = rustix::fs::fcntl_getfl(&doorbell).map_err(|e| ChannelError::os("fcntl", e))?;
         rustix::fs::fcntl_setfl(&doorbell, fl | rustix::fs::OFlags::NONBLOCK)
             .map_err(|e| ChannelError::os("fcntl", e))?;
         let rpos = ctrl.header().read_pos.load(Ordering::Acquire);
+        let sock = Arc::new(sock);
         Ok(Subscriber {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
-                sock,
-                ctrl,
-                doorbell,
-                max_slots,
                 pid: rustix::process::getpid(),
                 state: Mutex::new(SubState {
-                    slots: (0..max_slots).map(|_| None).collect(),
+                    sock: Some(sock.clone()),
+                    ctrl: Some(ctrl.clone()),
+                    slots: (0..hello.max_slots).map(|_| None).collect(),
                     held: FxHashMap::default(),
                     pending: Vec::new(),
                     eof: false,
+                    closed: false,
                 }),
             }),
-            mode,
-            ring,
-            last_ticket: first_ticket - 1,
+            link: Some(Link {
+                sock,
+                ctrl,
+                doorbell,
+            }),
+            mode: hello.mode,
+            ring: hello.ring,
+            last_ticket: hello.first_ticket - 1,
             rpos,
             skipped: 0,
             received: 0,
-            closed: false,
             spin: Spin::Off,
             cadence: Cadence::default(),
             last_socket_check: None,
         })
     }
+
+    /// Least time [`Subscriber::connect`] waits for the publisher's hello once
+    /// connected (the publisher's thread sends it as soon as it runs).
+    pub const HELLO_WAIT: Duration = Duration::from_secs(1);
 
     /// How often a `try_recv` that finds nothing reads the socket: the bound on
     /// how late a polling loop learns that the publisher died.
@@ -389,12 +535,9 @@ impl Subscriber {
     /// waits in slices (to check for Ctrl-C between them) spins once in all,
     /// not once per slice.
     pub fn recv_since(&mut self, timeout: Option<Duration>, started: Instant) -> Result<Frame> {
-        if self.closed {
-            return Err(ChannelError::Closed(self.inner.name.clone()));
-        }
+        let ctrl = self.open_ctrl()?.clone();
+        let h = ctrl.header();
         let deadline = timeout.map(|t| Instant::now() + t);
-        let inner = self.inner.clone();
-        let h = inner.ctrl.header();
         loop {
             // Fast path: a frame is waiting (its slot fd, if new, is read on demand).
             if let Some(f) = self.try_take()? {
@@ -409,7 +552,7 @@ impl Subscriber {
                 return Ok(f);
             }
             if eof || h.closed.load(Ordering::Acquire) != 0 {
-                return Err(ChannelError::Closed(self.inner.name.clone()));
+                return Err(self.publisher_gone());
             }
             let left = time_left(deadline, timeout, "a frame")?;
             let within = |d: Duration| left.map_or(d, |l| l.min(d));
@@ -478,18 +621,17 @@ impl Subscriber {
     /// Sleep on the doorbell (and the socket, for hang-up and slot fds) until
     /// rung or `timeout`; the publisher rings only while `sub_waiting` is set.
     fn sleep(&self, h: &Header, timeout: Option<Duration>) -> Result<()> {
+        let Some(link) = &self.link else {
+            return Err(self.closed_here());
+        };
         h.sub_waiting.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let woke = if self.has_pending() {
             Ok(())
         } else {
-            wire::wait_readable(
-                &[self.inner.doorbell.as_fd(), self.inner.sock.as_fd()],
-                timeout,
-            )
-            .map(|rev| {
+            wire::wait_readable(&[link.doorbell.as_fd(), link.sock.as_fd()], timeout).map(|rev| {
                 if rev[0].intersects(PollFlags::IN) {
-                    wire::clear_doorbell(self.inner.doorbell.as_fd());
+                    wire::clear_doorbell(link.doorbell.as_fd());
                 }
             })
         };
@@ -505,9 +647,7 @@ impl Subscriber {
     /// with nothing pending the socket (publisher hang-up, queued releases) is
     /// looked at no more than once per [`Subscriber::SOCKET_CHECK`].
     pub fn try_recv(&mut self) -> Result<Option<Frame>> {
-        if self.closed {
-            return Err(ChannelError::Closed(self.inner.name.clone()));
-        }
+        self.open_ctrl()?;
         if let Some(f) = self.try_take()? {
             return Ok(Some(f));
         }
@@ -526,15 +666,36 @@ impl Subscriber {
                 return Ok(Some(f));
             }
         }
-        if eof || self.inner.ctrl.header().closed.load(Ordering::Acquire) != 0 {
-            return Err(ChannelError::Closed(self.inner.name.clone()));
+        if eof || self.open_ctrl()?.header().closed.load(Ordering::Acquire) != 0 {
+            return Err(self.publisher_gone());
         }
         Ok(None)
     }
 
+    /// The control block of an open subscriber; `Closed` after [`Subscriber::close`].
+    fn open_ctrl(&self) -> Result<&Arc<Control>> {
+        match &self.link {
+            Some(l) => Ok(&l.ctrl),
+            None => Err(self.closed_here()),
+        }
+    }
+
+    #[cold]
+    fn closed_here(&self) -> ChannelError {
+        ChannelError::closed(&self.inner.name, CloseReason::SubscriberClosed)
+    }
+
+    #[cold]
+    fn publisher_gone(&self) -> ChannelError {
+        ChannelError::closed(&self.inner.name, CloseReason::PublisherGone)
+    }
+
     /// A frame is waiting to be taken (one atomic load, no syscall).
     pub fn has_pending(&self) -> bool {
-        let h = self.inner.ctrl.header();
+        let Some(link) = &self.link else {
+            return false;
+        };
+        let h = link.ctrl.header();
         match self.mode {
             Mode::Latest => h.mailbox.load(Ordering::SeqCst) != 0,
             Mode::Lossless { .. } => h.write_pos.load(Ordering::SeqCst) != self.rpos,
@@ -542,14 +703,18 @@ impl Subscriber {
     }
 
     fn try_take(&mut self) -> Result<Option<Frame>> {
-        let h = self.inner.ctrl.header();
+        let Some(link) = &self.link else {
+            return Err(self.closed_here());
+        };
+        let ctrl = &*link.ctrl;
+        let h = ctrl.header();
         let desc = match self.mode {
             Mode::Latest => {
                 let t = h.mailbox.swap(0, Ordering::AcqRel);
                 if t == 0 {
                     return Ok(None);
                 }
-                match self.inner.ctrl.desc(t).read(t) {
+                match ctrl.desc(t).read(t) {
                     Some(d) => d,
                     None => {
                         // Rewritten under us (the publisher lapped the ring):
@@ -575,7 +740,7 @@ impl Subscriber {
                         self.ring, self.rpos
                     )));
                 }
-                let d = read_any(self.inner.ctrl.desc(u64::from(self.rpos)));
+                let d = read_any(ctrl.desc(u64::from(self.rpos)));
                 self.rpos = self.rpos.wrapping_add(1);
                 h.read_pos.store(self.rpos, Ordering::SeqCst);
                 if h.pub_waiting.load(Ordering::SeqCst) != 0 {
@@ -621,18 +786,9 @@ impl Subscriber {
     }
 
     fn build_frame(&self, d: &DescValue) -> Result<Frame> {
-        let index = d.index;
-        if index >= self.inner.max_slots {
-            return Err(ChannelError::corrupt(format_args!(
-                "descriptor names slot index {index} (table holds {})",
-                self.inner.max_slots
-            )));
-        }
-        let format = *PixelFormat::ALL
-            .get(d.format as usize)
-            .ok_or_else(|| ChannelError::corrupt(format_args!("pixel format code {}", d.format)))?;
+        let index = d.index as usize;
         let mut st = self.inner.lock();
-        let known = |st: &SubState| matches!(&st.slots[index as usize], Some(e) if e.gen == d.gen);
+        let known = |st: &SubState| matches!(st.slots.get(index), Some(Some(e)) if e.gen == d.gen);
         if !known(&st) {
             // Its fd was sent before the descriptor: read the socket.
             self.inner.pump(&mut st)?;
@@ -643,34 +799,8 @@ impl Subscriber {
                 )));
             }
         }
-        let e = st.slots[index as usize].as_mut().expect("checked above");
-        let cap = e.capacity as u64;
-        // Bound every product before FrameLayout computes it.
-        let rows = if format.is_planar() {
-            u64::from(d.height) / 2 * 3
-        } else {
-            u64::from(d.height)
-        };
-        let fits = d.stride <= cap && d.stride.checked_mul(rows).is_some_and(|n| n <= cap);
-        if !fits {
-            return Err(ChannelError::corrupt(format_args!(
-                "a {}x{} {format} frame with stride {} does not fit its {cap}-byte slot",
-                d.width, d.height, d.stride
-            )));
-        }
-        let layout = FrameLayout::new(
-            d.width as usize,
-            d.height as usize,
-            format,
-            Some(d.stride as usize),
-        )
-        .map_err(|err| ChannelError::corrupt(format_args!("frame layout: {err}")))?;
-        if layout.byte_len() as u64 > cap {
-            return Err(ChannelError::corrupt(format_args!(
-                "frame of {} bytes in a {cap}-byte slot",
-                layout.byte_len()
-            )));
-        }
+        let e = st.slots[index].as_mut().expect("checked above");
+        let layout = frame_layout(d, e.capacity)?;
         let mapping = match e.free.pop() {
             Some(m) => m,
             None => {
@@ -678,10 +808,10 @@ impl Subscriber {
                     op: "dup slot fd",
                     source: err,
                 })?;
-                Slot::map_fd(fd, e.capacity, false)?
+                map_received(fd, e.capacity)?
             }
         };
-        st.held.insert(mapping.id(), (index, d.gen, d.ticket));
+        st.held.insert(mapping.id(), (d.index, d.gen, d.ticket));
         drop(st);
         let home: Arc<dyn SlotHome> = self.inner.clone();
         let lease = Lease::new(mapping, Some(home));
@@ -690,31 +820,42 @@ impl Subscriber {
             .into_readonly())
     }
 
-    /// Stop receiving. Frames already received stay valid (and pinned) until
-    /// dropped; the connection closes when the last of them goes.
+    /// Stop receiving, and free everything no held frame needs.
+    ///
+    /// Frames delivered but never taken are given back to the publisher at
+    /// once. The control block, the doorbell, and every cached slot fd and
+    /// mapping are closed and unmapped now; frames already received stay
+    /// valid and pinned until dropped, each keeping only its own mapping, and
+    /// the socket stays open while any is held (its release must reach the
+    /// publisher). With nothing held the socket closes now too; otherwise
+    /// when the last held frame is dropped. Afterwards `recv` and `try_recv`
+    /// fail with [`ChannelError::Closed`] ([`CloseReason::SubscriberClosed`]).
+    /// A `fork()`ed copy frees its own copies only: it says nothing to the
+    /// publisher (the connection is the parent's).
     pub fn close(&mut self) {
-        if !self.closed && rustix::process::getpid() != self.inner.pid {
-            self.closed = true; // a fork()ed copy: the connection is the parent's
-        }
-        if !self.closed {
-            self.closed = true;
-            let _ = wire::send_msg(self.inner.sock.as_fd(), &Msg::Bye, &[]);
-            // Give back frames delivered but never taken, so their pins go now
-            // rather than when the connection closes.
-            let h = self.inner.ctrl.header();
+        let Some(link) = self.link.take() else {
+            return;
+        };
+        let ours = rustix::process::getpid() == self.inner.pid;
+        let mut untaken = Vec::new();
+        if ours {
+            let _ = wire::send_msg(link.sock.as_fd(), &Msg::Bye, &[]);
+            // Frames delivered but never taken: their pins go now rather than
+            // when the connection closes.
+            let h = link.ctrl.header();
             match self.mode {
                 Mode::Latest => {
                     let t = h.mailbox.swap(0, Ordering::AcqRel);
                     if t != 0 {
-                        self.release(t);
+                        untaken.push(t);
                     }
                 }
                 Mode::Lossless { .. } => {
                     let w = h.write_pos.load(Ordering::Acquire);
                     if w.wrapping_sub(self.rpos) <= self.ring {
                         while self.rpos != w {
-                            if let Some(d) = read_any(self.inner.ctrl.desc(u64::from(self.rpos))) {
-                                self.release(d.ticket);
+                            if let Some(d) = read_any(link.ctrl.desc(u64::from(self.rpos))) {
+                                untaken.push(d.ticket);
                             }
                             self.rpos = self.rpos.wrapping_add(1);
                         }
@@ -722,6 +863,17 @@ impl Subscriber {
                 }
             }
         }
+        let mut st = self.inner.lock();
+        for t in untaken {
+            self.inner.send_release(&mut st, t);
+        }
+        st.closed = true;
+        let ctrl = st.ctrl.take();
+        let slots = std::mem::take(&mut st.slots);
+        st.hang_up_if_done();
+        drop(st);
+        // Unmapped and closed outside the lock.
+        drop((ctrl, slots, link));
     }
 
     /// How `recv` waits for a frame: sleep at once ([`Spin::Off`], the
@@ -738,14 +890,27 @@ impl Subscriber {
         self.cadence.period()
     }
 
+    /// [`Subscriber::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.closed
+        self.link.is_none()
     }
 
-    /// The raw control block, for tests that write garbage into it.
+    /// The raw control block, for tests that write garbage into it (null and
+    /// 0 after close).
     #[doc(hidden)]
     pub fn control_bytes(&self) -> (*mut u8, usize) {
-        self.inner.ctrl.as_ptr_len()
+        match &self.link {
+            Some(l) => l.ctrl.as_ptr_len(),
+            None => (std::ptr::null_mut(), 0),
+        }
+    }
+
+    /// The publisher is blocked waiting for room in this subscriber's queue.
+    #[cfg(test)]
+    pub(crate) fn publisher_waiting(&self) -> bool {
+        self.link
+            .as_ref()
+            .is_some_and(|l| l.ctrl.header().pub_waiting.load(Ordering::SeqCst) != 0)
     }
 }
 

@@ -16,6 +16,9 @@ pub trait FrameSender: Send + Sync {
     fn send(&self, frame: &Frame) -> Result<u64>;
     /// Subscribers receiving right now.
     fn subscriber_count(&self) -> usize;
+    /// Calls to `send` blocked right now waiting for room in a full lossless
+    /// queue (lets a test wait for "the sender is blocked" without a sleep).
+    fn waiting_senders(&self) -> usize;
     /// Stop; subscribers drain what was sent, then get `Closed`.
     fn close(&self);
 }
@@ -56,6 +59,9 @@ impl FrameSender for Publisher {
     }
     fn subscriber_count(&self) -> usize {
         self.subscribers()
+    }
+    fn waiting_senders(&self) -> usize {
+        self.stats().waiting_senders
     }
     fn close(&self) {
         Publisher::close(self)

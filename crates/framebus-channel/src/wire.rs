@@ -71,7 +71,12 @@ pub fn check_peer_uid(sock: BorrowedFd<'_>, name: &str) -> Result<()> {
 }
 
 pub const MSG_LEN: usize = 32;
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: slot-table indexes may exceed the hello's `max_slots` (the table grows
+/// while every entry is pinned), up to [`MAX_SLOT_TABLE`].
+pub const PROTOCOL_VERSION: u32 = 2;
+/// Hard limit of a channel's slot table: every slot index is below it, and a
+/// hello's `max_slots` is at most this.
+pub const MAX_SLOT_TABLE: u32 = 4096;
 
 /// One message on the channel socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

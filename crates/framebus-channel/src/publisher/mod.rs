@@ -1,36 +1,41 @@
-//! The publishing end of a channel.
+//! The publishing end of a channel: the [`Publisher`] API and what `send`
+//! does on the caller's thread.
 //!
-//! A `Publisher` owns the rendezvous socket and one background thread that
-//! accepts subscribers, reads their `RELEASE` messages and notices hang-ups
-//! (`kill -9` included: the kernel closes the socket, `poll` reports it, and
-//! that subscriber's pins are dropped at once). `send` runs on the caller's
-//! thread: it sends the slot's memfd to each subscriber that does not have it
-//! yet, keeps a [`Lease`] clone per subscriber (the pin), writes a descriptor
-//! into the subscriber's control block and rings its doorbell if it sleeps.
+//! A `Publisher` owns the rendezvous socket and one background thread
+//! ([`serve`]: accepts subscribers, reads their releases, reaps hang-ups).
+//! `send` runs on the caller's thread: it gives the slot an index in the
+//! [`slot_table`], sends the slot's memfd to each subscriber that does not have
+//! it yet, keeps a [`Lease`] clone per subscriber (the pin), writes a
+//! descriptor into the subscriber's control block and rings its doorbell if it
+//! sleeps.
 //!
 //! Lock order: `send_lock` (serialises senders, held while blocking on a full
 //! lossless queue) before `state`. The `state` lock is never held while
 //! sleeping. Leases are dropped outside it.
 
+mod serve;
+mod slot_table;
+
 use crate::shm::{Control, DescValue};
 use crate::transport::{time_left, wait_on};
-use crate::wire::{self, Msg, Recv};
-use crate::{ChannelError, Mode, Result};
+use crate::wire::{self, Msg};
+use crate::{ChannelError, CloseReason, Mode, Result};
 use framebus_core::{Frame, FramePool, Lease, PixelFormat};
 use rustix::event::PollFlags;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-// Keys are slot ids and tickets this process makes itself (no HashDoS to
-// guard against): FxHash instead of SipHash, whose code was ~10 % of the
-// instruction-cache misses of a cold send (callgrind).
+// Keys are tickets this process makes itself (no HashDoS to guard against):
+// FxHash instead of SipHash, whose code was ~10 % of the instruction-cache
+// misses of a cold send (callgrind).
 use rustc_hash::FxHashMap;
-use std::sync::atomic::{fence, Ordering};
+use slot_table::SlotTable;
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// Descriptors in each control block's ring (≥ any lossless depth).
 pub const RING: u32 = 256;
-/// Default size of the slot table (distinct slots a subscriber keeps mapped).
+/// Default `max_slots`: slot-table entries kept for slots nobody pins.
 pub const DEFAULT_MAX_SLOTS: u32 = 64;
 
 /// Lossless mode: what `send` does when a subscriber's queue is full.
@@ -47,7 +52,11 @@ pub enum OnFull {
 pub struct PublisherConfig {
     pub mode: Mode,
     pub on_full: OnFull,
-    /// Size of the slot table: distinct slots that can be in flight at once.
+    /// Slot-table entries kept for slots nobody pins (1..=4096): bounds the
+    /// slot fds (and so the stale memory) an idle subscriber keeps. The table
+    /// grows past it while every entry is pinned (a lossless queue deeper than
+    /// this, frames held by subscribers), up to [`crate::wire::MAX_SLOT_TABLE`],
+    /// so it never limits `depth` or the frames subscribers hold.
     pub max_slots: u32,
     /// A slot not sent for this long (and pinned by nobody) is retired from the
     /// table: subscribers close its fd, so memory the pool has since unmapped is
@@ -85,110 +94,24 @@ pub struct PublisherStats {
     pub pins: usize,
     /// Distinct slots pinned right now.
     pub pinned_slots: usize,
+    /// Calls to `send` blocked right now waiting for room in a full lossless queue.
+    pub waiting_senders: usize,
 }
 
-struct Entry {
-    slot_id: u64,
-    gen: u32,
-    pins: u32,
-    /// Last `send` of this slot: least recently sent is evicted first, and a
-    /// slot idle for `idle_slot_timeout` is retired.
-    last_sent: Instant,
-}
-
-/// Maps the slots being sent (by core slot id) to small table indexes that
-/// subscribers cache fds under. A slot keeps its index while it is reused, so
-/// its fd crosses the socket once per subscriber.
-struct SlotTable {
-    by_id: FxHashMap<u64, u32>,
-    entries: Vec<Option<Entry>>,
-    gens: Vec<u32>,
-}
-
-impl SlotTable {
-    fn new(max: u32) -> SlotTable {
-        SlotTable {
-            by_id: FxHashMap::default(),
-            entries: (0..max).map(|_| None).collect(),
-            gens: vec![0; max as usize],
-        }
-    }
-
-    fn entry_for(&mut self, slot_id: u64) -> Result<(u32, u32)> {
-        let now = Instant::now();
-        if let Some(&i) = self.by_id.get(&slot_id) {
-            let e = self.entries[i as usize].as_mut().expect("indexed entry");
-            e.last_sent = now;
-            return Ok((i, e.gen));
-        }
-        let free = self.entries.iter().position(Option::is_none);
-        let i = match free {
-            Some(i) => i,
-            None => {
-                // Evict the least recently used slot nobody pins.
-                let victim = self
-                    .entries
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, e)| e.as_ref().map(|e| (i, e)))
-                    .filter(|(_, e)| e.pins == 0)
-                    .min_by_key(|(_, e)| e.last_sent)
-                    .map(|(i, _)| i)
-                    .ok_or(ChannelError::TooManySlots {
-                        max: self.entries.len(),
-                    })?;
-                let old = self.entries[victim].take().expect("victim exists");
-                self.by_id.remove(&old.slot_id);
-                victim
-            }
-        };
-        self.gens[i] = self.gens[i].wrapping_add(1).max(1);
-        let gen = self.gens[i];
-        self.entries[i] = Some(Entry {
-            slot_id,
-            gen,
-            pins: 0,
-            last_sent: now,
-        });
-        self.by_id.insert(slot_id, i as u32);
-        Ok((i as u32, gen))
-    }
-
-    /// Retire entries unused for `idle` and pinned by nobody; returns (index, gen).
-    fn take_idle(&mut self, idle: Duration) -> Vec<(u32, u32)> {
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for (i, slot) in self.entries.iter_mut().enumerate() {
-            if let Some(e) = slot {
-                if e.pins == 0 && now.duration_since(e.last_sent) >= idle {
-                    out.push((i as u32, e.gen));
-                    self.by_id.remove(&e.slot_id);
-                    *slot = None;
-                }
-            }
-        }
-        out
-    }
-
-    fn pin(&mut self, index: u32) {
-        if let Some(Some(e)) = self.entries.get_mut(index as usize) {
-            e.pins += 1;
-        }
-    }
-
-    fn unpin(&mut self, index: u32) {
-        if let Some(Some(e)) = self.entries.get_mut(index as usize) {
-            e.pins = e.pins.saturating_sub(1);
-        }
-    }
+/// A subscriber's control block and doorbell.
+struct Link {
+    ctrl: Arc<Control>,
+    doorbell: OwnedFd,
 }
 
 struct SubConn {
     id: u64,
     sock: Arc<OwnedFd>,
-    ctrl: Arc<Control>,
-    doorbell: OwnedFd,
-    /// Generation of each table index this subscriber has the fd of (0 = none).
+    /// `None` once the channel is closed: only the socket is kept, to read the
+    /// releases of the frames this subscriber still pins.
+    link: Option<Link>,
+    /// Generation of each table index this subscriber has the fd of (0 = none;
+    /// grows with the table).
     sent_gen: Vec<u32>,
     /// ticket → (the pin, table index).
     pins: FxHashMap<u64, (Lease, u32)>,
@@ -229,6 +152,8 @@ struct Shared {
     state: Mutex<State>,
     changed: Condvar,
     wake: OwnedFd,
+    /// Senders blocked on a full lossless queue right now.
+    waiting: AtomicUsize,
 }
 
 impl State {
@@ -324,11 +249,12 @@ impl Publisher {
             cfg,
             changed: Condvar::new(),
             wake,
+            waiting: AtomicUsize::new(0),
         });
         let sh = shared.clone();
         std::thread::Builder::new()
             .name(format!("framebus-pub-{name}"))
-            .spawn(move || serve(sh, listener))
+            .spawn(move || serve::serve(sh, listener))
             .map_err(|e| ChannelError::Os {
                 op: "spawn publisher thread",
                 source: e,
@@ -372,13 +298,8 @@ impl Publisher {
         let mut s = st.stats.clone();
         s.subscribers = st.receiving();
         s.pins = st.subs.iter().map(|s| s.pins.len()).sum();
-        s.pinned_slots = st
-            .table
-            .entries
-            .iter()
-            .flatten()
-            .filter(|e| e.pins > 0)
-            .count();
+        s.pinned_slots = st.table.pinned();
+        s.waiting_senders = self.shared.waiting.load(Ordering::Relaxed);
         s
     }
 
@@ -408,14 +329,18 @@ impl Publisher {
     pub fn send_with(&self, frame: &Frame, on_full: OnFull) -> Result<u64> {
         let ro_src = shareable_fd(frame)?;
         let _serial = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.collect_releases();
         let mut start = None; // read the clock only if we have to wait
         let mut ro_fd: Option<OwnedFd> = None;
         loop {
+            // Also after a wait: the reader that made room may have released
+            // a frame too, and its slot-table entry is then free for this one.
+            self.collect_releases();
             let mut st = self.shared.lock();
             if let Some(wait) = self.check_room(&mut st, on_full, &mut start)? {
                 drop(st);
+                self.shared.waiting.fetch_add(1, Ordering::Relaxed);
                 wait.sleep();
+                self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
             return self.deliver(st, frame, ro_src, &mut ro_fd);
@@ -452,7 +377,10 @@ impl Publisher {
             // Only sockets whose subscriber says it sent releases we have not
             // read: no syscall (and no allocation) in the steady state.
             let unread = |s: &&SubConn| {
-                !s.dead && s.ctrl.header().releases.load(Ordering::Acquire) != s.releases_seen
+                !s.dead
+                    && s.link.as_ref().is_some_and(|l| {
+                        l.ctrl.header().releases.load(Ordering::Acquire) != s.releases_seen
+                    })
             };
             if !st.subs.iter().any(|s| unread(&s)) {
                 return;
@@ -465,7 +393,7 @@ impl Publisher {
         };
         let mut dropped = Vec::new();
         for (id, sock) in &socks {
-            read_messages(&self.shared, *id, sock, PollFlags::empty(), &mut dropped);
+            serve::read_messages(&self.shared, *id, sock, PollFlags::empty(), &mut dropped);
         }
         drop(dropped);
     }
@@ -480,13 +408,17 @@ impl Publisher {
         start: &mut Option<Instant>,
     ) -> Result<Option<RoomWait>> {
         if st.closed {
-            return Err(ChannelError::Closed(self.shared.name.clone()));
+            return Err(ChannelError::closed(
+                &self.shared.name,
+                CloseReason::PublisherClosed,
+            ));
         }
         let Mode::Lossless { depth } = self.shared.cfg.mode else {
             return Ok(None);
         };
         for s in st.subs.iter_mut().filter(|s| s.active()) {
-            let h = s.ctrl.header();
+            let Some(link) = &s.link else { continue };
+            let h = link.ctrl.header();
             let read = h.read_pos.load(Ordering::Acquire);
             let queued = s.wpos.wrapping_sub(read);
             if queued > depth {
@@ -517,7 +449,7 @@ impl Publisher {
                 (d - now).min(Duration::from_millis(100))
             });
             return Ok(Some(RoomWait {
-                ctrl: s.ctrl.clone(),
+                ctrl: link.ctrl.clone(),
                 seen: read,
                 left,
             }));
@@ -556,7 +488,9 @@ impl Publisher {
             subs, table, stats, ..
         } = &mut *st;
         for s in subs.iter_mut().filter(|s| s.active()) {
-            if s.sent_gen[index as usize] != gen {
+            let Some(link) = &s.link else { continue };
+            let i = index as usize;
+            if s.sent_gen.get(i) != Some(&gen) {
                 if ro_fd.is_none() {
                     *ro_fd = Some(wire::reopen_readonly(ro_src)?);
                 }
@@ -571,14 +505,17 @@ impl Publisher {
                     s.cut_off();
                     continue;
                 }
-                s.sent_gen[index as usize] = gen;
+                if s.sent_gen.len() <= i {
+                    s.sent_gen.resize(table.len(), 0);
+                }
+                s.sent_gen[i] = gen;
             }
             s.pins.insert(ticket, (lease.clone(), index));
             table.pin(index);
-            let h = s.ctrl.header();
+            let h = link.ctrl.header();
             match mode {
                 Mode::Latest => {
-                    s.ctrl.desc(ticket).write(&desc);
+                    link.ctrl.desc(ticket).write(&desc);
                     let old = h.mailbox.swap(ticket, Ordering::AcqRel);
                     if old != 0 {
                         if let Some((l, i)) = s.pins.remove(&old) {
@@ -589,14 +526,14 @@ impl Publisher {
                     }
                 }
                 Mode::Lossless { .. } => {
-                    s.ctrl.desc(u64::from(s.wpos)).write(&desc);
+                    link.ctrl.desc(u64::from(s.wpos)).write(&desc);
                     s.wpos = s.wpos.wrapping_add(1);
                     h.write_pos.store(s.wpos, Ordering::Release);
                 }
             }
             fence(Ordering::SeqCst);
             if h.sub_waiting.load(Ordering::SeqCst) != 0 {
-                wire::ring_doorbell(s.doorbell.as_fd());
+                wire::ring_doorbell(link.doorbell.as_fd());
             }
         }
         stats.sent += 1;
@@ -609,6 +546,13 @@ impl Publisher {
     /// then `Closed`. Pins stay until each subscriber releases or hangs up, so
     /// no slot is reused under a reader. The name is free when this returns.
     /// A pool the publisher made itself is closed too (its free slots unmapped).
+    ///
+    /// Everything not pinned goes now: every control block and doorbell, and
+    /// the connection of each subscriber that pins nothing. A subscriber that
+    /// still pins frames keeps only its socket (to read its releases) until it
+    /// releases the last one or hangs up; then the background thread exits.
+    /// Sending after this fails with [`ChannelError::Closed`]
+    /// ([`CloseReason::PublisherClosed`]).
     pub fn close(&self) {
         if rustix::process::getpid() != self.pid {
             return; // a fork()ed copy: the channel belongs to the parent
@@ -617,12 +561,26 @@ impl Publisher {
             self.pool.close();
         }
         let mut st = self.shared.lock();
+        let mut gone = Vec::new();
         if !st.closed {
             st.closed = true;
             for s in &st.subs {
-                s.ctrl.header().closed.store(1, Ordering::SeqCst);
+                if let Some(link) = &s.link {
+                    link.ctrl.header().closed.store(1, Ordering::SeqCst);
+                    wire::ring_doorbell(link.doorbell.as_fd());
+                }
                 let _ = rustix::net::shutdown(&*s.sock, rustix::net::Shutdown::Write);
-                wire::ring_doorbell(s.doorbell.as_fd());
+            }
+            // Free what nobody pins: control blocks, doorbells, and the
+            // connections of subscribers holding nothing (they see EOF).
+            let subs = std::mem::take(&mut st.subs);
+            for mut s in subs {
+                s.link = None;
+                if s.pins.is_empty() {
+                    gone.push(s);
+                } else {
+                    st.subs.push(s);
+                }
             }
             wire::ring_doorbell(self.shared.wake.as_fd());
         }
@@ -633,6 +591,8 @@ impl Publisher {
             };
             st = wait_on(&self.shared.changed, st, left);
         }
+        drop(st);
+        drop(gone); // sockets close outside the lock
     }
 
     pub fn is_closed(&self) -> bool {
@@ -682,212 +642,4 @@ impl RoomWait {
         }
         h.pub_waiting.store(0, Ordering::SeqCst);
     }
-}
-
-/// The background thread: accept, read releases, reap hung-up subscribers.
-fn serve(sh: Arc<Shared>, listener: OwnedFd) {
-    let mut listener = Some(listener);
-    loop {
-        let socks: Vec<(u64, Arc<OwnedFd>)> = {
-            let mut st = sh.lock();
-            if st.closed && listener.is_some() {
-                listener = None; // the name is free from here on
-                st.listener_open = false;
-                sh.changed.notify_all();
-            }
-            if st.closed && st.subs.is_empty() {
-                return;
-            }
-            st.subs.iter().map(|s| (s.id, s.sock.clone())).collect()
-        };
-        let mut fds = vec![sh.wake.as_fd()];
-        if let Some(l) = &listener {
-            fds.push(l.as_fd());
-        }
-        fds.extend(socks.iter().map(|(_, s)| s.as_fd()));
-        let housekeeping =
-            (sh.cfg.idle_slot_timeout / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-        let revents = match wire::wait_readable(&fds, Some(housekeeping)) {
-            Ok(r) => r,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        if !revents[0].is_empty() {
-            wire::clear_doorbell(sh.wake.as_fd());
-        }
-        let base = 1 + usize::from(listener.is_some());
-        if let Some(l) = &listener {
-            if !revents[1].is_empty() {
-                accept_all(&sh, l);
-            }
-        }
-        let mut dropped = Vec::new();
-        for (k, (id, sock)) in socks.iter().enumerate() {
-            let ev = revents[base + k];
-            if ev.is_empty() {
-                continue;
-            }
-            read_messages(&sh, *id, sock, ev, &mut dropped);
-        }
-        reap(&sh, &mut dropped);
-        drop(dropped); // leases go back to their pools outside the lock
-        retire_idle_slots(&sh);
-    }
-}
-
-/// Tell subscribers to close the fds of slots nobody used for a while.
-fn retire_idle_slots(sh: &Shared) {
-    let mut st = sh.lock();
-    if st.closed {
-        return; // sockets are shut for writing; subscribers drop fds on exit
-    }
-    let State { subs, table, .. } = &mut *st;
-    for (index, gen) in table.take_idle(sh.cfg.idle_slot_timeout) {
-        for s in subs.iter_mut().filter(|s| s.active()) {
-            if s.sent_gen[index as usize] == gen {
-                s.sent_gen[index as usize] = 0;
-                if wire::send_msg(s.sock.as_fd(), &Msg::Forget { index, gen }, &[]).is_err() {
-                    s.cut_off();
-                }
-            }
-        }
-    }
-}
-
-fn accept_all(sh: &Arc<Shared>, listener: &OwnedFd) {
-    loop {
-        let sock = match rustix::net::accept_with(
-            listener,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        ) {
-            Ok(s) => s,
-            Err(_) => return, // EAGAIN (drained) or a transient error
-        };
-        if wire::check_peer_uid(sock.as_fd(), &sh.name).is_err() {
-            continue; // another user: hang up
-        }
-        let _ = add_subscriber(sh, sock);
-    }
-}
-
-fn add_subscriber(sh: &Arc<Shared>, sock: OwnedFd) -> Result<()> {
-    let ctrl = Control::create(RING)?;
-    let doorbell = rustix::event::eventfd(
-        0,
-        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-    )
-    .map_err(|e| ChannelError::os("eventfd", e))?;
-    let mut st = sh.lock();
-    if st.closed {
-        return Ok(());
-    }
-    let (mode, depth) = match sh.cfg.mode {
-        Mode::Latest => (Mode::Latest.code(), 0),
-        m @ Mode::Lossless { depth } => (m.code(), depth),
-    };
-    let hello = Msg::Hello {
-        version: wire::PROTOCOL_VERSION,
-        mode,
-        depth,
-        ring: RING,
-        first_ticket: st.next_ticket,
-        max_slots: sh.cfg.max_slots,
-    };
-    wire::send_msg(sock.as_fd(), &hello, &[ctrl.fd(), doorbell.as_fd()])
-        .map_err(|e| ChannelError::os("send hello", e))?;
-    let id = st.next_sub_id;
-    st.next_sub_id += 1;
-    st.subs.push(SubConn {
-        id,
-        sock: Arc::new(sock),
-        ctrl: Arc::new(ctrl),
-        doorbell,
-        sent_gen: vec![0; sh.cfg.max_slots as usize],
-        pins: FxHashMap::default(),
-        wpos: 0,
-        releases_seen: 0,
-        leaving: false,
-        dead: false,
-    });
-    sh.changed.notify_all();
-    Ok(())
-}
-
-fn read_messages(
-    sh: &Arc<Shared>,
-    id: u64,
-    sock: &OwnedFd,
-    ev: PollFlags,
-    dropped: &mut Vec<Lease>,
-) {
-    let mut releases = Vec::new();
-    let mut bye = false;
-    let mut dead = false;
-    // Bounded batch: a flooding peer cannot starve the other subscribers.
-    for _ in 0..4096 {
-        match wire::recv_msg(sock.as_fd()) {
-            Ok(Recv::Msg(Msg::Release { ticket }, _)) => releases.push(ticket),
-            Ok(Recv::Msg(Msg::Bye, _)) => bye = true,
-            Ok(Recv::Empty) => break,
-            // EOF, garbage or an unexpected message: treat as a hang-up.
-            Ok(Recv::Eof) | Ok(Recv::Msg(..)) | Err(_) => {
-                dead = true;
-                break;
-            }
-        }
-    }
-    if !dead && ev.intersects(PollFlags::HUP | PollFlags::ERR) {
-        dead = true;
-    }
-    let mut st = sh.lock();
-    let State { subs, table, .. } = &mut *st;
-    if let Some(s) = subs.iter_mut().find(|s| s.id == id) {
-        s.releases_seen = s.releases_seen.wrapping_add(releases.len() as u32);
-        for t in releases {
-            if let Some((l, i)) = s.pins.remove(&t) {
-                table.unpin(i);
-                dropped.push(l);
-            }
-        }
-        if bye && !s.leaving {
-            s.leaving = true;
-            wake_blocked_sender(&s.ctrl); // it may be waiting for room in this queue
-        }
-        s.dead |= dead;
-    }
-}
-
-/// Wake a sender sleeping on this subscriber's `read_pos` (it re-checks).
-fn wake_blocked_sender(ctrl: &Control) {
-    let _ = rustix::thread::futex::wake(
-        &ctrl.header().read_pos,
-        rustix::thread::futex::Flags::empty(),
-        i32::MAX as u32,
-    );
-}
-
-/// Remove dead subscribers: drop their pins and wake a sender blocked on them.
-fn reap(sh: &Arc<Shared>, dropped: &mut Vec<Lease>) {
-    let mut st = sh.lock();
-    if !st.subs.iter().any(|s| s.dead) {
-        return;
-    }
-    let State {
-        subs, table, stats, ..
-    } = &mut *st;
-    subs.retain_mut(|s| {
-        if !s.dead {
-            return true;
-        }
-        for (_, (l, i)) in s.pins.drain() {
-            table.unpin(i);
-            dropped.push(l);
-        }
-        stats.disconnected += 1;
-        wake_blocked_sender(&s.ctrl);
-        false
-    });
-    sh.changed.notify_all();
 }
