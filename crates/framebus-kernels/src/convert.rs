@@ -8,6 +8,24 @@
 //! so no full-size temporary ever exists. Bands run on rayon when the image is
 //! larger than [`PAR_MIN_BYTES`] and `threads != 1`.
 //!
+//! Thread pools and `fork()`: bands never run on rayon's global pool. Every
+//! thread count (`threads: None` / `Some(0)` meaning
+//! `std::thread::available_parallelism()`) has its own cached rayon pool,
+//! keyed by [`framebus_core::fork::generation`]. A forked child inherits the
+//! parent's pools but not their worker threads, so work queued on them would
+//! never run; in a child the inherited pools are abandoned (leaked, since
+//! dropping them would signal threads that do not exist) and fresh pools are
+//! started on first use, so a child converts at full speed and never hangs.
+//! (As with any lock, a fork while another thread is creating a pool leaves
+//! the child's copy of the cache's mutex locked: fork from a thread that is
+//! not racing kernel calls.)
+//!
+//! Cancellation: the `*_cancellable` entry points take an `&AtomicBool`
+//! checked before every row (every row pair for YUV output), on every band;
+//! once it is set the call returns [`KernelError::Cancelled`] as soon as each
+//! running band finishes its current row. The destination is then partly
+//! written. The plain entry points never check and run the same code.
+//!
 //! Used by `resize` (for its row conversions) and the public API in `lib.rs`.
 
 use crate::image::{ImageMut, ImageRef};
@@ -18,6 +36,7 @@ use crate::{KernelError, Result};
 use framebus_core::PixelFormat;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Images whose source plus destination bytes are below this stay on the
@@ -36,8 +55,10 @@ pub const STREAM_MIN_BYTES: usize = 16 << 20;
 pub struct Options {
     /// Force a SIMD level (`None`: the best available, or `FRAMEBUS_SIMD`).
     pub simd: Option<Simd>,
-    /// Threads: `None` or `Some(0)` = rayon's global pool (all cores),
-    /// `Some(1)` = the calling thread only, `Some(n)` = a cached n-thread pool.
+    /// Threads: `None` or `Some(0)` = a cached pool of
+    /// `available_parallelism()` threads (all cores), `Some(1)` = the calling
+    /// thread only, `Some(n)` = a cached n-thread pool. Pools are per fork
+    /// generation (see the module doc of `convert`), never rayon's global pool.
     pub threads: Option<usize>,
     /// YUV matrix for NV12/I420 output.
     pub matrix: YuvMatrix,
@@ -243,14 +264,35 @@ pub(crate) fn band_rows(
     }
 }
 
-/// A cached rayon pool of `n` threads.
+/// The cached pools of one fork generation.
+#[derive(Default)]
+struct Pools {
+    generation: u64,
+    by_threads: HashMap<usize, Arc<rayon::ThreadPool>>,
+}
+
+/// Threads of the `threads: None` pool: all the cores this process may use.
+fn all_cores() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// A cached rayon pool of `n` threads, started in this fork generation.
 fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
+    // Read before the pools are made: a fork after this read is seen next time.
+    let generation = framebus_core::fork::generation();
     let mut pools = POOLS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pools.get(&n) {
+    if pools.generation != generation {
+        // A forked child: the inherited pools have no threads. Dropping them
+        // would try to wake and join threads that do not exist, so leak them.
+        std::mem::forget(std::mem::take(&mut pools.by_threads));
+        pools.generation = generation;
+    }
+    if let Some(p) = pools.by_threads.get(&n) {
         return Ok(p.clone());
     }
     let p = rayon::ThreadPoolBuilder::new()
@@ -262,8 +304,45 @@ fn pool(n: usize) -> Result<Arc<rayon::ThreadPool>> {
             msg: e.to_string(),
         })?;
     let p = Arc::new(p);
-    pools.insert(n, p.clone());
+    pools.by_threads.insert(n, p.clone());
     Ok(p)
+}
+
+/// A caller's cancel flag, and whether a band saw it set.
+pub(crate) struct Stop<'a> {
+    flag: Option<&'a AtomicBool>,
+    hit: AtomicBool,
+}
+
+impl<'a> Stop<'a> {
+    pub(crate) fn new(flag: Option<&'a AtomicBool>) -> Self {
+        Stop {
+            flag,
+            hit: AtomicBool::new(false),
+        }
+    }
+
+    /// True when the run must stop now (checked before each row).
+    #[inline]
+    pub(crate) fn now(&self) -> bool {
+        match self.flag {
+            Some(f) if f.load(Ordering::Relaxed) => {
+                self.hit.store(true, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `Err(Cancelled)` when any band stopped early. Called after every band
+    /// finished (`for_each` joins them), so the relaxed flag is visible.
+    pub(crate) fn result(&self) -> Result<()> {
+        if self.hit.load(Ordering::Relaxed) {
+            Err(KernelError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Run `f` over `items`, in parallel when there is more than one.
@@ -272,14 +351,15 @@ pub(crate) fn for_each<T: Send, F: Fn(T) + Sync + Send>(
     items: Vec<T>,
     f: F,
 ) -> Result<()> {
-    if items.len() <= 1 || threads == Some(1) {
+    let n = match threads {
+        None | Some(0) => all_cores(),
+        Some(n) => n,
+    };
+    if items.len() <= 1 || n == 1 {
         items.into_iter().for_each(f);
         return Ok(());
     }
-    match threads {
-        None | Some(0) => items.into_par_iter().for_each(f),
-        Some(n) => pool(n)?.install(|| items.into_par_iter().for_each(f)),
-    }
+    pool(n)?.install(|| items.into_par_iter().for_each(f));
     Ok(())
 }
 
@@ -318,7 +398,10 @@ pub(crate) fn drive<R: Rows>(
     dst: &mut ImageMut<'_>,
     src_row_bytes: usize,
     opts: &Options,
+    cancel: Option<&AtomicBool>,
 ) -> Result<()> {
+    let stop = Stop::new(cancel);
+    let stop = &stop;
     let k = kernels(opts.simd)?;
     let dl = *dst.layout();
     let mut plan = plan.clone();
@@ -388,6 +471,9 @@ pub(crate) fn drive<R: Rows>(
         match b.out {
             BandOut::Packed(out) => {
                 for r in 0..b.rows {
+                    if stop.now() {
+                        return;
+                    }
                     let d = &mut out[r * stride..r * stride + drow];
                     let sr = rows.row(b.y0 + r, &mut buf, &mut s);
                     run_steps(k, plan, sr, d, &mut tmp, w);
@@ -396,22 +482,44 @@ pub(crate) fn drive<R: Rows>(
             BandOut::Nv12(yb, cb) => {
                 let planes = Planes::Nv12(cb);
                 yuv_band(
-                    k, plan, rows, &mut s, b.y0, b.rows, yb, stride, planes, w, &mut tmp,
+                    k, plan, rows, &mut s, b.y0, b.rows, yb, stride, planes, w, &mut tmp, stop,
                 )
             }
             BandOut::I420(yb, ub, vb) => {
                 let planes = Planes::I420(ub, vb);
                 yuv_band(
-                    k, plan, rows, &mut s, b.y0, b.rows, yb, stride, planes, w, &mut tmp,
+                    k, plan, rows, &mut s, b.y0, b.rows, yb, stride, planes, w, &mut tmp, stop,
                 )
             }
         }
-    })
+    })?;
+    stop.result()
 }
 
 /// Convert `src` into `dst` (same width and height; any supported formats,
 /// any strides). Writes only the pixel bytes of `dst`'s rows, never its padding.
 pub fn convert(src: &ImageRef<'_>, dst: &mut ImageMut<'_>, opts: &Options) -> Result<()> {
+    convert_with(src, dst, opts, None)
+}
+
+/// [`convert`] that stops with [`KernelError::Cancelled`] once `cancel` is set
+/// (checked before every row; `dst` is then partly written). With `cancel`
+/// never set the output is identical to [`convert`]'s.
+pub fn convert_cancellable(
+    src: &ImageRef<'_>,
+    dst: &mut ImageMut<'_>,
+    opts: &Options,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    convert_with(src, dst, opts, Some(cancel))
+}
+
+pub(crate) fn convert_with(
+    src: &ImageRef<'_>,
+    dst: &mut ImageMut<'_>,
+    opts: &Options,
+    cancel: Option<&AtomicBool>,
+) -> Result<()> {
     let (sl, dl) = (*src.layout(), *dst.layout());
     if (sl.width, sl.height) != (dl.width, dl.height) {
         return Err(KernelError::SizeMismatch {
@@ -422,7 +530,7 @@ pub fn convert(src: &ImageRef<'_>, dst: &mut ImageMut<'_>, opts: &Options) -> Re
         });
     }
     let plan = plan(sl.format, dl.format, opts.matrix, opts.range)?;
-    drive(&Identity(src), &plan, dst, sl.row_bytes(), opts)
+    drive(&Identity(src), &plan, dst, sl.row_bytes(), opts, cancel)
 }
 
 /// One band's chroma plane(s).
@@ -461,6 +569,7 @@ fn yuv_band<R: Rows>(
     mut chroma: Planes<'_>,
     w: usize,
     tmp: &mut [u8],
+    stop: &Stop<'_>,
 ) {
     let spec = plan.yuv.as_ref().expect("planar plan has a YUV step");
     let pre = !plan.steps.is_empty();
@@ -475,6 +584,9 @@ fn yuv_band<R: Rows>(
         vec![0u8; rows_src.row_bytes()],
     );
     for r in (0..rows).step_by(2) {
+        if stop.now() {
+            return;
+        }
         let s0 = rows_src.row(y0 + r, &mut b0, s);
         let s1 = rows_src.row(y0 + r + 1, &mut b1, s);
         let (s0, s1): (&[u8], &[u8]) = if pre {

@@ -57,6 +57,12 @@ pub enum KernelError {
         value: String,
         why: String,
     },
+    /// The caller's cancel flag was set (see `convert_cancellable`); the
+    /// destination is partly written.
+    #[error(
+        "cancelled: the cancel flag was set before the kernel finished (the output is incomplete)"
+    )]
+    Cancelled,
     /// Rayon could not start a thread pool of the requested size.
     #[error("could not start a {threads}-thread pool: {msg}")]
     ThreadPool { threads: usize, msg: String },

@@ -12,7 +12,15 @@
 //! Every row kernel has a scalar version (`scalar`) and runtime-detected SIMD
 //! variants (`x86_ssse3`, `x86_avx2`, `neon`) that produce identical bytes;
 //! [`Simd`] / `FRAMEBUS_SIMD` force a level. Images are cut into row bands that
-//! run on rayon above a size threshold ([`PAR_MIN_BYTES`]).
+//! run on framebus's own cached rayon pools (never rayon's global pool) above a
+//! size threshold ([`PAR_MIN_BYTES`]).
+//! * Fork-safe: the pools are per [`framebus_core::fork::generation`], so a
+//!   forked child starts fresh pools instead of waiting forever on the
+//!   parent's vanished worker threads.
+//! * Cancellable: [`convert_cancellable`], [`resize_cancellable`] and
+//!   [`to_tensor_cancellable`] check an `&AtomicBool` before every row and
+//!   return [`KernelError::Cancelled`] once it is set.
+//!
 //! Formulas, rounding and thresholds: docs/kernels.md.
 //!
 //! Depends on `framebus-core` (for `PixelFormat` / `FrameLayout`) and rayon only.
@@ -38,9 +46,13 @@ mod x86_avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86_ssse3;
 
-pub use convert::{convert, Options, BAND_BYTES, PAR_MIN_BYTES, STREAM_MIN_BYTES};
+pub use convert::{
+    convert, convert_cancellable, Options, BAND_BYTES, PAR_MIN_BYTES, STREAM_MIN_BYTES,
+};
 pub use error::{KernelError, Result};
 pub use image::{needed_bytes, ImageMut, ImageRef};
-pub use resize::{resize, to_tensor, Method, TensorSpec};
+pub use resize::{
+    resize, resize_cancellable, to_tensor, to_tensor_cancellable, Method, TensorSpec,
+};
 pub use simd::{resolve as resolve_simd, Simd};
 pub use spec::{yuv_weights, YuvMatrix, YuvRange};

@@ -18,13 +18,14 @@
 //! resampled in scalar code (the compiler vectorises the inner loops); the
 //! conversion steps use the SIMD kernels. Depends on `convert` and `image`.
 
-use crate::convert::{drive, for_each, plan, Options, Rows};
+use crate::convert::{drive, for_each, plan, Options, Rows, Stop};
 use crate::image::{ImageMut, ImageRef};
 use crate::simd::{kernels, Kernels};
 use crate::spec::channels;
 use crate::{KernelError, Result};
 use framebus_core::PixelFormat;
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
 
 /// Weight bits of one axis.
 const W_BITS: u32 = 11;
@@ -487,11 +488,34 @@ pub fn resize(
     method: Method,
     opts: &Options,
 ) -> Result<()> {
+    resize_with(src, dst, method, opts, None)
+}
+
+/// [`resize`] that stops with [`KernelError::Cancelled`] once `cancel` is set
+/// (checked before every output row; `dst` is then partly written). With
+/// `cancel` never set the output is identical to [`resize`]'s.
+pub fn resize_cancellable(
+    src: &ImageRef<'_>,
+    dst: &mut ImageMut<'_>,
+    method: Method,
+    opts: &Options,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    resize_with(src, dst, method, opts, Some(cancel))
+}
+
+fn resize_with(
+    src: &ImageRef<'_>,
+    dst: &mut ImageMut<'_>,
+    method: Method,
+    opts: &Options,
+    cancel: Option<&AtomicBool>,
+) -> Result<()> {
     let (sl, dl) = (*src.layout(), *dst.layout());
     let rs = resampler(src, dl.format, dl.width, dl.height, method, opts.simd)?;
     if (sl.width, sl.height) == (dl.width, dl.height) {
         // Both methods' weights are the identity here (one tap of 2048).
-        return crate::convert(src, dst, opts);
+        return crate::convert::convert_with(src, dst, opts, cancel);
     }
     let plan = plan(sl.format, dl.format, opts.matrix, opts.range)?;
     if let Some(f) = box_factor(sl.width, sl.height, dl.width, dl.height, method) {
@@ -502,9 +526,9 @@ pub fn resize(
             bpp: rs.bpp,
             out_w: dl.width,
         };
-        return drive(&br, &plan, dst, sl.row_bytes() * f, opts);
+        return drive(&br, &plan, dst, sl.row_bytes() * f, opts, cancel);
     }
-    drive(&rs, &plan, dst, sl.row_bytes(), opts)
+    drive(&rs, &plan, dst, sl.row_bytes(), opts, cancel)
 }
 
 /// Planar float output: size, method and per-channel normalisation.
@@ -528,6 +552,31 @@ pub fn to_tensor(
     spec: &TensorSpec,
     opts: &Options,
 ) -> Result<()> {
+    to_tensor_with(src, out, spec, opts, None)
+}
+
+/// [`to_tensor`] that stops with [`KernelError::Cancelled`] once `cancel` is
+/// set (checked before every output row; `out` is then partly written). With
+/// `cancel` never set the output is identical to [`to_tensor`]'s.
+pub fn to_tensor_cancellable(
+    src: &ImageRef<'_>,
+    out: &mut [f32],
+    spec: &TensorSpec,
+    opts: &Options,
+    cancel: &AtomicBool,
+) -> Result<()> {
+    to_tensor_with(src, out, spec, opts, Some(cancel))
+}
+
+fn to_tensor_with(
+    src: &ImageRef<'_>,
+    out: &mut [f32],
+    spec: &TensorSpec,
+    opts: &Options,
+    cancel: Option<&AtomicBool>,
+) -> Result<()> {
+    let stop = Stop::new(cancel);
+    let stop = &stop;
     let (w, h) = (spec.width, spec.height);
     framebus_core::FrameLayout::new(w, h, PixelFormat::Rgb, None)?;
     if out.len() != 3 * w * h {
@@ -566,6 +615,9 @@ pub fn to_tensor(
         let mut tmp = vec![0u8; if plan.steps.len() > 1 { 8 * w } else { 0 }];
         let rows = planes[0].len() / w;
         for yy in 0..rows {
+            if stop.now() {
+                return;
+            }
             let sr = rs.row(y0 + yy, &mut buf, &mut s);
             crate::convert::run_steps(k, &plan, sr, &mut rgb, &mut tmp, w);
             for (c, plane) in planes.iter_mut().enumerate() {
@@ -576,7 +628,8 @@ pub fn to_tensor(
                 }
             }
         }
-    })
+    })?;
+    stop.result()
 }
 
 #[cfg(test)]
