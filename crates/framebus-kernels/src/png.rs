@@ -174,7 +174,10 @@ mod tests {
         let yuv = pool.acquire_frame(4, 4, PixelFormat::Nv12, None).unwrap();
         let e = write_png(&yuv, Vec::new(), 1, false).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
-        assert!(e.to_string().contains("NV12") || e.to_string().contains("nv12"), "{e}");
+        assert!(
+            e.to_string().contains("NV12") || e.to_string().contains("nv12"),
+            "{e}"
+        );
 
         /// A writer whose disk is full.
         struct Full;
