@@ -47,8 +47,10 @@ def timeit(fn, repeats):
 
 def numpy_gray(src, dst):
     s = src.astype(np.uint32)
-    np.copyto(dst, ((9798 * s[..., 2] + 19234 * s[..., 1] + 3736 * s[..., 0] + 16384) >> 15)
-              .astype(np.uint8))
+    np.copyto(
+        dst,
+        ((9798 * s[..., 2] + 19234 * s[..., 1] + 3736 * s[..., 0] + 16384) >> 15).astype(np.uint8),
+    )
 
 
 def numpy_i420(src, dst):
@@ -77,73 +79,181 @@ def cases(w, h, src):
     add("copy (np.copyto)", "numpy", 8 * n, lambda mt: lambda: np.copyto(copy, src))
     # BGRA -> RGB
     b = 4 * n + 3 * n
-    add("BGRA->RGB", "framebus", b,
-        lambda mt: lambda: fb.convert(src, "BGRA", "RGB", out=rgb, threads=None if mt else 1))
-    add("BGRA->RGB", "numpy copyto(src[..., 2::-1])", b,
-        lambda mt: None if mt else lambda: np.copyto(rgb, src[..., 2::-1]))
+    add(
+        "BGRA->RGB",
+        "framebus",
+        b,
+        lambda mt: lambda: fb.convert(src, "BGRA", "RGB", out=rgb, threads=None if mt else 1),
+    )
+    add(
+        "BGRA->RGB",
+        "numpy copyto(src[..., 2::-1])",
+        b,
+        lambda mt: None if mt else lambda: np.copyto(rgb, src[..., 2::-1]),
+    )
     if cv2 is not None:
-        add("BGRA->RGB", "opencv cvtColor", b,
-            lambda mt: lambda: cv2.cvtColor(src, cv2.COLOR_BGRA2RGB, dst=rgb))
+        add(
+            "BGRA->RGB",
+            "opencv cvtColor",
+            b,
+            lambda mt: lambda: cv2.cvtColor(src, cv2.COLOR_BGRA2RGB, dst=rgb),
+        )
     if Image is not None:
-        add("BGRA->RGB", "pillow frombuffer BGRX", b,
-            lambda mt: None if mt else
-            lambda: Image.frombuffer("RGB", (w, h), src, "raw", "BGRX", 0, 1).load())
+        add(
+            "BGRA->RGB",
+            "pillow frombuffer BGRX",
+            b,
+            lambda mt: (
+                None
+                if mt
+                else lambda: Image.frombuffer("RGB", (w, h), src, "raw", "BGRX", 0, 1).load()
+            ),
+        )
     # BGRA -> GRAY
     b = 4 * n + n
-    add("BGRA->GRAY", "framebus", b,
-        lambda mt: lambda: fb.convert(src, "BGRA", "GRAY8", out=gray, threads=None if mt else 1))
-    add("BGRA->GRAY", "numpy (int weights)", b,
-        lambda mt: None if mt else lambda: numpy_gray(src, gray))
+    add(
+        "BGRA->GRAY",
+        "framebus",
+        b,
+        lambda mt: lambda: fb.convert(src, "BGRA", "GRAY8", out=gray, threads=None if mt else 1),
+    )
+    add(
+        "BGRA->GRAY",
+        "numpy (int weights)",
+        b,
+        lambda mt: None if mt else lambda: numpy_gray(src, gray),
+    )
     if cv2 is not None:
-        add("BGRA->GRAY", "opencv cvtColor", b,
-            lambda mt: lambda: cv2.cvtColor(src, cv2.COLOR_BGRA2GRAY, dst=gray))
+        add(
+            "BGRA->GRAY",
+            "opencv cvtColor",
+            b,
+            lambda mt: lambda: cv2.cvtColor(src, cv2.COLOR_BGRA2GRAY, dst=gray),
+        )
     if Image is not None:
-        add("BGRA->GRAY", "pillow BGRX + convert('L')", b,
-            lambda mt: None if mt else
-            lambda: Image.frombuffer("RGB", (w, h), src, "raw", "BGRX", 0, 1).convert("L"))
+        add(
+            "BGRA->GRAY",
+            "pillow BGRX + convert('L')",
+            b,
+            lambda mt: (
+                None
+                if mt
+                else lambda: Image.frombuffer("RGB", (w, h), src, "raw", "BGRX", 0, 1).convert("L")
+            ),
+        )
     # BGRA -> YUV 4:2:0
     b = 4 * n + n * 3 // 2
-    add("BGRA->I420", "framebus", b,
-        lambda mt: lambda: fb.convert(src, "BGRA", "I420", out=yuv, threads=None if mt else 1))
-    add("BGRA->NV12", "framebus", b,
-        lambda mt: lambda: fb.convert(src, "BGRA", "NV12", out=yuv, threads=None if mt else 1))
-    add("BGRA->I420", "numpy (int weights)", b,
-        lambda mt: None if mt else lambda: numpy_i420(src, yuv))
+    add(
+        "BGRA->I420",
+        "framebus",
+        b,
+        lambda mt: lambda: fb.convert(src, "BGRA", "I420", out=yuv, threads=None if mt else 1),
+    )
+    add(
+        "BGRA->NV12",
+        "framebus",
+        b,
+        lambda mt: lambda: fb.convert(src, "BGRA", "NV12", out=yuv, threads=None if mt else 1),
+    )
+    add(
+        "BGRA->I420",
+        "numpy (int weights)",
+        b,
+        lambda mt: None if mt else lambda: numpy_i420(src, yuv),
+    )
     if cv2 is not None:
-        add("BGRA->I420", "opencv cvtColor", b,
-            lambda mt: lambda: cv2.cvtColor(src, cv2.COLOR_BGRA2YUV_I420, dst=yuv))
+        add(
+            "BGRA->I420",
+            "opencv cvtColor",
+            b,
+            lambda mt: lambda: cv2.cvtColor(src, cv2.COLOR_BGRA2YUV_I420, dst=yuv),
+        )
     if Image is not None:
         # Pillow has no 4:2:0 output; YCbCr 4:4:4 is the closest it gets.
-        add("BGRA->I420", "pillow convert('YCbCr') (4:4:4)", b,
-            lambda mt: None if mt else
-            lambda: Image.frombuffer("RGB", (w, h), src, "raw", "BGRX", 0, 1).convert("YCbCr"))
+        add(
+            "BGRA->I420",
+            "pillow convert('YCbCr') (4:4:4)",
+            b,
+            lambda mt: (
+                None
+                if mt
+                else lambda: Image.frombuffer("RGB", (w, h), src, "raw", "BGRX", 0, 1).convert(
+                    "YCbCr"
+                )
+            ),
+        )
     # resize to half size (4K -> 1080p, 1080p -> 540p)
     hw, hh = w // 2, h // 2
     small = np.empty((hh, hw, 4), np.uint8)
     small_rgb = np.empty((hh, hw, 3), np.uint8)
     b = 4 * n + 4 * hw * hh
-    for method, cvm, pilm in [("area", "INTER_AREA", "BOX"), ("bilinear", "INTER_LINEAR",
-                                                                 "BILINEAR")]:
+    for method, cvm, pilm in [
+        ("area", "INTER_AREA", "BOX"),
+        ("bilinear", "INTER_LINEAR", "BILINEAR"),
+    ]:
         op = f"resize /2 {method}"
-        add(op, "framebus", b, lambda mt, m=method: lambda: fb.resize(
-            src, hw, hh, m, "BGRA", out=small, threads=None if mt else 1))
+        add(
+            op,
+            "framebus",
+            b,
+            lambda mt, m=method: (
+                lambda: fb.resize(src, hw, hh, m, "BGRA", out=small, threads=None if mt else 1)
+            ),
+        )
         if cv2 is not None:
-            add(op, "opencv resize", b, lambda mt, m=cvm: lambda: cv2.resize(
-                src, (hw, hh), dst=small, interpolation=getattr(cv2, m)))
+            add(
+                op,
+                "opencv resize",
+                b,
+                lambda mt, m=cvm: (
+                    lambda: cv2.resize(src, (hw, hh), dst=small, interpolation=getattr(cv2, m))
+                ),
+            )
         if Image is not None:
-            add(op, "pillow resize", b, lambda mt, m=pilm: None if mt else lambda: Image.frombuffer(
-                "RGBA", (w, h), src, "raw", "RGBA", 0, 1).resize(
-                    (hw, hh), getattr(Image.Resampling, m)))
-    add("resize /2 area", "numpy reshape+sum", b, lambda mt: None if mt else lambda: np.copyto(
-        small, ((src.reshape(hh, 2, hw, 2, 4).sum(axis=(1, 3), dtype=np.uint16) + 2) >> 2)
-        .astype(np.uint8)))
+            add(
+                op,
+                "pillow resize",
+                b,
+                lambda mt, m=pilm: (
+                    None
+                    if mt
+                    else lambda: Image.frombuffer("RGBA", (w, h), src, "raw", "RGBA", 0, 1).resize(
+                        (hw, hh), getattr(Image.Resampling, m)
+                    )
+                ),
+            )
+    add(
+        "resize /2 area",
+        "numpy reshape+sum",
+        b,
+        lambda mt: (
+            None
+            if mt
+            else lambda: np.copyto(
+                small,
+                ((src.reshape(hh, 2, hw, 2, 4).sum(axis=(1, 3), dtype=np.uint16) + 2) >> 2).astype(
+                    np.uint8
+                ),
+            )
+        ),
+    )
     b = 4 * n + 3 * hw * hh
-    add("resize /2 area -> RGB (fused)", "framebus", b, lambda mt: lambda: fb.resize(
-        src, hw, hh, "area", "BGRA", "RGB", out=small_rgb, threads=None if mt else 1))
+    add(
+        "resize /2 area -> RGB (fused)",
+        "framebus",
+        b,
+        lambda mt: (
+            lambda: fb.resize(
+                src, hw, hh, "area", "BGRA", "RGB", out=small_rgb, threads=None if mt else 1
+            )
+        ),
+    )
     if cv2 is not None:
+
         def cv_two_pass():
             cv2.resize(src, (hw, hh), dst=small, interpolation=cv2.INTER_AREA)
             cv2.cvtColor(small, cv2.COLOR_BGRA2RGB, dst=small_rgb)
+
         add("resize /2 area -> RGB (fused)", "opencv resize + cvtColor", b, lambda mt: cv_two_pass)
     # arbitrary sizes for AI inputs
     for ow, oh in [(1280, 720), (224, 224)]:
@@ -151,29 +261,62 @@ def cases(w, h, src):
             continue
         dst = np.empty((oh, ow, 4), np.uint8)
         b = 4 * n + 4 * ow * oh
-        for method, cvm, pilm in [("area", "INTER_AREA", "BOX"),
-                                  ("bilinear", "INTER_LINEAR", "BILINEAR")]:
+        for method, cvm, pilm in [
+            ("area", "INTER_AREA", "BOX"),
+            ("bilinear", "INTER_LINEAR", "BILINEAR"),
+        ]:
             op = f"resize {ow}x{oh} {method}"
-            add(op, "framebus", b, lambda mt, m=method, ow=ow, oh=oh, dst=dst: lambda: fb.resize(
-                src, ow, oh, m, "BGRA", out=dst, threads=None if mt else 1))
+            add(
+                op,
+                "framebus",
+                b,
+                lambda mt, m=method, ow=ow, oh=oh, dst=dst: (
+                    lambda: fb.resize(src, ow, oh, m, "BGRA", out=dst, threads=None if mt else 1)
+                ),
+            )
             if cv2 is not None:
-                add(op, "opencv resize", b, lambda mt, m=cvm, ow=ow, oh=oh, dst=dst: lambda: cv2.resize(
-                    src, (ow, oh), dst=dst, interpolation=getattr(cv2, m)))
+                add(
+                    op,
+                    "opencv resize",
+                    b,
+                    lambda mt, m=cvm, ow=ow, oh=oh, dst=dst: (
+                        lambda: cv2.resize(src, (ow, oh), dst=dst, interpolation=getattr(cv2, m))
+                    ),
+                )
             if Image is not None:
-                add(op, "pillow resize", b, lambda mt, m=pilm, ow=ow, oh=oh: None if mt else
-                    lambda: Image.frombuffer("RGBA", (w, h), src, "raw", "RGBA", 0, 1).resize(
-                        (ow, oh), getattr(Image.Resampling, m)))
+                add(
+                    op,
+                    "pillow resize",
+                    b,
+                    lambda mt, m=pilm, ow=ow, oh=oh: (
+                        None
+                        if mt
+                        else lambda: Image.frombuffer(
+                            "RGBA", (w, h), src, "raw", "RGBA", 0, 1
+                        ).resize((ow, oh), getattr(Image.Resampling, m))
+                    ),
+                )
     mean = np.array([0.485, 0.456, 0.406], np.float32)
     std = np.array([0.229, 0.224, 0.225], np.float32)
     b = 4 * n + 3 * 4 * 224 * 224
     op = "to_tensor 224x224 CHW f32"
-    add(op, "framebus", b, lambda mt: lambda: fb.to_tensor(
-        src, (224, 224), mean, std, "bilinear", "BGRA", threads=None if mt else 1))
+    add(
+        op,
+        "framebus",
+        b,
+        lambda mt: (
+            lambda: fb.to_tensor(
+                src, (224, 224), mean, std, "bilinear", "BGRA", threads=None if mt else 1
+            )
+        ),
+    )
     if cv2 is not None:
+
         def cv_tensor():
             small4 = cv2.resize(src, (224, 224), interpolation=cv2.INTER_LINEAR)
             rgb3 = cv2.cvtColor(small4, cv2.COLOR_BGRA2RGB)
             return np.ascontiguousarray(((rgb3 / np.float32(255) - mean) / std).transpose(2, 0, 1))
+
         add(op, "opencv resize+cvtColor, numpy normalise", b, lambda mt: cv_tensor)
     return out
 
@@ -202,8 +345,11 @@ def main():
                 if copy_gbs is None:
                     copy_gbs = gbs
                 rows.append((res, "all" if mt else "1", op, impl, t * 1e3, gbs, gbs / copy_gbs))
-                print(f"{res:5} thr={'all' if mt else '1':3} {op:30} {impl:34} {t * 1e3:8.2f} ms "
-                      f"{gbs:6.2f} GB/s {gbs / copy_gbs:5.0%}", file=sys.stderr)
+                print(
+                    f"{res:5} thr={'all' if mt else '1':3} {op:30} {impl:34} {t * 1e3:8.2f} ms "
+                    f"{gbs:6.2f} GB/s {gbs / copy_gbs:5.0%}",
+                    file=sys.stderr,
+                )
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, numpy {np.__version__}, "

@@ -69,8 +69,22 @@ def pipe_max() -> int:
 def sink_cmd(sink: str, w: int, h: int) -> list[str]:
     if sink == "cat":
         return ["sh", "-c", "cat > /dev/null"]
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", "60", "-i", "-"]
+    cmd = [
+        "ffmpeg",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{w}x{h}",
+        "-r",
+        "60",
+        "-i",
+        "-",
+    ]
     if sink == "x264":
         cmd += ["-c:v", "libx264", "-preset", "ultrafast"]
     return cmd + ["-f", "null", "-"]
@@ -99,8 +113,11 @@ def one_run(method: str, frames: list[np.ndarray], n: int, cmd: list[str], raw_e
     if method == "turbopipe+1M":
         fcntl.fcntl(fd, F_SETPIPE_SZ, pipe_max())
     if method == "raw":
-        w = subprocess.Popen([raw_exe, str(fbytes), str(n), str(pipe_max())],
-                             stdin=subprocess.PIPE, stdout=proc.stdin)
+        w = subprocess.Popen(
+            [raw_exe, str(fbytes), str(n), str(pipe_max())],
+            stdin=subprocess.PIPE,
+            stdout=proc.stdin,
+        )
     time.sleep(0.2)  # let the sink (and the raw writer) start before the clock does
     c_self, c_child = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -144,20 +161,30 @@ def one_run(method: str, frames: list[np.ndarray], n: int, cmd: list[str], raw_e
     dt = time.perf_counter() - t0
     if rc != 0:
         raise RuntimeError(f"{cmd[0]} exited {rc}")
-    return dt, cpu_seconds(resource.RUSAGE_SELF) - c_self, cpu_seconds(resource.RUSAGE_CHILDREN) - c_child
+    return (
+        dt,
+        cpu_seconds(resource.RUSAGE_SELF) - c_self,
+        cpu_seconds(resource.RUSAGE_CHILDREN) - c_child,
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--res", default="720p,1080p,4k")
     ap.add_argument("--sinks", default="null,x264,cat")
-    ap.add_argument("--methods", default="write,thread,turbopipe,turbopipe+1M,framebus,framebus+splice,raw")
+    ap.add_argument(
+        "--methods", default="write,thread,turbopipe,turbopipe+1M,framebus,framebus+splice,raw"
+    )
     ap.add_argument("--gib", type=float, default=1.0, help="data per run (null and cat sinks)")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     raw_exe = build_raw()
-    methods = [m for m in a.methods.split(",")
-               if not (m.startswith("turbopipe") and turbopipe is None) and not (m == "raw" and raw_exe is None)]
+    methods = [
+        m
+        for m in a.methods.split(",")
+        if not (m.startswith("turbopipe") and turbopipe is None)
+        and not (m == "raw" and raw_exe is None)
+    ]
     rows = []
     t_start = time.perf_counter()
     for sink in a.sinks.split(","):
@@ -179,12 +206,23 @@ def main() -> None:
             gbps = {m: gb / statistics.median(t) for m, t in times.items()}
             for m in methods:
                 med = sorted(runs[m])[len(runs[m]) // 2]
-                row = [sink, res, m, n, round(gbps[m], 2), round(n / statistics.median(times[m]), 1),
-                       round(gb / min(times[m]), 2), round(med[1] / gb, 2), round(med[2] / gb, 2)]
+                row = [
+                    sink,
+                    res,
+                    m,
+                    n,
+                    round(gbps[m], 2),
+                    round(n / statistics.median(times[m]), 1),
+                    round(gb / min(times[m]), 2),
+                    round(med[1] / gb, 2),
+                    round(med[2] / gb, 2),
+                ]
                 for ref in ("framebus", "framebus+splice"):
                     row.append(round(gbps[ref] / gbps[m], 2) if ref in gbps else "")
                 rows.append(row)
-            print(f"# {sink} {res}: " + ", ".join(f"{m} {g:.2f}" for m, g in gbps.items()), flush=True)
+            print(
+                f"# {sink} {res}: " + ", ".join(f"{m} {g:.2f}" for m, g in gbps.items()), flush=True
+            )
     notes = (
         f"GB/s = 1e9 bytes/s, median of {a.repeats} alternating runs (best in the next column); "
         "'fb ×' / 'fb+splice ×' = framebus's (framebus+splice's) median GB/s divided by that "
@@ -193,9 +231,25 @@ def main() -> None:
         f"NumPy buffers synced before reuse. Total time {time.perf_counter() - t_start:.0f} s. "
         f"turbopipe {getattr(turbopipe, '__version__', 'missing')}, framebus {framebus.__version__}."
     )
-    report("bench_pipe", "Frames into FFmpeg (bench_pipe.py)",
-           ["sink", "res", "method", "frames", "GB/s", "fps", "best GB/s", "CPU s/GB self",
-            "CPU s/GB child", "fb ×", "fb+splice ×"], rows, notes)
+    report(
+        "bench_pipe",
+        "Frames into FFmpeg (bench_pipe.py)",
+        [
+            "sink",
+            "res",
+            "method",
+            "frames",
+            "GB/s",
+            "fps",
+            "best GB/s",
+            "CPU s/GB self",
+            "CPU s/GB child",
+            "fb ×",
+            "fb+splice ×",
+        ],
+        rows,
+        notes,
+    )
 
 
 if __name__ == "__main__":

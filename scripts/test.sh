@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Set up and run every test: Rust unit tests, the lifetime-critical core tests
-# under valgrind, and the Python end-to-end suite on the oldest and newest
-# supported Pythons (override with FRAMEBUS_PYTHONS).
+# Set up and run every test: the project's standards (rustfmt, clippy with
+# warnings denied, ruff lint and format), Rust unit tests, the lifetime-critical
+# core tests under valgrind, and the Python end-to-end suite (with stubtest and
+# the property-based suite) on the oldest and newest supported Pythons
+# (override with FRAMEBUS_PYTHONS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FRAMEBUS_PYTHONS="${FRAMEBUS_PYTHONS:-3.9 3.13}"
 bash scripts/setup.sh
+
+echo "== standards: rustfmt, clippy -D warnings (undocumented unsafe denied), ruff"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -q -- -D warnings -D clippy::undocumented_unsafe_blocks
+first_venv=$(for v in $FRAMEBUS_PYTHONS; do [ "$v" = 3.11 ] && echo .venv || echo ".venv-$v"; break; done)
+"$first_venv/bin/ruff" check python tests bench examples scripts
+"$first_venv/bin/ruff" format --check python tests bench examples scripts
 
 echo "== cargo test (workspace)"
 cargo test --workspace -q

@@ -120,13 +120,13 @@ def test_bad_regions_raise_valueerror_naming_the_bounds(grabber, region):
 
 
 def test_bad_region_arguments(grabber):
-    with pytest.raises(ValueError, match="width=0"):
+    with pytest.raises(ValueError, match="0x5 is empty"):
         grabber.grab({"left": 0, "top": 0, "width": 0, "height": 5})
     with pytest.raises(ValueError, match='"height" is missing'):
         grabber.grab({"left": 0, "top": 0, "width": 5})
     with pytest.raises(ValueError, match="3 values"):
         grabber.grab((0, 0, 5))
-    with pytest.raises(ValueError, match="width=-5"):
+    with pytest.raises(ValueError, match=r"box \(10, 0, 5, 5\) is empty"):
         grabber.grab((10, 0, 5, 5))
     with pytest.raises(TypeError, match="str"):
         grabber.grab("everything")
@@ -309,7 +309,7 @@ def test_save_png_round_trips_with_pillow(grabber, tmp_path):
             assert im.mode == "RGB" and im.size == (200, 80)
             np.testing.assert_array_equal(np.asarray(im), rgb(f)[..., ::-1])
     assert small.stat().st_size < fast.stat().st_size
-    with pytest.raises(ValueError, match="level 10"):
+    with pytest.raises(ValueError, match="level=10"):
         f.save_png(tmp_path / "x.png", level=10)
     with pytest.raises(OSError, match="cannot create"):
         f.save_png(tmp_path / "missing" / "x.png")

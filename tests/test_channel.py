@@ -234,13 +234,13 @@ def test_bad_arguments_raise_clear_errors():
     for bad in ["", "a/b", "x" * 65, ".dot", "sp ace"]:
         with pytest.raises(ValueError, match="invalid channel name"):
             Publisher(bad)
-    with pytest.raises(ValueError, match='invalid mode "fast"'):
+    with pytest.raises(ValueError, match='invalid mode="fast"'):
         Publisher(unique("m"), mode="fast")
     with pytest.raises(ValueError, match="depth=3 only applies"):
         Publisher(unique("m"), mode="latest", depth=3)
-    with pytest.raises(ValueError, match="invalid depth: 0"):
+    with pytest.raises(ValueError, match="invalid depth=0"):
         Publisher(unique("m"), mode="lossless", depth=0)
-    with pytest.raises(ValueError, match='invalid on_full "drop"'):
+    with pytest.raises(ValueError, match='invalid on_full="drop"'):
         Publisher(unique("m"), mode="lossless", on_full="drop")
     name = unique("taken")
     with pytest.raises(FileNotFoundError, match=name):
@@ -250,9 +250,9 @@ def test_bad_arguments_raise_clear_errors():
             Publisher(name)
         with pytest.raises(ValueError, match="timeout"):
             Subscriber(name, timeout=-1)
-        with pytest.raises(ValueError, match='invalid spin: "fast"'):
+        with pytest.raises(ValueError, match='invalid spin="fast"'):
             Subscriber(name, spin="fast")
-        with pytest.raises(ValueError, match="invalid spin: -1"):
+        with pytest.raises(ValueError, match="invalid spin=-1"):
             Subscriber(name, spin=-1)
         sub = Subscriber(name)
         with pytest.raises(ValueError, match="timeout"):

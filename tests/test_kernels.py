@@ -231,7 +231,7 @@ def test_strided_sources():
     assert np.array_equal(got, rows[:, :48].reshape(10, 16, 3)[..., ::-1])
     with pytest.raises(ValueError, match="contiguous"):
         fb.convert(a[:, ::2], "BGRA", "RGB")
-    with pytest.raises(ValueError, match="width= and height="):
+    with pytest.raises(ValueError, match="needs the width and height"):
         fb.convert(bytes(16), "BGRA", "RGB")
     with pytest.raises(ValueError, match="negative stride"):
         fb.convert(a[::-1], "BGRA", "RGB")
@@ -282,7 +282,9 @@ def test_out_buffers_are_checked_and_written():
     )
     with pytest.raises(ValueError, match="599 bytes is too small: 600 bytes needed"):
         src.convert("RGB", out=bytearray(599))
-    with pytest.raises(ValueError, match="20x10 but destination is 19x10"):
+    with pytest.raises(
+        ValueError, match=r"width 20 was asked for .* width 19; expected \(10, 20, 3\)"
+    ):
         src.convert("RGB", out=np.zeros((10, 19, 3), np.uint8))
     with pytest.raises(ValueError, match="writable"):
         src.convert("RGB", out=bytes(600))
@@ -310,11 +312,11 @@ def test_bad_arguments_raise_value_error_naming_them():
         fb.convert(random_image("BGRA", 5, 4), "BGRA", "NV12")
     with pytest.raises(ValueError, match='"bt2020"'):
         fb.convert(a, "BGRA", "NV12", matrix="bt2020")
-    with pytest.raises(ValueError, match="invalid threads: -1"):
+    with pytest.raises(ValueError, match="invalid threads=-1"):
         fb.convert(a, "BGRA", "RGB", threads=-1)
     with pytest.raises(ValueError, match="src_format is required"):
         fb.convert(a, None, "RGB")
-    with pytest.raises(ValueError, match="not a whole number"):
+    with pytest.raises(ValueError, match=r"expected \(height, width, 4\) or \(height, width\*4\)"):
         fb.convert(np.zeros((4, 10), np.uint8), "BGRA", "RGB")
     with pytest.raises(ValueError, match="format 'f' are not 8- or 16-bit"):
         fb.convert(np.zeros((4, 4, 4), np.float32), "BGRA", "RGB")

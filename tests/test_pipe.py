@@ -161,7 +161,7 @@ def test_padded_rows_are_written_tight_and_non_contiguous_is_refused():
     img = pattern(100 * 64 * 4, 5).reshape(100, 64, 4)
     crop = img[:, 8:40]  # rows with gaps: written as tight rows
     fb.pipe(crop, r.fd)
-    with pytest.raises(ValueError, match="non-contiguous"):
+    with pytest.raises(ValueError, match="only the first dimension may have gaps"):
         fb.pipe(img[:, ::2], r.fd)
     assert r.finish() == sha(np.ascontiguousarray(crop).tobytes())
 
@@ -169,11 +169,11 @@ def test_padded_rows_are_written_tight_and_non_contiguous_is_refused():
 def test_bad_arguments_raise_value_error():
     r, w = os.pipe()
     try:
-        with pytest.raises(ValueError, match="invalid fd: -1"):
+        with pytest.raises(ValueError, match="invalid fd=-1"):
             fb.pipe(b"x", -1)
-        with pytest.raises(ValueError, match="int or have fileno"):
+        with pytest.raises(TypeError, match="int or have fileno"):
             fb.pipe(b"x", "nope")
-        with pytest.raises(ValueError, match="does not export a readable buffer"):
+        with pytest.raises(TypeError, match="exporting a buffer"):
             fb.pipe(12345, w)
     finally:
         os.close(r)

@@ -80,17 +80,15 @@ def test_default_libx264_mp4_plays_with_right_size_count_and_fps(tmp_path):
 
 def test_wrong_frames_are_refused_with_clear_errors(tmp_path):
     vw = VideoWriter(tmp_path / "x.mkv", 64, 48, 30, format="BGRA", codec="ffv1")
-    with pytest.raises(
-        ValueError, match=r"array shape \(48, 64, 3\) .* 64x48 BGRA .* expected shape \(48, 64, 4\)"
-    ):
+    with pytest.raises(ValueError, match=r"shape \(48, 64, 3\) .* expected \(48, 64, 4\)"):
         vw.write(np.zeros((48, 64, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"array shape \(64, 48, 4\)"):
+    with pytest.raises(ValueError, match=r"shape \(64, 48, 4\) .* width 48"):
         vw.write(np.zeros((64, 48, 4), np.uint8))
-    with pytest.raises(ValueError, match="item size 2 .* uint8"):
+    with pytest.raises(ValueError, match="itemsize 2 does not fit BGRA"):
         vw.write(np.zeros((48, 64, 4), np.uint16))
-    with pytest.raises(ValueError, match="byte size mismatch: .* 12288 bytes .* got 100 bytes"):
+    with pytest.raises(ValueError, match="100 bytes is too small: 12288 bytes needed"):
         vw.write(b"x" * 100)
-    with pytest.raises(ValueError, match="non-contiguous"):
+    with pytest.raises(ValueError, match="only the first dimension may have gaps"):
         vw.write(np.zeros((48, 128, 4), np.uint8)[:, ::2])
     pool = framebus.FramePool()
     with pytest.raises(ValueError, match="format mismatch: .* expects BGRA, got RGBA"):
@@ -109,7 +107,7 @@ def test_bad_settings_are_refused_before_starting(tmp_path):
         VideoWriter(tmp_path / "x.mp4", 64, 48, 30, format="YUYV")
     with pytest.raises(ValueError, match="65x48.*even"):
         VideoWriter(tmp_path / "x.mp4", 65, 48, 30)
-    with pytest.raises(ValueError, match="invalid fps: -1"):
+    with pytest.raises(ValueError, match="invalid fps=-1"):
         VideoWriter(tmp_path / "x.mp4", 64, 48, -1)
     with pytest.raises(FileNotFoundError, match="/nonexistent/ffmpeg"):
         VideoWriter(tmp_path / "x.mp4", 64, 48, 30, ffmpeg="/nonexistent/ffmpeg")

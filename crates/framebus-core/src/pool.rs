@@ -199,6 +199,30 @@ impl FramePool {
 
     /// Lease a slot of at least `len` bytes with an explicit policy at the limit.
     pub fn acquire_with(&self, len: usize, policy: Exhausted) -> Result<Lease> {
+        self.acquire_counted(len, policy, true, true)
+    }
+
+    /// One slice of a longer wait for a slot (a caller that checks for
+    /// Ctrl-C between slices): like `acquire_with(len, Block(Some(slice)))`,
+    /// but a slice that ends without a slot is `Ok(None)` and is not counted
+    /// as `exhausted`, and the wait is counted in `waits` only on the `first`
+    /// slice — so the counters describe the caller's one wait. A caller that
+    /// gives up ends with `acquire_with(len, Exhausted::Error)`, which counts
+    /// and describes the failure.
+    pub fn acquire_slice(&self, len: usize, slice: Duration, first: bool) -> Result<Option<Lease>> {
+        match self.acquire_counted(len, Exhausted::Block(Some(slice)), first, false) {
+            Err(Error::PoolExhausted { .. }) => Ok(None),
+            r => r.map(Some),
+        }
+    }
+
+    fn acquire_counted(
+        &self,
+        len: usize,
+        policy: Exhausted,
+        count_wait: bool,
+        count_exhausted: bool,
+    ) -> Result<Lease> {
         if len == 0 {
             return Err(Error::InvalidDimension {
                 what: "frame size",
@@ -227,7 +251,8 @@ impl FramePool {
         }
         let start = Instant::now();
         let deadline = match policy {
-            Exhausted::Block(Some(t)) => Some(start + t),
+            // A timeout too long to add to the clock is as good as forever.
+            Exhausted::Block(Some(t)) => start.checked_add(t),
             _ => None,
         };
         let mut waited = false;
@@ -280,11 +305,15 @@ impl FramePool {
             // 3. Everything is in use: wait or fail.
             let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
             if policy == Exhausted::Error || timed_out {
-                st.stats.exhausted += 1;
+                if count_exhausted {
+                    st.stats.exhausted += 1;
+                }
                 return Err(self.exhausted_error(&st, len, waited.then(|| start.elapsed())));
             }
             if !waited {
-                st.stats.waits += 1;
+                if count_wait {
+                    st.stats.waits += 1;
+                }
                 waited = true;
             }
             st = match deadline {
@@ -891,5 +920,37 @@ mod tests {
         // The parent's accounting never saw the child.
         let s = p.stats();
         assert_eq!((s.slots, s.slots_in_use, s.acquires), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_wait_in_slices_counts_one_wait_and_one_failure() {
+        let p = FramePool::new(PoolConfig {
+            max_slots: Some(1),
+            ..PoolConfig::default()
+        });
+        let held = p.acquire(4096).unwrap();
+        let slice = Duration::from_millis(5);
+        assert!(p.acquire_slice(4096, slice, true).unwrap().is_none());
+        assert!(p.acquire_slice(4096, slice, false).unwrap().is_none());
+        assert!(p.acquire_slice(4096, slice, false).unwrap().is_none());
+        let s = p.stats();
+        assert_eq!((s.waits, s.exhausted), (1, 0));
+        assert!(matches!(
+            p.acquire_with(4096, Exhausted::Error),
+            Err(Error::PoolExhausted { .. })
+        ));
+        assert_eq!(p.stats().exhausted, 1);
+        let id = held.slot_id();
+        drop(held);
+        let got = p
+            .acquire_slice(4096, slice, false)
+            .unwrap()
+            .expect("a free slot");
+        assert_eq!(got.slot_id(), id);
+        // A timeout beyond the clock's range waits (here: finds the slot) instead of panicking.
+        drop(got);
+        assert!(p
+            .acquire_with(4096, Exhausted::Block(Some(Duration::MAX)))
+            .is_ok());
     }
 }

@@ -1,36 +1,30 @@
 //! Python face of framebus-capture: `framebus.grab`, `Grabber`, `Capture`,
 //! `Region`, `Frame.save_png`, and the test-only `_test_put_image`.
 //!
-//! Conversion, GIL release and error mapping only. Every X round trip, PNG
-//! encode and wait runs inside `py.detach`; grabbers sit behind a mutex that
-//! is taken with the GIL released, so threads grabbing at once never
-//! deadlock on the GIL. Errors: bad regions/monitors/arguments → `ValueError`
-//! (naming the bounds), waits that time out → `TimeoutError`, pool errors via
-//! `errors::to_pyerr`, everything else → `framebus.CaptureError`.
+//! Conversion, GIL release and error mapping only: region parsing turns
+//! Python values into the crate's `Target`, `grab()` is one call to the
+//! crate's shared grabber, and every wait for a frame goes through
+//! `wait::wait` (GIL released, Ctrl-C honoured). Grabbers sit behind a mutex
+//! that is only waited for with the GIL released.
 
-use crate::errors::{to_pyerr, CaptureError as PyCaptureError};
+use crate::args::{self, Int};
+use crate::errors::{os_error, Error, Result};
 use crate::frame::PyFrame;
-use crate::pool::{default_pool, parse_timeout, PyFramePool};
+use crate::pool::{default_pool, pool_or_default, PyFramePool};
+use crate::wait;
 use framebus_capture::{
-    BackendChoice, Capture, CaptureConfig, CaptureError, Grabber, Monitor, Region,
+    grab_shared, BackendChoice, Capture, CaptureConfig, CaptureError, Grabber, Monitor, Region,
+    Target, MAX_BUFFER,
 };
-use framebus_core::FramePool;
+use framebus_core::{Frame, FramePool};
 use framebus_kernels::png;
-use pyo3::exceptions::{PyOSError, PyStopIteration, PyTimeoutError, PyTypeError, PyValueError};
+use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
+use std::ops::ControlFlow::{Break, Continue};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
-
-/// Map a capture error to its Python exception, once.
-pub fn capture_err(e: CaptureError) -> PyErr {
-    match e {
-        CaptureError::Core(c) => to_pyerr(c),
-        CaptureError::Timeout(_) => PyTimeoutError::new_err(e.to_string()),
-        e if e.is_bad_input() => PyValueError::new_err(e.to_string()),
-        e => PyCaptureError::new_err(e.to_string()),
-    }
-}
+use std::time::Duration;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -61,11 +55,18 @@ impl From<Region> for PyRegion {
     }
 }
 
+/// An int of a region as i64 (a value beyond i64 is off every screen anyway;
+/// saturating keeps the crate's message, which names the whole region).
+fn coord(v: Int) -> i64 {
+    v.0.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
 #[pymethods]
 impl PyRegion {
     #[new]
-    fn new(left: i64, top: i64, width: i64, height: i64) -> PyResult<Self> {
-        Ok(region_from_ints(left, top, width, height)?.into())
+    fn new(left: Int, top: Int, width: Int, height: Int) -> Result<Self> {
+        let r = Region::checked(coord(left), coord(top), coord(width), coord(height))?;
+        Ok(r.into())
     }
     #[getter]
     fn right(&self) -> i64 {
@@ -83,103 +84,66 @@ impl PyRegion {
     }
 }
 
-fn region_from_ints(left: i64, top: i64, width: i64, height: i64) -> PyResult<Region> {
-    let coord = |name: &str, v: i64| {
-        i32::try_from(v).map_err(|_| {
-            PyValueError::new_err(format!("region {name}={v} is out of range for a screen"))
-        })
-    };
-    let size = |name: &str, v: i64| {
-        if v <= 0 {
-            return Err(PyValueError::new_err(format!(
-                "region {name}={v} must be at least 1 (region {left},{top} {width}x{height})"
-            )));
-        }
-        u32::try_from(v).map_err(|_| {
-            PyValueError::new_err(format!("region {name}={v} is out of range for a screen"))
-        })
-    };
-    Ok(Region::new(
-        coord("left", left)?,
-        coord("top", top)?,
-        size("width", width)?,
-        size("height", height)?,
-    ))
-}
-
-/// What a `region=` argument asks for.
-#[derive(Clone, Copy)]
-enum Target {
-    Screen,
-    Monitor(usize),
-    Rect(Region),
-}
-
-impl Target {
-    fn resolve(self, g: &mut Grabber) -> framebus_capture::Result<Option<Region>> {
-        match self {
-            Target::Screen => Ok(None),
-            Target::Monitor(i) => g.monitor_region(i).map(Some),
-            Target::Rect(r) => Ok(Some(r)),
-        }
-    }
-}
-
 /// Parse `region`: None, a monitor index, a `Region`, a dict with
 /// left/top/width/height (mss style) or a 4-tuple box (left, top, right, bottom).
-fn parse_target(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Target> {
-    let Some(obj) = obj else {
+fn parse_target(obj: Option<&Bound<'_, PyAny>>) -> Result<Target> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
         return Ok(Target::Screen);
     };
-    if obj.is_none() {
-        return Ok(Target::Screen);
-    }
     if let Ok(r) = obj.cast::<PyRegion>() {
         let r = r.get();
         return Ok(Target::Rect(Region::new(r.left, r.top, r.width, r.height)));
     }
     if obj.is_instance_of::<pyo3::types::PyBool>() {
-        return Err(PyTypeError::new_err("region must not be a bool"));
+        return Err(Error::type_("region must not be a bool"));
     }
-    if let Ok(i) = obj.extract::<i64>() {
-        return usize::try_from(i)
-            .map(Target::Monitor)
-            .map_err(|_| PyValueError::new_err(format!("monitor index {i} must be >= 0")));
+    if let Ok(i) = obj.extract::<Int>() {
+        return Ok(Target::Monitor(args::count(
+            "region (a monitor index)",
+            i,
+            0,
+            u16::MAX as usize,
+        )?));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
-        let get = |k: &str| -> PyResult<i64> {
+        let get = |k: &str| -> Result<i64> {
             match d.get_item(k)? {
-                Some(v) => v.extract::<i64>().map_err(|_| {
-                    PyTypeError::new_err(format!("region[{k:?}] must be an int, got {v:?}"))
-                }),
-                None => Err(PyValueError::new_err(format!(
+                Some(v) => Ok(coord(v.extract::<Int>().map_err(|_| {
+                    Error::type_(format!("region[{k:?}] must be an int, got {v}"))
+                })?)),
+                None => Err(Error::value(format!(
                     "region dict needs the keys left, top, width, height; {k:?} is missing"
                 ))),
             }
         };
         let (l, t, w, h) = (get("left")?, get("top")?, get("width")?, get("height")?);
-        return Ok(Target::Rect(region_from_ints(l, t, w, h)?));
+        return Ok(Target::Rect(Region::checked(l, t, w, h)?));
     }
     if obj.is_instance_of::<PyTuple>() || obj.is_instance_of::<PyList>() {
-        let v: Vec<i64> = obj.extract().map_err(|_| {
-            PyTypeError::new_err("a region tuple must hold 4 ints (left, top, right, bottom)")
+        let v: Vec<Int> = obj.extract().map_err(|_| {
+            Error::type_("a region tuple must hold 4 ints (left, top, right, bottom)")
         })?;
         if let [l, t, r, b] = v[..] {
-            return Ok(Target::Rect(region_from_ints(l, t, r - l, b - t)?));
+            return Ok(Target::Rect(Region::from_box(
+                coord(l),
+                coord(t),
+                coord(r),
+                coord(b),
+            )?));
         }
-        return Err(PyValueError::new_err(format!(
+        return Err(Error::value(format!(
             "a region tuple must be (left, top, right, bottom), got {} values",
             v.len()
         )));
     }
-    Err(PyTypeError::new_err(format!(
+    Err(Error::type_(format!(
         "region must be None, a monitor index, a Region, a dict or a (left, top, right, bottom) tuple, not {}",
         obj.get_type().name()?
     )))
 }
 
-fn parse_backend(backend: &str) -> PyResult<BackendChoice> {
-    backend.parse().map_err(capture_err)
+fn parse_backend(backend: &str) -> Result<BackendChoice> {
+    Ok(backend.parse()?)
 }
 
 fn pool_of(pool: Option<PyRef<'_, PyFramePool>>) -> Option<FramePool> {
@@ -214,13 +178,16 @@ impl PyGrabber {
         &self,
         py: Python<'_>,
         f: impl FnOnce(&mut Grabber) -> framebus_capture::Result<R> + Send,
-    ) -> PyResult<R> {
+    ) -> Result<R> {
         py.detach(|| {
             let mut g = lock(&self.inner);
             let g = g.as_mut().ok_or_else(|| {
-                PyCaptureError::new_err(format!("the grabber for {:?} is closed", self.display))
+                CaptureError::Stopped(Some(format!(
+                    "the grabber for {:?} is closed",
+                    self.display
+                )))
             })?;
-            f(g).map_err(capture_err)
+            Ok(f(g)?)
         })
     }
 }
@@ -235,12 +202,10 @@ impl PyGrabber {
         display: Option<String>,
         backend: &str,
         pool: Option<PyRef<'_, PyFramePool>>,
-    ) -> PyResult<Self> {
+    ) -> Result<Self> {
         let choice = parse_backend(backend)?;
-        let pool = pool_of(pool).unwrap_or_else(default_pool);
-        let g = py
-            .detach(|| Grabber::open(display.as_deref(), choice, pool))
-            .map_err(capture_err)?;
+        let pool = pool_or_default(pool.as_deref())?;
+        let g = py.detach(|| Grabber::open(display.as_deref(), choice, pool))?;
         Ok(PyGrabber {
             display: g.display().to_owned(),
             inner: Mutex::new(Some(g)),
@@ -255,7 +220,7 @@ impl PyGrabber {
         region: Option<&Bound<'_, PyAny>>,
         cursor: bool,
         pool: Option<PyRef<'_, PyFramePool>>,
-    ) -> PyResult<PyFrame> {
+    ) -> Result<PyFrame> {
         let target = parse_target(region)?;
         let pool = pool_of(pool);
         let frame = self.with(py, |g| {
@@ -267,26 +232,26 @@ impl PyGrabber {
 
     /// Monitors now: index 0 = the whole screen, then each RandR monitor.
     #[getter]
-    fn monitors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    fn monitors<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyList>> {
         let m = self.with(py, |g| g.monitors())?;
-        monitors_to_py(py, m)
+        Ok(monitors_to_py(py, m)?)
     }
 
     /// (width, height) of the screen now.
     #[getter]
-    fn screen_size(&self, py: Python<'_>) -> PyResult<(u32, u32)> {
+    fn screen_size(&self, py: Python<'_>) -> Result<(u32, u32)> {
         self.with(py, |g| g.screen_size())
     }
 
     /// "xshm" or "xgetimage".
     #[getter]
-    fn backend(&self, py: Python<'_>) -> PyResult<&'static str> {
+    fn backend(&self, py: Python<'_>) -> Result<&'static str> {
         self.with(py, |g| Ok(g.backend().name()))
     }
 
     /// Why the backend is not MIT-SHM (None while it is).
     #[getter]
-    fn backend_reason(&self, py: Python<'_>) -> PyResult<Option<String>> {
+    fn backend_reason(&self, py: Python<'_>) -> Result<Option<String>> {
         self.with(py, |g| Ok(g.backend_reason().map(str::to_owned)))
     }
 
@@ -297,7 +262,7 @@ impl PyGrabber {
 
     /// MIT-SHM segments attached now (one per live pool slot grabbed into).
     #[getter]
-    fn attached_segments(&self, py: Python<'_>) -> PyResult<usize> {
+    fn attached_segments(&self, py: Python<'_>) -> Result<usize> {
         self.with(py, |g| Ok(g.attached_segments()))
     }
 
@@ -308,24 +273,18 @@ impl PyGrabber {
     }
 
     #[getter]
-    fn closed(&self) -> bool {
-        lock(&self.inner).is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        py.detach(|| lock(&self.inner).is_none())
     }
 
-    fn __repr__(&self) -> String {
-        match &*lock(&self.inner) {
-            Some(g) => format!(
-                "Grabber(display={:?}, backend={:?})",
-                self.display,
-                g.backend().name()
-            ),
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let backend = py.detach(|| lock(&self.inner).as_ref().map(|g| g.backend().name()));
+        match backend {
+            Some(b) => format!("Grabber(display={:?}, backend={b:?})", self.display),
             None => format!("Grabber(display={:?}, closed)", self.display),
         }
     }
 }
-
-/// The grabber behind `framebus.grab()`, reopened when another display is asked for.
-static SHARED: Mutex<Option<Grabber>> = Mutex::new(None);
 
 /// Grab the screen (or a monitor or region) once, into `pool` (default pool).
 #[pyfunction]
@@ -336,34 +295,13 @@ fn grab(
     cursor: bool,
     pool: Option<PyRef<'_, PyFramePool>>,
     display: Option<String>,
-) -> PyResult<PyFrame> {
+) -> Result<PyFrame> {
     let target = parse_target(region)?;
     let pool = pool_of(pool);
-    let frame = py.detach(|| {
-        let mut shared = lock(&SHARED);
-        let wanted = display
-            .clone()
-            .or_else(|| std::env::var("DISPLAY").ok())
-            .unwrap_or_default();
-        if shared.as_ref().is_none_or(|g| g.display() != wanted) {
-            *shared = None;
-            *shared = Some(Grabber::open(
-                display.as_deref(),
-                BackendChoice::Auto,
-                default_pool(),
-            )?);
-        }
-        let g = shared.as_mut().expect("opened above");
-        let result = target
-            .resolve(g)
-            .and_then(|r| g.grab(r, cursor, pool.as_ref()));
-        if matches!(result, Err(CaptureError::X { .. })) {
-            // Maybe the server went away: reconnect on the next call.
-            *shared = None;
-        }
-        result
-    });
-    Ok(PyFrame::from_frame(frame.map_err(capture_err)?))
+    let default = default_pool()?;
+    let frame =
+        py.detach(|| grab_shared(display.as_deref(), target, cursor, pool.as_ref(), default))?;
+    Ok(PyFrame::from_frame(frame))
 }
 
 /// Continuous capture on a Rust thread into pool slots.
@@ -374,50 +312,67 @@ pub struct PyCapture {
     own_pool: bool,
 }
 
+impl PyCapture {
+    /// Wait for a frame with `take(slice)` (the crate's latest/next), in
+    /// Ctrl-C-interruptible slices; `timeout` None waits forever.
+    fn wait_frame(
+        &self,
+        py: Python<'_>,
+        timeout: Option<Duration>,
+        take: impl Fn(&Capture, Duration) -> framebus_capture::Result<Frame> + Send + Sync,
+    ) -> Result<Frame> {
+        let cap = &self.inner;
+        wait::wait(
+            py,
+            timeout,
+            |slice| match take(cap, slice) {
+                Err(CaptureError::Timeout(_)) => Ok(Continue(())),
+                r => r.map(Break),
+            },
+            |waited, ()| Error::Capture(CaptureError::Timeout(waited.as_secs_f64())),
+        )
+    }
+}
+
 #[pymethods]
 impl PyCapture {
     /// Start capturing `region` at `target_fps`, keeping at most `buffer`
     /// unseen frames (older ones are dropped). `target_fps=None` captures on
     /// demand: the next grab starts when the consumer takes the last frame.
     #[new]
-    #[pyo3(signature = (region=None, target_fps=Some(60.0), buffer=3, pool=None, cursor=false, display=None, backend="auto"))]
+    #[pyo3(
+        signature = (region=None, target_fps=Some(60.0), buffer=Int(3), pool=None, cursor=false, display=None, backend="auto"),
+        text_signature = "(region=None, target_fps=60.0, buffer=3, pool=None, cursor=False, display=None, backend='auto')"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         region: Option<&Bound<'_, PyAny>>,
         target_fps: Option<f64>,
-        buffer: i64,
+        buffer: Int,
         pool: Option<PyRef<'_, PyFramePool>>,
         cursor: bool,
         display: Option<String>,
         backend: &str,
-    ) -> PyResult<Self> {
+    ) -> Result<Self> {
         let target = parse_target(region)?;
         let choice = parse_backend(backend)?;
-        if buffer < 1 {
-            return Err(PyValueError::new_err(format!(
-                "buffer={buffer} must be at least 1 frame"
-            )));
-        }
+        let config = CaptureConfig {
+            region: None,
+            target_fps,
+            buffer: args::count("buffer", buffer, 1, MAX_BUFFER)?,
+            cursor,
+        };
+        config.validate()?; // before connecting: bad arguments say so first
         let own_pool = pool.is_none();
         // A private pool by default, so stop() can give its memory back.
         let pool = pool_of(pool).unwrap_or_default();
         let thread_pool = pool.clone();
-        let inner = py
-            .detach(|| {
-                let mut g = Grabber::open(display.as_deref(), choice, thread_pool)?;
-                let region = target.resolve(&mut g)?;
-                Capture::start(
-                    g,
-                    CaptureConfig {
-                        region,
-                        target_fps,
-                        buffer: buffer as usize,
-                        cursor,
-                    },
-                )
-            })
-            .map_err(capture_err)?;
+        let inner = py.detach(|| {
+            let mut g = Grabber::open(display.as_deref(), choice, thread_pool)?;
+            let region = target.resolve(&mut g)?;
+            Capture::start(g, CaptureConfig { region, ..config })
+        })?;
         Ok(PyCapture {
             inner,
             pool,
@@ -426,40 +381,30 @@ impl PyCapture {
     }
 
     /// The newest frame not returned before, waiting up to `timeout` seconds
-    /// (None = forever). `allow_repeat=True` returns the last frame at once
-    /// even if it was returned already. Raises TimeoutError, or CaptureError
-    /// once stopped.
+    /// (None = forever; Ctrl-C honoured). `allow_repeat=True` returns the last
+    /// frame at once even if it was returned already. Raises TimeoutError, or
+    /// CaptureError once stopped or failed.
     #[pyo3(signature = (timeout=None, allow_repeat=false))]
-    fn latest(
-        &self,
-        py: Python<'_>,
-        timeout: Option<f64>,
-        allow_repeat: bool,
-    ) -> PyResult<PyFrame> {
-        let timeout = parse_timeout(timeout)?;
-        let f = py
-            .detach(|| self.inner.latest(timeout, allow_repeat))
-            .map_err(capture_err)?;
+    fn latest(&self, py: Python<'_>, timeout: Option<f64>, allow_repeat: bool) -> Result<PyFrame> {
+        let timeout = args::timeout("timeout", timeout)?;
+        let f = self.wait_frame(py, timeout, |c, slice| c.latest(Some(slice), allow_repeat))?;
         Ok(PyFrame::from_frame(f))
     }
 
     /// The oldest frame not returned before (every frame the buffer kept, in order).
     #[pyo3(signature = (timeout=None))]
-    fn next(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyFrame> {
-        let timeout = parse_timeout(timeout)?;
-        let f = py
-            .detach(|| self.inner.next(timeout))
-            .map_err(capture_err)?;
+    fn next(&self, py: Python<'_>, timeout: Option<f64>) -> Result<PyFrame> {
+        let timeout = args::timeout("timeout", timeout)?;
+        let f = self.wait_frame(py, timeout, |c, slice| c.next(Some(slice)))?;
         Ok(PyFrame::from_frame(f))
     }
 
     /// Iterate over frames in order until `stop()` (or `timeout` without a frame).
     #[pyo3(signature = (timeout=None))]
-    fn frames(slf: Py<Self>, timeout: Option<f64>) -> PyResult<CaptureFrames> {
-        parse_timeout(timeout)?;
+    fn frames(slf: Py<Self>, timeout: Option<f64>) -> Result<CaptureFrames> {
         Ok(CaptureFrames {
             capture: slf,
-            timeout,
+            timeout: args::timeout("timeout", timeout)?,
         })
     }
 
@@ -543,7 +488,7 @@ impl PyCapture {
 #[pyclass(module = "framebus")]
 pub struct CaptureFrames {
     capture: Py<PyCapture>,
-    timeout: Option<f64>,
+    timeout: Option<Duration>,
 }
 
 #[pymethods]
@@ -554,11 +499,10 @@ impl CaptureFrames {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<PyFrame> {
         let cap = self.capture.get();
-        let timeout = parse_timeout(self.timeout)?;
-        match py.detach(|| cap.inner.next(timeout)) {
+        match cap.wait_frame(py, self.timeout, |c, slice| c.next(Some(slice))) {
             Ok(f) => Ok(PyFrame::from_frame(f)),
-            Err(CaptureError::Stopped(None)) => Err(PyStopIteration::new_err(())),
-            Err(e) => Err(capture_err(e)),
+            Err(Error::Capture(CaptureError::Stopped(None))) => Err(PyStopIteration::new_err(())),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -567,36 +511,22 @@ impl CaptureFrames {
 impl PyFrame {
     /// Write the frame as PNG. `level`: 0 (store) .. 9; 1 (default) is fast.
     /// `alpha=True` keeps the alpha channel of BGRA/RGBA frames.
-    #[pyo3(signature = (path, level=png::DEFAULT_LEVEL as i64, alpha=false))]
-    fn save_png(&self, py: Python<'_>, path: PathBuf, level: i64, alpha: bool) -> PyResult<()> {
-        let level = u8::try_from(level)
-            .ok()
-            .filter(|l| *l <= 9)
-            .ok_or_else(|| {
-                PyValueError::new_err(format!("PNG level {level} is out of range (0..=9)"))
-            })?;
+    #[pyo3(signature = (path, level=Int(png::DEFAULT_LEVEL as i128), alpha=false))]
+    fn save_png(&self, py: Python<'_>, path: PathBuf, level: Int, alpha: bool) -> Result<()> {
+        let level = args::count("level", level, 0, 9)? as u8;
         let frame = self.frame()?;
+        let io_err = |what: &str, e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::InvalidInput => Error::value(e.to_string()),
+            _ => Error::Py(os_error(
+                e.raw_os_error(),
+                format!("cannot {what} {}: {e}", path.display()),
+            )),
+        };
         py.detach(|| {
-            let file = std::fs::File::create(&path).map_err(|e| {
-                PyOSError::new_err((
-                    e.raw_os_error().unwrap_or(0),
-                    format!("cannot create {}: {e}", path.display()),
-                ))
-            })?;
+            let file = std::fs::File::create(&path).map_err(|e| io_err("create", e))?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            png::write_png(&frame, &mut out, level, alpha).map_err(|e| match e.kind() {
-                std::io::ErrorKind::InvalidInput => PyValueError::new_err(e.to_string()),
-                _ => PyOSError::new_err((
-                    e.raw_os_error().unwrap_or(0),
-                    format!("cannot write {}: {e}", path.display()),
-                )),
-            })?;
-            std::io::Write::flush(&mut out).map_err(|e| {
-                PyOSError::new_err((
-                    e.raw_os_error().unwrap_or(0),
-                    format!("cannot write {}: {e}", path.display()),
-                ))
-            })
+            png::write_png(&frame, &mut out, level, alpha).map_err(|e| io_err("write", e))?;
+            std::io::Write::flush(&mut out).map_err(|e| io_err("write", e))
         })
     }
 }
@@ -607,15 +537,14 @@ impl PyFrame {
 fn _test_put_image(
     py: Python<'_>,
     display: Option<String>,
-    left: i64,
-    top: i64,
-    width: i64,
-    height: i64,
+    left: Int,
+    top: Int,
+    width: Int,
+    height: Int,
     data: Vec<u8>,
-) -> PyResult<()> {
-    let r = region_from_ints(left, top, width, height)?;
-    py.detach(|| framebus_capture::testing::put_image(display.as_deref(), r, &data))
-        .map_err(capture_err)
+) -> Result<()> {
+    let r = Region::checked(coord(left), coord(top), coord(width), coord(height))?;
+    Ok(py.detach(|| framebus_capture::testing::put_image(display.as_deref(), r, &data))?)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -1,59 +1,47 @@
 //! `framebus.Publisher` / `framebus.Subscriber`: Python face of framebus-channel.
 //!
 //! Conversion, GIL handling and error mapping only. Every call that can block
-//! (send on a full lossless queue, recv, connect, close) waits in `py.detach`;
-//! `recv` waits in 100 ms slices with a signal check between, so Ctrl-C works.
+//! (send on a full lossless queue, recv, connect, wait_for_subscribers) waits
+//! through `wait::wait`: 100 ms slices with the GIL released and a signal
+//! check between, so Ctrl-C works whatever the timeout.
 //! The hot paths keep the GIL when they cannot block (a send with room, a
 //! frame already waiting, `try_recv`, a spin while no other Python thread
 //! exists): handing the GIL over and back is a good part of a cold hand-off.
 //! The subscriber's mutex is only ever *waited for* with the GIL released;
 //! with the GIL held it is only `try_lock`ed (falling back to the released
 //! path), so a thread blocked in `recv` cannot deadlock a thread reading
-//! `sub.skipped`.
+//! `sub.skipped`. The getters never wait at all: they read a snapshot of the
+//! counters, refreshed by every call that holds the subscriber (and by the
+//! getter itself when nobody does).
 
-use crate::errors::{to_pyerr, ChannelClosed, FramebusError};
+use crate::args::{self, Int};
+use crate::errors::{Error, Result};
 use crate::frame::PyFrame;
-use crate::pool::{check_size, parse_format, parse_timeout, PyFramePool};
+use crate::pool::{parse_format, PyFramePool};
+use crate::wait;
 use framebus_channel::{
     ChannelError, Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber, WaitStep,
 };
 use framebus_core::Frame;
-use pyo3::create_exception;
-use pyo3::exceptions::{
-    PyFileExistsError, PyFileNotFoundError, PyOSError, PyPermissionError, PyStopIteration,
-    PyTimeoutError, PyValueError,
-};
+use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::ops::ControlFlow::{self, Break, Continue};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-create_exception!(
-    framebus,
-    ChannelFull,
-    FramebusError,
-    "A lossless channel's subscriber queue is full (on_full=\"raise\", or the block timed out)."
-);
+/// Most frames a lossless subscriber queue may hold.
+const MAX_DEPTH: usize = 256;
+/// Most distinct slots a publisher may have in flight.
+const MAX_SLOTS: usize = 4096;
 
-/// Map a channel error to its Python exception, once.
-fn channel_err(e: ChannelError) -> PyErr {
-    let msg = e.to_string();
-    match e {
-        ChannelError::InvalidName { .. } | ChannelError::InvalidArgument { .. } => {
-            PyValueError::new_err(msg)
-        }
-        ChannelError::NameInUse(_) => PyFileExistsError::new_err(msg),
-        ChannelError::NotFound { .. } => PyFileNotFoundError::new_err(msg),
-        ChannelError::Closed(_) => ChannelClosed::new_err(msg),
-        ChannelError::Timeout(..) => PyTimeoutError::new_err(msg),
-        ChannelError::Full { .. } => ChannelFull::new_err(msg),
-        ChannelError::WrongUser { .. } => PyPermissionError::new_err(msg),
-        ChannelError::Corrupt(_) | ChannelError::TooManySlots { .. } => FramebusError::new_err(msg),
-        ChannelError::Core(c) => to_pyerr(c),
-        ChannelError::Os { source, .. } => match source.raw_os_error() {
-            Some(code) => PyOSError::new_err((code, msg)),
-            None => PyOSError::new_err(msg),
-        },
+/// A slice-sized step's answer: the crate's "timed out" error means "keep waiting".
+fn pending<T>(r: std::result::Result<T, ChannelError>) -> Result<ControlFlow<T, ChannelError>> {
+    match r {
+        Ok(v) => Ok(Break(v)),
+        Err(e @ (ChannelError::Timeout(..) | ChannelError::NotFound { .. })) => Ok(Continue(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -77,120 +65,103 @@ impl PyPublisher {
     /// or "lossless" (every frame, in order, through a queue of `depth`, default
     /// 4). Lossless `on_full`: "block" (wait up to `timeout` s, None = forever)
     /// or "raise" (`ChannelFull` at once). `pool`: the FramePool `acquire` uses
-    /// (default: a new one). `max_slots`: distinct slots in flight at once.
+    /// (default: a new one). `max_slots`: slot-table entries kept for slots no
+    /// subscriber pins (the table grows past it while frames are pinned, up to
+    /// 4096).
     #[new]
     #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
-    #[pyo3(signature = (name, mode="latest", depth=None, on_full="block", timeout=None, pool=None, max_slots=64))]
+    #[pyo3(
+        signature = (name, mode="latest", depth=None, on_full="block", timeout=None, pool=None, max_slots=Int(64)),
+        text_signature = "(name, mode='latest', depth=None, on_full='block', timeout=None, pool=None, max_slots=64)"
+    )]
     fn new(
         py: Python<'_>,
         name: &str,
         mode: &str,
-        depth: Option<i64>,
+        depth: Option<Int>,
         on_full: &str,
         timeout: Option<f64>,
         pool: Option<PyRef<'_, PyFramePool>>,
-        max_slots: i64,
-    ) -> PyResult<Self> {
-        let mode = match (mode, depth) {
+        max_slots: Int,
+    ) -> Result<Self> {
+        let mode = match (args::choice("mode", mode, &["latest", "lossless"])?, depth) {
             ("latest", None) => Mode::Latest,
             ("latest", Some(d)) => {
-                return Err(PyValueError::new_err(format!(
+                return Err(Error::value(format!(
                     "depth={d} only applies to mode=\"lossless\""
                 )))
             }
-            ("lossless", d) => {
-                let d = d.unwrap_or(4);
-                if !(1..=256).contains(&d) {
-                    return Err(PyValueError::new_err(format!(
-                        "invalid depth: {d} (must be 1..=256)"
-                    )));
-                }
-                Mode::Lossless { depth: d as u32 }
-            }
-            (m, _) => {
-                return Err(PyValueError::new_err(format!(
-                    "invalid mode {m:?}: expected \"latest\" or \"lossless\""
-                )))
-            }
+            (_, d) => Mode::Lossless {
+                depth: args::count("depth", d.unwrap_or(Int(4)), 1, MAX_DEPTH)? as u32,
+            },
         };
-        let on_full = match on_full {
-            "block" => OnFull::Block(parse_timeout(timeout)?),
-            "raise" => OnFull::Raise,
-            o => {
-                return Err(PyValueError::new_err(format!(
-                    "invalid on_full {o:?}: expected \"block\" or \"raise\""
-                )))
-            }
+        let timeout = args::timeout("timeout", timeout)?;
+        let on_full = match args::choice("on_full", on_full, &["block", "raise"])? {
+            "block" => OnFull::Block(timeout),
+            _ => OnFull::Raise,
         };
-        if !(1..=4096).contains(&max_slots) {
-            return Err(PyValueError::new_err(format!(
-                "invalid max_slots: {max_slots} (must be 1..=4096)"
-            )));
-        }
         let cfg = PublisherConfig {
             mode,
             on_full,
-            max_slots: max_slots as u32,
+            max_slots: args::count("max_slots", max_slots, 1, MAX_SLOTS)? as u32,
             pool: pool.map(|p| p.pool.clone()),
             ..PublisherConfig::default()
         };
-        let inner = py
-            .detach(|| Publisher::new(name, cfg))
-            .map_err(channel_err)?;
+        let inner = py.detach(|| Publisher::new(name, cfg))?;
         Ok(PyPublisher { inner, on_full })
     }
 
     /// A writable frame from the publisher's pool: fill it, then `send` it.
     #[pyo3(signature = (width, height, format="BGRA"))]
-    fn acquire(&self, py: Python<'_>, width: i64, height: i64, format: &str) -> PyResult<PyFrame> {
-        let (w, h) = (check_size("width", width)?, check_size("height", height)?);
+    fn acquire(&self, py: Python<'_>, width: Int, height: Int, format: &str) -> Result<PyFrame> {
+        let (w, h) = (
+            args::dimension("width", width)?,
+            args::dimension("height", height)?,
+        );
         let fmt = parse_format(format)?;
         let p = &self.inner;
-        let f = py.detach(|| p.acquire(w, h, fmt)).map_err(channel_err)?;
-        Ok(PyFrame::from_frame(f))
+        Ok(PyFrame::from_frame(py.detach(|| p.acquire(w, h, fmt))?))
     }
 
     /// Publish any framebus Frame without copying it; returns its sequence
     /// number in the channel. Do not write into the frame afterwards:
     /// subscribers may be reading it (acquire a new one for the next image).
-    fn send(&self, py: Python<'_>, frame: PyRef<'_, PyFrame>) -> PyResult<u64> {
+    /// A lossless send on a full queue waits (Ctrl-C honoured) per `on_full`.
+    fn send(&self, py: Python<'_>, frame: PyRef<'_, PyFrame>) -> Result<u64> {
         let f = frame.frame()?;
         drop(frame);
         let p = &self.inner;
         // Fast path, GIL held: a send that need not wait (room in every
         // queue, no other sender) skips releasing and re-taking the GIL,
         // whose code is a good part of a cold send's cache misses.
-        if let Some(ticket) = p.try_send(&f).map_err(channel_err)? {
+        if let Some(ticket) = p.try_send(&f)? {
             return Ok(ticket);
         }
         let OnFull::Block(timeout) = self.on_full else {
-            return py.detach(|| p.send(&f)).map_err(channel_err);
+            return Ok(py.detach(|| p.send(&f))?);
         };
-        // Wait for room in 100 ms slices with a signal check between (Ctrl-C).
-        const SLICE: Duration = Duration::from_millis(100);
-        let start = Instant::now();
-        loop {
-            let slice = timeout.map_or(SLICE, |t| t.saturating_sub(start.elapsed()).min(SLICE));
-            match py.detach(|| p.send_with(&f, OnFull::Block(Some(slice)))) {
-                Err(ChannelError::Full { .. }) if timeout.is_none_or(|t| start.elapsed() < t) => {
-                    py.check_signals()?;
-                }
-                Err(ChannelError::Full {
+        wait::wait(
+            py,
+            timeout,
+            |slice| match p.send_with(&f, OnFull::Block(Some(slice))) {
+                Err(e @ ChannelError::Full { .. }) => Ok(Continue(e)),
+                r => r.map(Break),
+            },
+            |waited, e| match e {
+                ChannelError::Full {
                     name,
                     subscriber,
                     depth,
                     ..
-                }) => {
-                    return Err(channel_err(ChannelError::Full {
-                        name,
-                        subscriber,
-                        depth,
-                        waited: Some(start.elapsed()),
-                    }))
-                }
-                r => return r.map_err(channel_err),
-            }
-        }
+                } => Error::Channel(ChannelError::Full {
+                    name,
+                    subscriber,
+                    depth,
+                    waited: Some(waited),
+                }),
+                e => e.into(),
+            },
+        )
     }
 
     /// The FramePool `acquire` takes frames from (share it with a capture).
@@ -222,13 +193,19 @@ impl PyPublisher {
         self.inner.is_closed()
     }
 
-    /// Block (GIL released) until `n` subscribers are connected; returns the count.
-    #[pyo3(signature = (n=1, timeout=5.0))]
-    fn wait_for_subscribers(&self, py: Python<'_>, n: usize, timeout: f64) -> PyResult<usize> {
-        let t = parse_timeout(Some(timeout))?.unwrap_or_default();
+    /// Wait (GIL released, Ctrl-C honoured) until `n` subscribers are
+    /// connected; returns the count. `timeout=None` waits forever.
+    #[pyo3(signature = (n=Int(1), timeout=Some(5.0)), text_signature = "($self, n=1, timeout=5.0)")]
+    fn wait_for_subscribers(&self, py: Python<'_>, n: Int, timeout: Option<f64>) -> Result<usize> {
+        let n = args::count("n", n, 0, 1 << 20)?;
+        let timeout = args::timeout("timeout", timeout)?;
         let p = &self.inner;
-        py.detach(|| p.wait_for_subscribers(n, t))
-            .map_err(channel_err)
+        wait::wait(
+            py,
+            timeout,
+            |slice| pending(p.wait_for_subscribers(n, slice)),
+            |_, e| e.into(),
+        )
     }
 
     /// Counters: subscribers, sent, replaced (latest mode), disconnected, pins, pinned_slots.
@@ -264,10 +241,34 @@ impl PyPublisher {
     }
 }
 
+/// What the getters report: refreshed whenever the binding holds the
+/// subscriber, read without waiting for a `recv` that holds it.
+#[derive(Default)]
+struct Snapshot {
+    received: AtomicU64,
+    skipped: AtomicU64,
+    held: AtomicUsize,
+    closed: AtomicBool,
+    /// Nanoseconds; 0 = not learnt yet.
+    send_period_ns: AtomicU64,
+}
+
+impl Snapshot {
+    fn refresh(&self, s: &Subscriber) {
+        self.received.store(s.received(), Relaxed);
+        self.skipped.store(s.skipped(), Relaxed);
+        self.held.store(s.held(), Relaxed);
+        self.closed.store(s.is_closed(), Relaxed);
+        let period = s.send_period().map_or(0, |d| d.as_nanos().max(1) as u64);
+        self.send_period_ns.store(period, Relaxed);
+    }
+}
+
 /// The receiving end of a channel: `Subscriber("cam0", timeout=5.0)`.
 #[pyclass(name = "Subscriber", module = "framebus", frozen)]
 pub struct PySubscriber {
     inner: Mutex<Subscriber>,
+    snapshot: Snapshot,
     name: String,
     mode: Mode,
 }
@@ -275,18 +276,37 @@ pub struct PySubscriber {
 impl PySubscriber {
     /// Run `f` on the subscriber with the GIL released (see the module docs).
     fn with<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Subscriber) -> R + Send) -> R {
-        py.detach(|| f(&mut self.lock()))
+        py.detach(|| {
+            let mut s = self.lock();
+            let r = f(&mut s);
+            self.snapshot.refresh(&s);
+            r
+        })
     }
 
     /// Run `f`, which must not block, on the subscriber: with the GIL held
     /// when no other thread is using the subscriber (no GIL hand-over on the
     /// hot path of a polling loop), else like [`PySubscriber::with`].
     fn with_now<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Subscriber) -> R + Send) -> R {
+        let run = |s: &mut Subscriber| {
+            let r = f(s);
+            self.snapshot.refresh(s);
+            r
+        };
         match self.inner.try_lock() {
-            Ok(mut s) => f(&mut s),
-            Err(TryLockError::Poisoned(e)) => f(&mut e.into_inner()),
-            Err(TryLockError::WouldBlock) => self.with(py, f),
+            Ok(mut s) => run(&mut s),
+            Err(TryLockError::Poisoned(e)) => run(&mut e.into_inner()),
+            Err(TryLockError::WouldBlock) => py.detach(|| run(&mut self.lock())),
         }
+    }
+
+    /// A getter's view: fresh when nobody holds the subscriber, else the
+    /// snapshot of the last call — never a wait on a blocked `recv`.
+    fn peek(&self) -> &Snapshot {
+        if let Ok(s) = self.inner.try_lock() {
+            self.snapshot.refresh(&s);
+        }
+        &self.snapshot
     }
 
     fn lock(&self) -> MutexGuard<'_, Subscriber> {
@@ -295,44 +315,35 @@ impl PySubscriber {
 
     /// `recv` in slices of at most 100 ms, checking for signals in between, so
     /// Ctrl-C interrupts a long wait (the GIL is released inside each slice).
-    fn recv_interruptible(
-        &self,
-        py: Python<'_>,
-        timeout: Option<Duration>,
-    ) -> Result<Frame, RecvError> {
+    fn recv_interruptible(&self, py: Python<'_>, timeout: Option<Duration>) -> Result<Frame> {
         // A frame already waiting is taken without a GIL hand-over.
-        if let Some(f) = self
-            .with_now(py, |s| s.try_recv())
-            .map_err(RecvError::Channel)?
-        {
+        if let Some(f) = self.with_now(py, |s| s.try_recv())? {
             return Ok(f);
         }
         // The whole call is one wait: a spin=seconds budget counts from here,
         // not from each 100 ms slice.
         let started = Instant::now();
-        let deadline = timeout.map(|t| started + t);
+        let deadline = timeout.and_then(|t| started.checked_add(t));
         if let Some(f) = self.wait_holding_gil(py, started, deadline)? {
             return Ok(f);
         }
-        const SLICE: Duration = Duration::from_millis(100);
-        loop {
-            let slice = deadline.map_or(SLICE, |d| {
-                d.saturating_duration_since(Instant::now()).min(SLICE)
-            });
-            let recv = |s: &mut Subscriber| s.recv_since(Some(slice), started);
-            match self.with(py, recv) {
-                Err(ChannelError::Timeout(..)) if deadline.is_none_or(|d| Instant::now() < d) => {
-                    py.check_signals().map_err(RecvError::Py)?;
-                }
-                Err(ChannelError::Timeout(..)) => {
-                    return Err(RecvError::Channel(ChannelError::Timeout(
-                        timeout.unwrap_or_default(),
-                        "a frame",
-                    )))
-                }
-                r => return r.map_err(RecvError::Channel),
-            }
-        }
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        wait::wait(
+            py,
+            left,
+            |slice| {
+                let mut s = self.lock();
+                let r = s.recv_since(Some(slice), started);
+                self.snapshot.refresh(&s);
+                pending(r)
+            },
+            |_, _| {
+                Error::Channel(ChannelError::Timeout(
+                    timeout.unwrap_or_default(),
+                    "a frame",
+                ))
+            },
+        )
     }
 
     /// The spinning part of a wait, with the GIL held, while this is the only
@@ -355,7 +366,7 @@ impl PySubscriber {
         py: Python<'_>,
         started: Instant,
         deadline: Option<Instant>,
-    ) -> Result<Option<Frame>, RecvError> {
+    ) -> Result<Option<Frame>> {
         if !only_python_thread(py) {
             return Ok(None);
         }
@@ -370,13 +381,11 @@ impl PySubscriber {
                 WaitStep::Spin(until) => return self.spin_with_gil_until(py, cap(until)),
                 WaitStep::Nap(nap) => {
                     // In slices, for Ctrl-C; a frame that comes early ends it.
-                    let nap = cap(now + nap.min(Duration::from_millis(100))) - now;
+                    let nap = cap(now + nap.min(wait::SLICE)) - now;
                     match self.with(py, |s| s.recv_since(Some(nap), started)) {
                         Ok(f) => return Ok(Some(f)),
-                        Err(ChannelError::Timeout(..)) => {
-                            py.check_signals().map_err(RecvError::Py)?;
-                        }
-                        Err(e) => return Err(RecvError::Channel(e)),
+                        Err(ChannelError::Timeout(..)) => py.check_signals()?,
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
@@ -385,11 +394,7 @@ impl PySubscriber {
 
     /// Busy-wait for a frame until `until` with the GIL held (one atomic load
     /// per poll), handing the GIL over and checking signals every ms.
-    fn spin_with_gil_until(
-        &self,
-        py: Python<'_>,
-        until: Instant,
-    ) -> Result<Option<Frame>, RecvError> {
+    fn spin_with_gil_until(&self, py: Python<'_>, until: Instant) -> Result<Option<Frame>> {
         const HAND_OVER: Duration = Duration::from_millis(1);
         let Ok(mut s) = self.inner.try_lock() else {
             return Ok(None);
@@ -398,7 +403,8 @@ impl PySubscriber {
         let mut polls = 0u32;
         loop {
             if s.has_pending() {
-                if let Some(f) = s.try_recv().map_err(RecvError::Channel)? {
+                if let Some(f) = s.try_recv()? {
+                    self.snapshot.refresh(&s);
                     return Ok(Some(f));
                 }
             }
@@ -413,7 +419,7 @@ impl PySubscriber {
             if now >= handed_over + HAND_OVER {
                 handed_over = now;
                 drop(s);
-                py.check_signals().map_err(RecvError::Py)?;
+                py.check_signals()?;
                 py.detach(|| ());
                 s = match self.inner.try_lock() {
                     Ok(s) => s,
@@ -440,21 +446,6 @@ fn only_python_thread(_py: Python<'_>) -> bool {
     }
 }
 
-/// Why an interruptible receive stopped.
-enum RecvError {
-    Channel(ChannelError),
-    Py(PyErr),
-}
-
-impl From<RecvError> for PyErr {
-    fn from(e: RecvError) -> PyErr {
-        match e {
-            RecvError::Channel(c) => channel_err(c),
-            RecvError::Py(p) => p,
-        }
-    }
-}
-
 /// `Subscriber(spin=...)`: seconds, or a policy by name ("auto").
 #[derive(FromPyObject)]
 enum SpinArg {
@@ -462,90 +453,102 @@ enum SpinArg {
     Name(String),
 }
 
+impl SpinArg {
+    fn parse(self) -> Result<Spin> {
+        match self {
+            SpinArg::Name(s) if s == "auto" => Ok(Spin::Adaptive),
+            SpinArg::Name(s) => Err(Error::value(format!(
+                "invalid spin={s:?} (seconds >= 0, or \"auto\")"
+            ))),
+            SpinArg::Seconds(x) => match args::timeout("spin", Some(x))? {
+                Some(d) if !d.is_zero() => Ok(Spin::For(d)),
+                Some(_) => Ok(Spin::Off),
+                None => Err(Error::value(format!(
+                    "invalid spin={x} (at most {} seconds, or \"auto\")",
+                    args::MAX_TIMEOUT_S
+                ))),
+            },
+        }
+    }
+}
+
 #[pymethods]
 impl PySubscriber {
-    /// Connect to channel `name`, waiting up to `timeout` seconds for its
-    /// publisher to appear (0 = try once; raises FileNotFoundError). `spin`:
-    /// seconds each `recv` busy-waits before sleeping (lower wake-up latency
-    /// for a CPU core; default 0; the GIL stays held while no other Python
-    /// thread exists, handed over every ms), or "auto": sleep until shortly
-    /// before the next frame is due (learnt from the publisher's send times),
-    /// spin only then.
+    /// Connect to channel `name`, waiting up to `timeout` seconds (None =
+    /// forever; Ctrl-C honoured) for its publisher to appear (0 = try once;
+    /// raises FileNotFoundError). `spin`: seconds each `recv` busy-waits
+    /// before sleeping (lower wake-up latency for a CPU core; default 0; the
+    /// GIL stays held while no other Python thread exists, handed over every
+    /// ms), or "auto": sleep until shortly before the next frame is due
+    /// (learnt from the publisher's send times), spin only then.
     #[new]
     #[pyo3(
-        signature = (name, timeout=0.0, spin=SpinArg::Seconds(0.0)),
+        signature = (name, timeout=Some(0.0), spin=SpinArg::Seconds(0.0)),
         text_signature = "(name, timeout=0.0, spin=0.0)"
     )]
-    fn new(py: Python<'_>, name: &str, timeout: f64, spin: SpinArg) -> PyResult<Self> {
-        let t = parse_timeout(Some(timeout))?.unwrap_or_default();
-        let spin = match spin {
-            SpinArg::Name(s) if s == "auto" => Spin::Adaptive,
-            SpinArg::Name(s) => {
-                return Err(PyValueError::new_err(format!(
-                    "invalid spin: {s:?} (seconds >= 0, or \"auto\")"
-                )))
-            }
-            SpinArg::Seconds(x) => match parse_timeout(Some(x)) {
-                Ok(Some(d)) if !d.is_zero() => Spin::For(d),
-                Ok(_) => Spin::Off,
-                Err(_) => {
-                    return Err(PyValueError::new_err(format!(
-                        "invalid spin: {x} (seconds >= 0, or \"auto\")"
-                    )))
-                }
-            },
-        };
-        let mut sub = py
-            .detach(|| Subscriber::connect(name, t))
-            .map_err(channel_err)?;
+    fn new(py: Python<'_>, name: &str, timeout: Option<f64>, spin: SpinArg) -> Result<Self> {
+        let timeout = args::timeout("timeout", timeout)?;
+        let spin = spin.parse()?;
+        let mut sub = wait::wait(
+            py,
+            timeout,
+            |slice| pending(Subscriber::connect(name, slice)),
+            |_, e| e.into(),
+        )?;
         sub.set_spin(spin);
+        let snapshot = Snapshot::default();
+        snapshot.refresh(&sub);
         Ok(PySubscriber {
             mode: sub.mode(),
             name: name.to_owned(),
             inner: Mutex::new(sub),
+            snapshot,
         })
     }
 
     /// The next frame (latest mode: the newest not seen yet), zero-copy and
     /// read-only, pinned until released. Waits up to `timeout` seconds (None =
     /// forever) with the GIL released; raises TimeoutError, or ChannelClosed
-    /// once the publisher closed or died and every queued frame was received.
+    /// once the publisher closed or died and every queued frame was received,
+    /// or once this subscriber was closed.
     #[pyo3(signature = (timeout=None))]
-    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyFrame> {
-        let t = parse_timeout(timeout)?;
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> Result<PyFrame> {
+        let t = args::timeout("timeout", timeout)?;
         Ok(PyFrame::from_frame(self.recv_interruptible(py, t)?))
     }
 
     /// A frame if one is ready now, else None; ChannelClosed once the publisher
     /// closed or died and nothing is left queued.
-    fn try_recv(&self, py: Python<'_>) -> PyResult<Option<PyFrame>> {
-        let f = self.with_now(py, |s| s.try_recv()).map_err(channel_err)?;
+    fn try_recv(&self, py: Python<'_>) -> Result<Option<PyFrame>> {
+        let f = self.with_now(py, |s| s.try_recv())?;
         Ok(f.map(PyFrame::from_frame))
     }
 
     /// The publisher's send period in seconds as learnt from received frames
     /// (what spin="auto" paces itself by); None until two came at a steady rate.
     #[getter]
-    fn send_period(&self, py: Python<'_>) -> Option<f64> {
-        self.with_now(py, |s| s.send_period())
-            .map(|d| d.as_secs_f64())
+    fn send_period(&self) -> Option<f64> {
+        match self.peek().send_period_ns.load(Relaxed) {
+            0 => None,
+            ns => Some(ns as f64 * 1e-9),
+        }
     }
 
     /// Latest mode: frames replaced by newer ones before this subscriber took them.
     #[getter]
-    fn skipped(&self, py: Python<'_>) -> u64 {
-        self.with_now(py, |s| s.skipped())
+    fn skipped(&self) -> u64 {
+        self.peek().skipped.load(Relaxed)
     }
 
     #[getter]
-    fn received(&self, py: Python<'_>) -> u64 {
-        self.with_now(py, |s| s.received())
+    fn received(&self) -> u64 {
+        self.peek().received.load(Relaxed)
     }
 
     /// Received frames still held (pinned) by this process.
     #[getter]
-    fn held(&self, py: Python<'_>) -> usize {
-        self.with_now(py, |s| s.held())
+    fn held(&self) -> usize {
+        self.peek().held.load(Relaxed)
     }
 
     #[getter]
@@ -559,11 +562,12 @@ impl PySubscriber {
     }
 
     #[getter]
-    fn closed(&self, py: Python<'_>) -> bool {
-        self.with(py, |s| s.is_closed())
+    fn closed(&self) -> bool {
+        self.peek().closed.load(Relaxed)
     }
 
-    /// Stop receiving; frames already received stay valid until released.
+    /// Stop receiving and give back the channel's memory; frames already
+    /// received stay valid (each keeps only its own slot) until released.
     fn close(&self, py: Python<'_>) {
         self.with(py, |s| s.close())
     }
@@ -576,17 +580,20 @@ impl PySubscriber {
     fn __next__(&self, py: Python<'_>) -> PyResult<PyFrame> {
         match self.recv_interruptible(py, None) {
             Ok(f) => Ok(PyFrame::from_frame(f)),
-            Err(RecvError::Channel(ChannelError::Closed(_))) => Err(PyStopIteration::new_err(())),
+            Err(Error::Channel(ChannelError::Closed(_))) => Err(PyStopIteration::new_err(())),
             Err(e) => Err(e.into()),
         }
     }
 
-    fn __repr__(&self, py: Python<'_>) -> String {
-        let (r, k, c) = self.with(py, |s| (s.received(), s.skipped(), s.is_closed()));
+    fn __repr__(&self) -> String {
+        let s = self.peek();
         format!(
-            "Subscriber(name={:?}, mode={:?}, received={r}, skipped={k}, closed={c})",
+            "Subscriber(name={:?}, mode={:?}, received={}, skipped={}, closed={})",
             self.name,
-            mode_name(self.mode)
+            mode_name(self.mode),
+            s.received.load(Relaxed),
+            s.skipped.load(Relaxed),
+            s.closed.load(Relaxed)
         )
     }
 }
@@ -594,7 +601,6 @@ impl PySubscriber {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyPublisher>()?;
     m.add_class::<PySubscriber>()?;
-    m.add("ChannelFull", m.py().get_type::<ChannelFull>())?;
     Ok(())
 }
 

@@ -12,7 +12,8 @@
 //! `release()` (or leaving a `with` block) drops the frame's own lease; any
 //! later use of the Frame raises instead of reading freed memory.
 
-use crate::errors::to_pyerr;
+use crate::errors::Result;
+use crate::pool::default_pool;
 use framebus_core::{Frame, FrameLayout, Lease, PixelFormat};
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
@@ -81,6 +82,15 @@ impl PyFrame {
     pub fn frame(&self) -> PyResult<Frame> {
         self.lock().frame.clone().ok_or_else(released_error)
     }
+}
+
+/// The pool a copy of `frame` goes to: its own while open, else the default pool.
+fn copy_pool(frame: &Frame) -> Result<framebus_core::FramePool> {
+    frame
+        .lease()
+        .pool()
+        .filter(|p| !p.is_closed())
+        .map_or_else(default_pool, Ok)
 }
 
 fn released_error() -> PyErr {
@@ -171,10 +181,13 @@ impl PyFrame {
         false
     }
 
-    /// A new writable frame with a copy of the pixels (from the same pool).
-    fn copy(&self, py: Python<'_>) -> PyResult<PyFrame> {
+    /// A new writable frame with a copy of the pixels, from the same pool —
+    /// or from the (bounded) default pool when that one is closed or the
+    /// frame came from another process — so a copy always obeys a pool limit.
+    fn copy(&self, py: Python<'_>) -> Result<PyFrame> {
         let frame = self.frame()?;
-        let copied = py.detach(|| frame.copy(None)).map_err(to_pyerr)?;
+        let pool = copy_pool(&frame)?;
+        let copied = py.detach(|| frame.copy(Some(&pool)))?;
         Ok(PyFrame::from_frame(copied))
     }
 
@@ -260,7 +273,9 @@ impl PyFrame {
             ));
         }
         let (frame, copied) = if must_copy {
-            (py.detach(|| frame.copy(None)).map_err(to_pyerr)?, true)
+            let pool = copy_pool(&frame)?;
+            let copied = py.detach(|| frame.copy(Some(&pool)));
+            (copied.map_err(crate::errors::Error::from)?, true)
         } else {
             (frame, false)
         };

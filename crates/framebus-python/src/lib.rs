@@ -1,8 +1,13 @@
 //! `framebus._framebus`: the PyO3 bindings.
 //!
 //! Conversion, GIL release and error mapping only — the logic lives in the
-//! feature crates. Each feature has one file with a `register` function.
+//! feature crates. Each feature has one file with a `register` function; the
+//! mechanisms they share exist once each: arguments (`args`), errors
+//! (`errors`), blocking waits (`wait`), foreign buffers (`buffer`) and the
+//! `with` protocol (`context`).
 
+mod args;
+mod buffer;
 pub mod capture;
 mod channel;
 mod context;
@@ -12,6 +17,7 @@ pub mod frame;
 mod kernels;
 mod pipe;
 pub mod pool;
+mod wait;
 
 use pyo3::prelude::*;
 

@@ -1,298 +1,187 @@
-//! `framebus.pipe`, `framebus.sync`, `framebus.close`, `framebus.VideoWriter`:
-//! bindings of `framebus-pipe`.
+//! `framebus.pipe`, `framebus.sync`, `framebus.close`, `framebus.pipe_stats`,
+//! `framebus.VideoWriter`: bindings of `framebus-pipe`.
 //!
-//! What a queued job holds (never a bare pointer):
-//! * a `framebus.Frame` → a clone of its `Lease` (no GIL needed to drop it);
-//! * any other buffer exporter (NumPy, bytes, bytearray, memoryview, ModernGL
-//!   buffer) → a live `Py_buffer` export, so the exporter cannot free, resize
-//!   or unmap the memory until the bytes are written.
-//!
-//! Releasing a `Py_buffer` needs the GIL, and the writer threads never take
-//! it (so they can never deadlock with a thread that holds the GIL, nor touch
-//! a finalizing interpreter). A finished export is parked in `FINISHED` by the
-//! worker instead, and released — with the GIL — at the start and end of every
-//! `pipe`/`sync`/`close`/`VideoWriter` call. `sync` returns only after the
-//! exports it waited for are released. The boxed `Py_buffer`s are recycled
-//! (`SPARE`), so piping allocates nothing per frame once warm.
-//!
-//! Waiting (a full queue, `sync`, `close`) always happens with the GIL released.
+//! A queued job holds its pixels through `buffer::Pixels` (a Frame's lease, or
+//! a live buffer export parked for release with the GIL once written) — never
+//! a bare pointer. Every wait (a full queue, `sync`, `close`, FFmpeg's exit)
+//! goes through `wait::wait`: slices with the GIL released, Ctrl-C honoured.
+//! The `VideoWriter` getters read the writer's shared status (atomics), never
+//! the lock a blocked `write` holds.
 
-use crate::errors::FramebusError;
-use crate::frame::PyFrame;
-use framebus_core::{Frame, PixelFormat};
+// A timed-out submit hands the job back by value (`Rejected`), by design.
+#![allow(clippy::result_large_err)]
+
+use crate::args::{self, Int};
+use crate::buffer::{release_finished, Pixels};
+use crate::errors::{Error, Result};
+use framebus_core::{Expected, PixelFormat};
 use framebus_pipe::{
-    PipeError, PipeWriter, Region, Rejected, Source, VideoConfig, VideoWriter, WriterConfig,
+    PipeWriter, Region, Rejected, Source, VideoConfig, VideoStatus, VideoWriter, WaitError,
+    WriterConfig, MAX_CHUNK, MAX_CRF, MAX_DEPTH, MAX_FPS, MAX_PIPE_SIZE, MAX_VIDEO_SIZE, MIN_CHUNK,
+    MIN_FPS, MIN_PIPE_SIZE,
 };
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyValueError};
-use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
+use std::ops::ControlFlow::{Break, Continue};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
-pyo3::create_exception!(
-    framebus,
-    FFmpegError,
-    FramebusError,
-    "FFmpeg failed; the message (and the `stderr` attribute) holds the tail of its stderr."
-);
-
-/// A boxed `Py_buffer` (boxed so its address never changes while exported).
-struct View(Box<ffi::Py_buffer>);
-
-// SAFETY: a View is moved between threads but only dereferenced with the GIL
-// held (export, release); the writer threads only pass `buf` to the kernel.
-unsafe impl Send for View {}
-
-/// Exports whose bytes were written, waiting for the GIL to be released.
-static FINISHED: Mutex<Vec<View>> = Mutex::new(Vec::new());
-/// Released `Py_buffer` boxes, reused for the next export.
-static SPARE: Mutex<Vec<View>> = Mutex::new(Vec::new());
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Release every finished export. Pops one at a time without holding the lock
-/// while releasing: a release may run Python code (`__releasebuffer__`, `__del__`)
-/// that calls back into framebus.
-fn release_finished(_py: Python<'_>) {
-    loop {
-        let Some(mut view) = lock(&FINISHED).pop() else {
-            return;
-        };
-        // SAFETY: `view` was filled by a successful PyObject_GetBuffer and is
-        // released exactly once, here, with the GIL held (`_py`).
-        unsafe { ffi::PyBuffer_Release(&mut *view.0) };
-        lock(&SPARE).push(view);
-    }
-}
-
-/// A live buffer export. Dropping it (on any thread) parks the view in `FINISHED`.
-struct Export {
-    view: Option<View>,
+/// One queued write: pixels and where their bytes are.
+struct Job {
+    pixels: Pixels,
     region: Region,
 }
 
-// SAFETY: the region's pointer is only dereferenced by the kernel (`write`);
-// the View is Send (see above); the export keeps the exporter alive
-// (`view.obj` is a strong reference).
-unsafe impl Send for Export {}
-
-impl Drop for Export {
-    fn drop(&mut self) {
-        if let Some(v) = self.view.take() {
-            lock(&FINISHED).push(v);
-        }
+impl Job {
+    fn new(pixels: Pixels) -> Result<Job> {
+        let region = match &pixels {
+            Pixels::Frame(f) => f.region(),
+            Pixels::Buffer(b) => {
+                let r = b.rows()?;
+                Region {
+                    ptr: b.ptr(),
+                    row_bytes: r.row_bytes,
+                    stride: r.stride,
+                    rows: r.rows,
+                }
+            }
+        };
+        Ok(Job { pixels, region })
     }
 }
 
-/// One queued write: a frame's lease or a buffer export.
-enum PyJob {
-    Frame(Frame),
-    Buffer(Export),
-}
+// SAFETY: `region.ptr` is only read by the writer thread through the kernel
+// (write/vmsplice), and `pixels` is Send (a lease, or a buffer export whose
+// release happens with the GIL); nothing else in a Job is thread-bound.
+unsafe impl Send for Job {}
+// SAFETY: shared access only reads `region` (plain values) and the pixels'
+// immutable metadata.
+unsafe impl Sync for Job {}
 
-// SAFETY: Frame: see framebus_pipe's impl for Frame. Buffer: a held Py_buffer
-// export keeps `buf` valid for `len` bytes until PyBuffer_Release, which only
-// happens after the job (and so the Export) was dropped.
-unsafe impl Source for PyJob {
+// SAFETY: `region` lies inside the memory `pixels` keeps alive and mapped at
+// the same address (a Frame's lease, or a buffer export that pins the
+// exporter's memory until released), and never changes after `new`.
+unsafe impl Source for Job {
     fn region(&self) -> Region {
-        match self {
-            PyJob::Frame(f) => f.region(),
-            PyJob::Buffer(e) => e.region,
-        }
+        self.region
     }
-}
-
-/// The C-order bytes of a buffer: flat if C-contiguous, else rows when only the
-/// first dimension has a gap (a cropped or padded image), else `ValueError`.
-fn region_of(v: &ffi::Py_buffer) -> PyResult<Region> {
-    let base = v.buf as *const u8;
-    let len = v.len.max(0) as usize;
-    let contiguous = v.ndim == 0 || v.strides.is_null() || {
-        // SAFETY: `v` is a filled export; PyBuffer_IsContiguous only reads it.
-        unsafe { ffi::PyBuffer_IsContiguous(v, b'C' as _) == 1 }
-    };
-    if contiguous {
-        return Ok(Region::flat(base, len));
-    }
-    let nd = v.ndim as usize;
-    // SAFETY: with PyBUF_STRIDES the exporter fills `shape` and `strides` with
-    // `ndim` entries each, valid while the export lives.
-    let (shape, strides) = unsafe {
-        (
-            std::slice::from_raw_parts(v.shape, nd),
-            std::slice::from_raw_parts(v.strides, nd),
-        )
-    };
-    let item = v.itemsize.max(1);
-    let mut expect = item;
-    let mut inner_ok = true;
-    for i in (1..nd).rev() {
-        if shape[i] > 1 && strides[i] != expect {
-            inner_ok = false;
-        }
-        expect *= shape[i];
-    }
-    let row_bytes = expect.max(0) as usize;
-    if nd >= 2 && inner_ok && strides[0] >= expect && expect > 0 {
-        return Ok(Region {
-            ptr: base,
-            row_bytes,
-            stride: strides[0] as usize,
-            rows: shape[0].max(0) as usize,
-        });
-    }
-    Err(PyValueError::new_err(format!(
-        "cannot pipe a non-contiguous buffer (shape {shape:?}, strides {strides:?}, itemsize {item}): \
-         only the first dimension may have gaps; pass numpy.ascontiguousarray(obj)"
-    )))
-}
-
-/// Export `obj`'s buffer (read-only, with strides) and describe its bytes.
-/// Up to 4 dimensions of an export's shape (more only ever fail the checks).
-type Shape = ([isize; 4], usize);
-
-fn export(obj: &Bound<'_, PyAny>) -> PyResult<(Export, Shape, isize)> {
-    let mut view = lock(&SPARE).pop().unwrap_or_else(|| {
-        // SAFETY: Py_buffer is plain data (pointers and integers); all-zero is valid.
-        View(Box::new(unsafe { std::mem::zeroed::<ffi::Py_buffer>() }))
-    });
-    // SAFETY: `obj` is a live object (we hold the GIL); `view` is ours to fill.
-    let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view.0, ffi::PyBUF_STRIDES) };
-    if rc != 0 {
-        lock(&SPARE).push(view);
-        let cause = PyErr::take(obj.py());
-        let err = PyValueError::new_err(format!(
-            "cannot pipe a {} object: it does not export a readable buffer{}",
-            obj.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
-            cause.map(|c| format!(" ({c})")).unwrap_or_default()
-        ));
-        return Err(err);
-    }
-    let v = &*view.0;
-    let mut shape: Shape = ([0; 4], 1);
-    if v.ndim > 0 && !v.shape.is_null() {
-        // SAFETY: `shape` has `ndim` entries while the export lives.
-        let s = unsafe { std::slice::from_raw_parts(v.shape, v.ndim as usize) };
-        shape.1 = s.len();
-        for (d, x) in shape.0.iter_mut().zip(s) {
-            *d = *x;
-        }
-    } else {
-        shape.0[0] = v.len;
-    }
-    let itemsize = v.itemsize;
-    match region_of(v) {
-        Ok(region) => Ok((
-            Export {
-                view: Some(view),
-                region,
-            },
-            shape,
-            itemsize,
-        )),
-        Err(e) => {
-            // SAFETY: the export succeeded above and is released once, with the GIL.
-            unsafe { ffi::PyBuffer_Release(&mut *view.0) };
-            lock(&SPARE).push(view);
-            Err(e)
-        }
-    }
-}
-
-/// A job for `obj`: a Frame's lease, or a buffer export.
-fn job_of(obj: &Bound<'_, PyAny>) -> PyResult<PyJob> {
-    if let Ok(f) = obj.cast::<PyFrame>() {
-        return Ok(PyJob::Frame(f.get().frame()?));
-    }
-    Ok(PyJob::Buffer(export(obj)?.0))
 }
 
 /// An fd from an int or an object with `fileno()`.
-fn fd_of(fd: &Bound<'_, PyAny>) -> PyResult<i32> {
-    let n: i64 = match fd.extract::<i64>() {
+fn fd_of(fd: &Bound<'_, PyAny>) -> Result<i32> {
+    let n: Int = match fd.extract::<Int>() {
         Ok(n) => n,
         Err(_) => match fd.call_method0("fileno") {
             Ok(n) => n.extract()?,
             Err(_) => {
-                return Err(PyValueError::new_err(format!(
+                return Err(Error::type_(format!(
                     "fd must be an int or have fileno(), got {}",
                     fd.get_type().name()?
                 )))
             }
         },
     };
-    i32::try_from(n)
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| PyValueError::new_err(format!("invalid fd: {n}")))
+    Ok(args::count("fd", n, 0, i32::MAX as usize)? as i32)
 }
 
-/// Map a pipe error to its exception: write failures → the `OSError` subclass of
-/// their errno (`BrokenPipeError`, …), bad arguments → `ValueError`, FFmpeg
-/// failures → `framebus.FFmpegError` with a `stderr` attribute.
-fn to_pyerr(py: Python<'_>, e: PipeError) -> PyErr {
-    let msg = e.to_string();
-    match e {
-        PipeError::Write(w) => PyOSError::new_err((w.errno, msg)),
-        PipeError::InvalidArgument { .. }
-        | PipeError::FrameMismatch { .. }
-        | PipeError::Layout(_)
-        | PipeError::WriterClosed => PyValueError::new_err(msg),
-        PipeError::Closing(_) => FramebusError::new_err(msg),
-        PipeError::FfmpegNotFound(_) => PyFileNotFoundError::new_err(msg),
-        PipeError::Ffmpeg { stderr_tail, .. } => {
-            let err = FFmpegError::new_err(msg);
-            let _ = err.value(py).setattr("stderr", stderr_tail);
-            err
-        }
-        PipeError::Spawn { source, .. }
-        | PipeError::FfmpegSpawn { source, .. }
-        | PipeError::Os { source, .. } => match source.raw_os_error() {
-            Some(code) => PyOSError::new_err((code, msg)),
-            None => PyOSError::new_err(msg),
-        },
+/// `$name` as a byte size: 0 (the default) or `min..=max`.
+fn env_size(name: &str, min: usize, max: usize) -> Result<Option<usize>> {
+    match args::env_count(name, 0, max)? {
+        Some(v) if v != 0 && v < min => Err(Error::value(format!(
+            "invalid environment variable {name}={v} (must be 0 or {min}..={max})"
+        ))),
+        v => Ok(v),
     }
 }
 
-fn env_usize(name: &str) -> Option<usize> {
-    std::env::var(name).ok()?.trim().parse().ok()
-}
-
-/// The process-wide writer behind `framebus.pipe`. Its settings can be tuned
-/// with FRAMEBUS_PIPE_DEPTH, FRAMEBUS_PIPE_CHUNK, FRAMEBUS_PIPE_SIZE (read once).
-fn writer() -> PyResult<&'static PipeWriter<PyJob>> {
-    static W: OnceLock<PipeWriter<PyJob>> = OnceLock::new();
+/// The process-wide writer behind `framebus.pipe`. Its settings come from
+/// FRAMEBUS_PIPE_DEPTH, FRAMEBUS_PIPE_CHUNK, FRAMEBUS_PIPE_SIZE and
+/// FRAMEBUS_PIPE_SPLICE, read at first use; a bad value fails that call (and
+/// the next ones) naming the variable.
+fn writer() -> Result<&'static PipeWriter<Job>> {
+    static W: OnceLock<PipeWriter<Job>> = OnceLock::new();
     if let Some(w) = W.get() {
         return Ok(w);
     }
     let d = WriterConfig::default();
     let cfg = WriterConfig {
-        depth: env_usize("FRAMEBUS_PIPE_DEPTH").unwrap_or(d.depth),
-        chunk: env_usize("FRAMEBUS_PIPE_CHUNK").unwrap_or(d.chunk),
-        pipe_size: env_usize("FRAMEBUS_PIPE_SIZE").unwrap_or(d.pipe_size),
-        splice: env_usize("FRAMEBUS_PIPE_SPLICE").is_some_and(|v| v != 0),
+        depth: args::env_count("FRAMEBUS_PIPE_DEPTH", 1, MAX_DEPTH)?.unwrap_or(d.depth),
+        chunk: env_size("FRAMEBUS_PIPE_CHUNK", MIN_CHUNK, MAX_CHUNK)?.unwrap_or(d.chunk),
+        pipe_size: env_size("FRAMEBUS_PIPE_SIZE", MIN_PIPE_SIZE, MAX_PIPE_SIZE)?
+            .unwrap_or(d.pipe_size),
+        splice: args::env_count("FRAMEBUS_PIPE_SPLICE", 0, 1)?.map_or(d.splice, |v| v == 1),
     };
-    let w = PipeWriter::new(cfg).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let w = PipeWriter::new(cfg)?;
     Ok(W.get_or_init(|| w))
 }
 
-/// Finish a call: release finished exports, then map the outcome.
-fn finish<T>(py: Python<'_>, r: Result<T, PipeError>) -> PyResult<T> {
+/// Finish a call: release finished exports, then pass the outcome on.
+fn finish<T>(py: Python<'_>, r: Result<T>) -> Result<T> {
     release_finished(py);
-    r.map_err(|e| to_pyerr(py, e))
+    r
+}
+
+/// Wait, in Ctrl-C-interruptible slices, for a `*_timeout` call of the pipe
+/// crate to finish; `None` waits as long as it takes.
+fn wait_pipe(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    what: &str,
+    mut step: impl FnMut(Duration) -> std::result::Result<(), WaitError> + Send,
+) -> Result<()> {
+    crate::wait::wait(
+        py,
+        timeout,
+        |slice| match step(slice) {
+            Ok(()) => Ok(Break(())),
+            Err(WaitError::Timeout) => Ok(Continue(())),
+            Err(WaitError::Failed(e)) => Err(e),
+        },
+        |waited, ()| crate::wait::timed_out(what, waited),
+    )
+}
+
+/// Hand `job` over with `submit(job, slice)` in slices (the callee hands the
+/// job back when its slice ran out) until it is queued.
+fn submit_in_slices(
+    py: Python<'_>,
+    job: Job,
+    mut submit: impl FnMut(Job, Duration) -> std::result::Result<(), Rejected<Job, WaitError>> + Send,
+) -> Result<()> {
+    let mut job = Some(job);
+    crate::wait::wait(
+        py,
+        None,
+        |slice| {
+            let Some(j) = job.take() else {
+                return Ok(Break(()));
+            };
+            match submit(j, slice) {
+                Ok(()) => Ok(Break(())),
+                Err(Rejected {
+                    error: WaitError::Timeout,
+                    owner,
+                }) => {
+                    job = Some(owner);
+                    Ok(Continue(()))
+                }
+                Err(Rejected {
+                    error: WaitError::Failed(e),
+                    ..
+                }) => Err(e),
+            }
+        },
+        |_, ()| Error::value("internal: a wait without a timeout expired"),
+    )
 }
 
 /// Queue `obj`'s bytes to be written to `fd` by that fd's writer thread.
 ///
 /// `obj` is a framebus.Frame or any buffer exporter; it is kept alive (and its
-/// buffer exported) until written. Blocks while the fd's queue is full. Raises
-/// the fd's stored write error (e.g. BrokenPipeError) instead of queueing.
+/// buffer exported) until written. Blocks (Ctrl-C honoured) while the fd's
+/// queue is full. Raises the fd's stored write error (e.g. BrokenPipeError)
+/// instead of queueing.
 ///
 /// `splice=True` moves the pages into an anonymous pipe with vmsplice instead of
 /// copying them; the job then counts as done (for `sync`) only when the reader
@@ -305,43 +194,42 @@ fn pipe(
     obj: &Bound<'_, PyAny>,
     fd: &Bound<'_, PyAny>,
     splice: Option<bool>,
-) -> PyResult<()> {
+) -> Result<()> {
     release_finished(py);
     let fd = fd_of(fd)?;
-    let job = job_of(obj)?;
-    let key = obj.as_ptr() as u64;
     let w = writer()?;
+    let job = Job::new(Pixels::from_py(obj, false)?)?;
+    let key = obj.as_ptr() as u64;
     let splice = splice.unwrap_or(w.config().splice);
-    let r = py.detach(|| {
-        w.submit_with(fd, job, key, splice)
-            .map(|_| ())
-            .map_err(|Rejected { error, owner }| {
-                drop(owner);
-                error
-            })
+    let r = submit_in_slices(py, job, |j, slice| {
+        w.submit_timeout(fd, j, key, splice, slice).map(|_| ())
     });
     finish(py, r)
 }
 
-/// Wait for queued writes: of `obj` (on any fd), of `fd`, or of everything.
+/// Wait for queued writes: of `obj` (on any fd), of `fd`, or of everything —
+/// up to `timeout` seconds (None = as long as it takes; Ctrl-C honoured).
 /// Raises the stored write error of the fds waited on.
 #[pyfunction]
-#[pyo3(signature = (obj=None, fd=None))]
+#[pyo3(signature = (obj=None, fd=None, timeout=None))]
 fn sync(
     py: Python<'_>,
     obj: Option<&Bound<'_, PyAny>>,
     fd: Option<&Bound<'_, PyAny>>,
-) -> PyResult<()> {
+    timeout: Option<f64>,
+) -> Result<()> {
     release_finished(py);
     let fd = fd.map(fd_of).transpose()?;
+    let timeout = args::timeout("timeout", timeout)?;
     let key = obj.map(|o| o.as_ptr() as u64);
     let w = writer()?;
-    let r = py.detach(|| match (key, fd) {
-        (None, None) => w.sync_all(),
+    let r = wait_pipe(py, timeout, "queued writes", |slice| match (key, fd) {
+        (None, None) => w.sync_all_timeout(slice),
         (k, f) => {
-            let a = k.map_or(Ok(()), |k| w.sync_key(k));
-            let b = f.map_or(Ok(()), |f| w.sync_fd(f));
-            a.and(b)
+            if let Some(k) = k {
+                w.sync_key_timeout(k, slice)?;
+            }
+            f.map_or(Ok(()), |f| w.sync_fd_timeout(f, slice))
         }
     });
     finish(py, r)
@@ -350,20 +238,19 @@ fn sync(
 /// Flush `fd`'s queue and stop its writer thread (the fd itself stays open).
 /// Raises the fd's write error if it was not raised before.
 #[pyfunction]
-fn close(py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<()> {
+fn close(py: Python<'_>, fd: &Bound<'_, PyAny>) -> Result<()> {
     release_finished(py);
     let fd = fd_of(fd)?;
     let w = writer()?;
-    let r = py.detach(|| w.close(fd));
+    let r = wait_pipe(py, None, "the writer to close", |slice| {
+        w.close_timeout(fd, slice)
+    });
     finish(py, r)
 }
 
 /// Counters of `fd`'s writer, or None if the fd has no writer thread.
 #[pyfunction]
-fn pipe_stats<'py>(
-    py: Python<'py>,
-    fd: &Bound<'py, PyAny>,
-) -> PyResult<Option<Bound<'py, PyDict>>> {
+fn pipe_stats<'py>(py: Python<'py>, fd: &Bound<'py, PyAny>) -> Result<Option<Bound<'py, PyDict>>> {
     let fd = fd_of(fd)?;
     let Some(s) = writer()?.fd_stats(fd) else {
         return Ok(None);
@@ -372,186 +259,181 @@ fn pipe_stats<'py>(
     d.set_item("submitted", s.submitted)?;
     d.set_item("done", s.done)?;
     d.set_item("queued", s.queued)?;
+    d.set_item("waiting", s.waiting)?;
     d.set_item("bytes_written", s.bytes_written)?;
     d.set_item("pipe_size", s.pipe_size)?;
     d.set_item("failed", s.failed)?;
+    d.set_item("closing", s.closing)?;
     Ok(Some(d))
 }
 
-/// Frames → FFmpeg → a video file, written by a background thread, zero-copy.
+/// Frames → FFmpeg → a video file (or a URL), written by a background thread,
+/// zero-copy.
 #[pyclass(name = "VideoWriter", module = "framebus", frozen)]
 pub struct PyVideoWriter {
-    inner: Mutex<VideoWriter<PyJob>>,
-    args: Vec<String>,
-    program: String,
+    inner: Mutex<VideoWriter<Job>>,
+    /// Read by the getters without taking `inner`.
+    status: Arc<VideoStatus>,
+    command: Vec<String>,
     format: PixelFormat,
     width: usize,
     height: usize,
     fps: f64,
-    path: PathBuf,
+    path: Option<PathBuf>,
+    url: Option<String>,
 }
 
 impl PyVideoWriter {
-    fn lock(&self) -> MutexGuard<'_, VideoWriter<PyJob>> {
-        lock(&self.inner)
-    }
-
-    /// Check an exported array's shape and item size against the frame format,
-    /// naming the mismatch (the byte-level check follows in `check_region`).
-    fn check_array(&self, shape: &[isize], itemsize: isize, ndim: usize) -> PyResult<()> {
-        let f = self.format;
-        if ndim > 4 {
-            return Err(PyValueError::new_err(format!(
-                "a {ndim}-dimensional array cannot be a {f} frame"
-            )));
-        }
-        if shape.len() == 1 {
-            return Ok(()); // flat bytes: the byte-size check names a mismatch
-        }
-        let expect: Vec<isize> = if f.is_planar() {
-            vec![(self.height / 2 * 3) as isize, self.width as isize]
-        } else if f.channels() == 1 {
-            vec![self.height as isize, self.width as isize]
-        } else {
-            vec![
-                self.height as isize,
-                self.width as isize,
-                f.channels() as isize,
-            ]
-        };
-        let dtype = if f.sample_bytes() == 2 {
-            "uint16"
-        } else {
-            "uint8"
-        };
-        if shape != expect.as_slice() {
-            return Err(PyValueError::new_err(format!(
-                "array shape {} does not match the VideoWriter's {}x{} {} frames: expected shape {} of {dtype}",
-                py_tuple(shape),
-                self.width,
-                self.height,
-                f,
-                py_tuple(&expect)
-            )));
-        }
-        if itemsize != f.sample_bytes() as isize {
-            return Err(PyValueError::new_err(format!(
-                "array item size {itemsize} does not match {f} frames: expected {dtype} ({} byte samples)",
-                f.sample_bytes()
-            )));
-        }
-        Ok(())
+    fn lock(&self) -> MutexGuard<'_, VideoWriter<Job>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn py_tuple(v: &[isize]) -> String {
-    match v {
-        [x] => format!("({x},)"),
-        _ => format!(
-            "({})",
-            v.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+/// `extra_args`: a sequence of strings (a lone string is refused: it would be
+/// split into characters, or be one argument by accident).
+fn extra_args(v: Option<&Bound<'_, PyAny>>) -> Result<Vec<String>> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    if v.is_instance_of::<PyString>() {
+        return Err(Error::type_(format!(
+            "extra_args must be a list of strings, not a str (did you mean [{}]?)",
+            v.repr()?
+        )));
     }
+    v.extract().map_err(|_| {
+        Error::type_(format!(
+            "extra_args must be a list of strings, got {}",
+            v.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
 }
 
 #[pymethods]
 impl PyVideoWriter {
+    /// Start FFmpeg writing `width`×`height` `format` frames at `fps` to the
+    /// file `path` (always a file, even if it starts with '-' or contains
+    /// ':'), or to `url=` (an FFmpeg output URL such as rtmp://…, with
+    /// `path=None`).
     #[new]
-    #[pyo3(signature = (path, width, height, fps, format="BGRA", codec="libx264", preset=None, crf=None, pix_fmt=None, extra_args=None, ffmpeg=None, queue_depth=8, splice=true))]
+    #[pyo3(
+        signature = (path, width, height, fps, format="BGRA", codec="libx264", preset=None, crf=None, pix_fmt=None, extra_args=None, ffmpeg=None, queue_depth=Int(8), splice=true, *, url=None),
+        text_signature = "(path, width, height, fps, format='BGRA', codec='libx264', preset=None, crf=None, pix_fmt=None, extra_args=None, ffmpeg=None, queue_depth=8, splice=True, *, url=None)"
+    )]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        path: PathBuf,
-        width: usize,
-        height: usize,
+        path: Option<PathBuf>,
+        width: Int,
+        height: Int,
         fps: f64,
         format: &str,
         codec: &str,
         preset: Option<String>,
-        crf: Option<u32>,
+        crf: Option<Int>,
         pix_fmt: Option<String>,
-        extra_args: Option<Vec<String>>,
+        extra_args: Option<&Bound<'_, PyAny>>,
         ffmpeg: Option<PathBuf>,
-        queue_depth: usize,
+        queue_depth: Int,
         splice: bool,
-    ) -> PyResult<Self> {
-        let format: PixelFormat = format.parse().map_err(crate::errors::to_pyerr)?;
-        let mut cfg = VideoConfig::new(path.clone(), width, height, fps, format);
+        url: Option<String>,
+    ) -> Result<Self> {
+        let format: PixelFormat = format.parse()?;
+        let width = args::size("width", width, MAX_VIDEO_SIZE)?;
+        let height = args::size("height", height, MAX_VIDEO_SIZE)?;
+        let fps = args::float_in("fps", fps, MIN_FPS, MAX_FPS)?;
+        let mut cfg = match (&path, &url) {
+            (Some(p), None) => VideoConfig::new(p.clone(), width, height, fps, format),
+            (None, Some(u)) => VideoConfig::url(u.clone(), width, height, fps, format),
+            _ => {
+                return Err(Error::value(
+                    "give either a file path or url=, not both (and not neither)",
+                ))
+            }
+        };
         cfg.codec = codec.to_string();
         cfg.preset = preset;
-        cfg.crf = crf;
+        cfg.crf = args::opt_count("crf", crf, 0, MAX_CRF as usize)?.map(|c| c as u32);
         cfg.pix_fmt = pix_fmt;
-        cfg.extra_args = extra_args.unwrap_or_default();
+        cfg.extra_args = self::extra_args(extra_args)?;
         cfg.ffmpeg = ffmpeg;
-        cfg.queue_depth = queue_depth;
+        cfg.queue_depth = args::count("queue_depth", queue_depth, 1, MAX_DEPTH)?;
         cfg.splice = splice;
-        let args = cfg.args();
-        let vw = py
-            .detach(|| VideoWriter::<PyJob>::open(cfg))
-            .map_err(|e| to_pyerr(py, e))?;
+        let vw = py.detach(|| VideoWriter::<Job>::open(cfg))?;
+        let command = std::iter::once(vw.program().display().to_string())
+            .chain(vw.config().args())
+            .collect();
         Ok(PyVideoWriter {
-            program: vw.program().display().to_string(),
+            status: vw.status(),
+            command,
             inner: Mutex::new(vw),
-            args,
             format,
             width,
             height,
             fps,
             path,
+            url,
         })
     }
 
-    /// Queue one frame (a framebus.Frame or an array of shape (h, w, c)); checks
-    /// size, format and strides, then hands it to the writer thread without a copy.
-    fn write(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Queue one frame (a framebus.Frame, or an array of this writer's image:
+    /// shape (h, w, c) of uint8/uint16, or the exact bytes flat); checks size,
+    /// format and strides, then hands it to the writer thread without a copy.
+    /// Waits (Ctrl-C honoured) while the queue is full.
+    fn write(&self, py: Python<'_>, frame: &Bound<'_, PyAny>) -> Result<()> {
         release_finished(py);
-        let job = if let Ok(f) = frame.cast::<PyFrame>() {
-            let f = f.get().frame()?;
-            self.lock()
-                .check_layout(f.layout())
-                .map_err(|e| to_pyerr(py, e))?;
-            PyJob::Frame(f)
-        } else {
-            let (export, shape, itemsize) = export(frame)?;
-            let dims = &shape.0[..shape.1.min(4)];
-            let dims = if shape.1 > 4 { &shape.0[..0] } else { dims };
-            if let Err(e) = self.check_array(dims, itemsize, shape.1) {
-                drop(export);
-                release_finished(py);
-                return Err(e);
+        let pixels = Pixels::from_py(frame, false)?;
+        if let Pixels::Buffer(b) = &pixels {
+            let expect = Expected {
+                width: Some(self.width),
+                height: Some(self.height),
+                stride: None,
+            };
+            b.image(self.format, expect, "frame")?;
+        }
+        let job = Job::new(pixels)?;
+        // The writer's lock is only ever waited for with the GIL released.
+        py.detach(|| {
+            let w = self.lock();
+            if let Pixels::Frame(f) = &job.pixels {
+                w.check_layout(f.layout())?;
             }
-            PyJob::Buffer(export)
-        };
-        let r = py.detach(|| {
-            self.lock()
-                .write_owner(job)
-                .map_err(|Rejected { error, owner }| {
-                    drop(owner);
-                    error
-                })
+            w.check_region(&job)
+        })?;
+        let r = submit_in_slices(py, job, |j, slice| {
+            self.lock().write_owner_timeout(j, slice)
         });
         finish(py, r)
     }
 
-    /// Wait until every queued frame reached FFmpeg.
-    fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        let r = py.detach(|| self.lock().flush());
+    /// Wait (Ctrl-C honoured) until every queued frame reached FFmpeg.
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> Result<()> {
+        let timeout = args::timeout("timeout", timeout)?;
+        let r = wait_pipe(py, timeout, "FFmpeg to take the queued frames", |slice| {
+            self.lock().flush_timeout(slice)
+        });
         finish(py, r)
     }
 
-    /// Flush, close FFmpeg's stdin and wait for it; raises FFmpegError with the
-    /// tail of its stderr if it failed. Idempotent.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let r = py.detach(|| self.lock().close());
+    /// Flush, close FFmpeg's stdin and wait for it (Ctrl-C honoured); raises
+    /// FFmpegError with the tail of its stderr if it failed. Idempotent.
+    fn close(&self, py: Python<'_>) -> Result<()> {
+        let r = wait_pipe(py, None, "FFmpeg to finish", |slice| {
+            self.lock().close_timeout(slice)
+        });
         finish(py, r)
     }
 
     /// Kill FFmpeg now (the output file is left incomplete).
     fn abort(&self, py: Python<'_>) {
-        py.detach(|| self.lock().abort());
+        py.detach(|| self.lock().kill());
+        // After SIGKILL the rest of the close cannot block for long; its error
+        // (FFmpeg was killed) is the expected outcome of an abort.
+        let _ = wait_pipe(py, None, "FFmpeg to exit", |slice| {
+            self.lock().close_timeout(slice)
+        });
         release_finished(py);
     }
 
@@ -566,7 +448,7 @@ impl PyVideoWriter {
         exc_type: Option<&Bound<'_, PyAny>>,
         _exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
+    ) -> Result<bool> {
         let r = self.close(py);
         if exc_type.is_none() {
             r?;
@@ -577,31 +459,37 @@ impl PyVideoWriter {
     /// Frames queued so far.
     #[getter]
     fn frames_written(&self) -> u64 {
-        self.lock().frames_written()
+        self.status.frames_written()
     }
 
     /// The FFmpeg command line (program and arguments).
     #[getter]
     fn command(&self) -> Vec<String> {
-        std::iter::once(self.program.clone())
-            .chain(self.args.iter().cloned())
-            .collect()
+        self.command.clone()
     }
 
-    /// FFmpeg's process id, or None once closed.
+    /// FFmpeg's process id, or None once it has exited.
     #[getter]
     fn pid(&self) -> Option<u32> {
-        self.lock().pid()
+        self.status.pid()
     }
 
+    /// True once a close (or abort) began: writes are refused.
     #[getter]
     fn closed(&self) -> bool {
-        self.lock().pid().is_none()
+        self.status.closed()
     }
 
+    /// The output file (None when writing to a URL).
     #[getter]
-    fn path(&self) -> PathBuf {
+    fn path(&self) -> Option<PathBuf> {
         self.path.clone()
+    }
+
+    /// The output URL (None when writing to a file).
+    #[getter]
+    fn url(&self) -> Option<String> {
+        self.url.clone()
     }
 
     #[getter]
@@ -625,14 +513,18 @@ impl PyVideoWriter {
     }
 
     fn __repr__(&self) -> String {
+        let target = match (&self.path, &self.url) {
+            (Some(p), _) => format!("{:?}", p.display().to_string()),
+            (None, Some(u)) => format!("url={u:?}"),
+            (None, None) => String::new(),
+        };
         format!(
-            "VideoWriter({:?}, {}x{} {} @ {} fps, {} frames)",
-            self.path.display().to_string(),
+            "VideoWriter({target}, {}x{} {} @ {} fps, {} frames)",
             self.width,
             self.height,
             self.format,
             self.fps,
-            self.frames_written()
+            self.status.frames_written()
         )
     }
 }
@@ -643,6 +535,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(close, m)?)?;
     m.add_function(wrap_pyfunction!(pipe_stats, m)?)?;
     m.add_class::<PyVideoWriter>()?;
-    m.add("FFmpegError", m.py().get_type::<FFmpegError>())?;
     Ok(())
 }

@@ -1,13 +1,21 @@
-//! `framebus.FramePool`: Python face of the core pool.
+//! `framebus.FramePool` and `framebus.default_pool()`: the Python face of the
+//! core pool.
+//!
+//! The default pool (used wherever no `pool=` is given) is bounded: its byte
+//! limit is `$FRAMEBUS_MAX_BYTES` when set, else the core's default (the
+//! smaller of 8 GiB and half the machine's memory), so a typo such as
+//! `resize(src, 10**6, 10**6)` fails at once naming the size and the limit
+//! instead of mapping terabytes.
 
-use crate::errors::to_pyerr;
+use crate::args::{self, Int};
+use crate::errors::{Error, Result};
 use crate::frame::PyFrame;
-use framebus_core::{Exhausted, FramePool, PixelFormat, PoolConfig};
-use pyo3::exceptions::PyValueError;
+use crate::wait;
+use framebus_core::{Exhausted, FramePool, Lease, PixelFormat, PoolConfig};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::ops::ControlFlow::{Break, Continue};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 /// A bounded pool of memfd-backed, page-aligned frame slots.
 #[pyclass(name = "FramePool", module = "framebus", frozen)]
@@ -15,33 +23,57 @@ pub struct PyFramePool {
     pub pool: FramePool,
 }
 
-/// The process-wide pool used when a feature is given no `pool=`.
-pub fn default_pool() -> FramePool {
+/// The process-wide pool used when a feature is given no `pool=`; fails only
+/// when `$FRAMEBUS_MAX_BYTES` is set to something that is not a byte count.
+pub fn default_pool() -> Result<FramePool> {
     static POOL: OnceLock<FramePool> = OnceLock::new();
-    POOL.get_or_init(FramePool::default).clone()
-}
-
-pub(crate) fn check_size(what: &'static str, v: i64) -> PyResult<usize> {
-    if v <= 0 {
-        return Err(PyValueError::new_err(format!(
-            "invalid {what}: {v} (must be at least 1)"
-        )));
+    if let Some(p) = POOL.get() {
+        return Ok(p.clone());
     }
-    Ok(v as usize)
+    let defaults = PoolConfig::default();
+    let max_bytes = args::env_count("FRAMEBUS_MAX_BYTES", 1, usize::MAX)?.or(defaults.max_bytes);
+    let pool = FramePool::new(PoolConfig {
+        max_bytes,
+        ..defaults
+    });
+    Ok(POOL.get_or_init(|| pool).clone())
 }
 
-pub(crate) fn parse_format(format: &str) -> PyResult<PixelFormat> {
-    format.parse().map_err(to_pyerr)
+/// The pool of an optional `pool=` argument, else the default pool.
+pub fn pool_or_default(pool: Option<&PyFramePool>) -> Result<FramePool> {
+    pool.map_or_else(default_pool, |p| Ok(p.pool.clone()))
 }
 
-pub(crate) fn parse_timeout(timeout: Option<f64>) -> PyResult<Option<Duration>> {
-    match timeout {
-        None => Ok(None),
-        Some(t) if t.is_finite() && t >= 0.0 => Ok(Some(Duration::from_secs_f64(t))),
-        Some(t) => Err(PyValueError::new_err(format!(
-            "invalid timeout: {t} (must be a finite number of seconds >= 0, or None)"
-        ))),
-    }
+pub(crate) fn parse_format(format: &str) -> Result<PixelFormat> {
+    Ok(format.parse()?)
+}
+
+/// Lease `len` bytes from `pool` under `policy`, waiting (if the policy
+/// blocks) in Ctrl-C-interruptible slices with the GIL released.
+pub fn acquire(py: Python<'_>, pool: &FramePool, len: usize, policy: Exhausted) -> Result<Lease> {
+    let Exhausted::Block(timeout) = policy else {
+        return Ok(pool.acquire_with(len, Exhausted::Error)?);
+    };
+    let mut first = true;
+    wait::wait(
+        py,
+        timeout,
+        |slice| {
+            let got = pool.acquire_slice(len, slice, first)?;
+            first = false;
+            Ok::<_, framebus_core::Error>(got.map_or(Continue(()), Break))
+        },
+        |waited, ()| match pool.acquire_with(len, Exhausted::Error) {
+            Err(mut e) => {
+                if let framebus_core::Error::PoolExhausted { waited: w, .. } = &mut e {
+                    *w = Some(waited);
+                }
+                Error::Core(e)
+            }
+            // A slot came free at the very end: it goes back; the wait timed out.
+            Ok(_) => wait::timed_out("a free pool slot", waited),
+        },
+    )
 }
 
 #[pymethods]
@@ -51,23 +83,18 @@ impl PyFramePool {
     #[new]
     #[pyo3(signature = (max_bytes=None, max_slots=None, on_exhausted="raise", timeout=None, huge_pages=false))]
     fn new(
-        max_bytes: Option<i64>,
-        max_slots: Option<i64>,
+        max_bytes: Option<Int>,
+        max_slots: Option<Int>,
         on_exhausted: &str,
         timeout: Option<f64>,
         huge_pages: bool,
-    ) -> PyResult<Self> {
-        let max_bytes = max_bytes.map(|v| check_size("max_bytes", v)).transpose()?;
-        let max_slots = max_slots.map(|v| check_size("max_slots", v)).transpose()?;
-        let timeout = parse_timeout(timeout)?;
-        let on_exhausted = match on_exhausted {
+    ) -> Result<Self> {
+        let max_bytes = args::opt_count("max_bytes", max_bytes, 1, isize::MAX as usize)?;
+        let max_slots = args::opt_count("max_slots", max_slots, 1, 1 << 20)?;
+        let timeout = args::timeout("timeout", timeout)?;
+        let on_exhausted = match args::choice("on_exhausted", on_exhausted, &["raise", "block"])? {
             "raise" => Exhausted::Error,
-            "block" => Exhausted::Block(timeout),
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "invalid on_exhausted: {other:?} (expected \"raise\" or \"block\")"
-                )))
-            }
+            _ => Exhausted::Block(timeout),
         };
         Ok(PyFramePool {
             pool: FramePool::new(PoolConfig {
@@ -79,35 +106,35 @@ impl PyFramePool {
         })
     }
 
-    /// A writable frame in a free (or new) slot. Blocks with the GIL released
-    /// when the pool was made with `on_exhausted="block"`; `timeout` overrides
-    /// the pool's wait for this call.
+    /// A writable frame in a free (or new) slot. Blocks (GIL released,
+    /// Ctrl-C honoured) when the pool was made with `on_exhausted="block"`;
+    /// `timeout` overrides the pool's wait for this call.
     #[pyo3(signature = (width, height, format="BGRA", stride=None, timeout=None))]
     fn acquire(
         &self,
         py: Python<'_>,
-        width: i64,
-        height: i64,
+        width: Int,
+        height: Int,
         format: &str,
-        stride: Option<i64>,
+        stride: Option<Int>,
         timeout: Option<f64>,
-    ) -> PyResult<PyFrame> {
-        let width = check_size("width", width)?;
-        let height = check_size("height", height)?;
-        let stride = stride.map(|s| check_size("stride", s)).transpose()?;
+    ) -> Result<PyFrame> {
+        let width = args::dimension("width", width)?;
+        let height = args::dimension("height", height)?;
+        let stride = args::opt_count("stride", stride, 1, isize::MAX as usize)?;
         let format = parse_format(format)?;
-        let layout =
-            framebus_core::FrameLayout::new(width, height, format, stride).map_err(to_pyerr)?;
-        let policy = match (self.pool.config().on_exhausted, parse_timeout(timeout)?) {
-            (Exhausted::Block(_), Some(t)) => Exhausted::Block(Some(t)),
-            (p, _) => p,
+        let layout = framebus_core::FrameLayout::new(width, height, format, stride)?;
+        let policy = match (self.pool.config().on_exhausted, timeout) {
+            (Exhausted::Block(_), Some(t)) => Exhausted::Block(args::timeout("timeout", Some(t))?),
+            (p, t) => {
+                args::timeout("timeout", t)?;
+                p
+            }
         };
-        let pool = &self.pool;
-        let lease = py
-            .detach(|| pool.acquire_with(layout.byte_len(), policy))
-            .map_err(to_pyerr)?;
-        let frame = framebus_core::Frame::new(lease, layout).map_err(to_pyerr)?;
-        Ok(PyFrame::from_frame(frame))
+        let lease = acquire(py, &self.pool, layout.byte_len(), policy)?;
+        Ok(PyFrame::from_frame(framebus_core::Frame::new(
+            lease, layout,
+        )?))
     }
 
     /// Accounting at this instant: slots, bytes mapped / in use / free, high-water, counters.
@@ -161,10 +188,10 @@ impl PyFramePool {
 
 /// The pool used when no `pool=` is given.
 #[pyfunction(name = "default_pool")]
-fn py_default_pool() -> PyFramePool {
-    PyFramePool {
-        pool: default_pool(),
-    }
+fn py_default_pool() -> Result<PyFramePool> {
+    Ok(PyFramePool {
+        pool: default_pool()?,
+    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
