@@ -27,7 +27,7 @@ is due (learnt from the publisher's send times) and spins only then. "framebus_p
 busy-polls sub.try_recv() in a Python loop, exactly like the iceoryx2 consumer.
 
 The mp.Queue, shared_memory and iceoryx2 transports are copied from
-/work/shared/bench/ipc_py.py (the project's anchor script) with the frame size made a
+the anchor IPC script of the shared benchmark set (not in this repository) with the frame size made a
 parameter, so that framebus is measured beside them in the same run; the copy is the
 anchor code itself, not framebus code.
 

@@ -5,7 +5,6 @@ SIGKILL. Every channel name is unique per test run so these tests can run in par
 with other suites.
 """
 
-import contextlib
 import gc
 import itertools
 import multiprocessing as mp
@@ -18,6 +17,7 @@ import framebus
 import numpy as np
 import pytest
 from framebus._framebus import ChannelFull, Publisher, Subscriber
+from signals import alarm
 
 _counter = itertools.count()
 
@@ -322,19 +322,6 @@ def test_auto_spin_holding_the_gil_naps_between_frames_of_another_process():
     finally:
         child.join(10)
     assert child.exitcode == 0
-
-
-@contextlib.contextmanager
-def alarm(handler, after):
-    """Run `handler` from SIGALRM `after` seconds from now (in the main thread, at
-    the next signal check); the old handler is back afterwards."""
-    old = signal.signal(signal.SIGALRM, lambda *_: handler())
-    signal.setitimer(signal.ITIMER_REAL, after)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.mark.parametrize("other_thread", [False, True], ids=["gil-held", "gil-released"])

@@ -431,3 +431,46 @@ def test_video_writer_path_is_a_file_path(tmp_path, name):
 def test_grab_region_out_of_range_names_the_region():
     with pytest.raises(ValueError, match="region"):
         framebus.grab((0, 0, 2**63, 1))
+
+
+def test_ctrl_c_cancels_a_long_kernel():
+    src = np.zeros((2160, 3840, 4), np.uint8)
+    pool = FramePool(max_bytes=2 << 30)
+    t0 = time.monotonic()
+    framebus.resize(src, 8192, 8192, src_format="BGRA", threads=1, pool=pool)
+    full = time.monotonic() - t0
+    if full < 0.6:
+        pytest.skip(f"a 256 MiB resize takes only {full:.2f} s here: nothing to interrupt")
+    interrupted_within(
+        lambda: framebus.resize(src, 8192, 8192, src_format="BGRA", threads=1, pool=pool),
+        after=0.2,
+        limit=min(0.5, full / 2),
+    )
+    assert pool.stats()["slots_in_use"] == 0, "the cancelled result was not given back"
+
+
+def test_pipe_works_in_a_forked_child():
+    r, w = os.pipe()
+    try:
+        framebus.pipe(b"p" * 10, w)
+        framebus.sync(fd=w)
+        assert os.read(r, 100) == b"p" * 10
+        pid = os.fork()
+        if pid == 0:  # the child: the parent's writer threads do not exist here
+            code = 1
+            try:
+                framebus.pipe(b"c" * 10, w)
+                framebus.sync(fd=w, timeout=10)
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert os.read(r, 100) == b"c" * 10
+        framebus.pipe(b"q" * 10, w)  # and the parent's writer still works
+        framebus.sync(fd=w)
+        assert os.read(r, 100) == b"q" * 10
+    finally:
+        framebus.close(w)
+        os.close(r)
+        os.close(w)

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 /// busy core: Linux places a woken thread near its waker, and on 2 cores that
 /// put the X server's copy behind the consumer (A/B on the loaded 2-core VM,
 /// spinning consumer: woken by the consumer 0.96-1.04x serial speed in 6 of 6
-/// runs, polling up to 1.69x; pinned 1.5-2x; see docs/bench-capture.md). The
+/// runs, polling up to 1.69x; pinned 1.5-2x; see docs/benchmarks.md, capture). The
 /// cost: one timer wakeup per 100 µs while the consumer works, ≤ 100 µs later
 /// start of the next grab.
 const ON_DEMAND_POLL: Duration = Duration::from_micros(100);

@@ -13,11 +13,13 @@ use crate::buffer::{BufferExport, Pixels};
 use crate::errors::{Error, Result};
 use crate::frame::PyFrame;
 use crate::pool::{default_pool, parse_format, PyFramePool};
+use crate::wait;
 use framebus_core::{Expected, Frame, FrameLayout, FramePool, PixelFormat};
 use framebus_kernels::{
     self as k, needed_bytes, ImageMut, ImageRef, Method, Options, Simd, TensorSpec,
 };
 use pyo3::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A source image: a frame (its lease kept alive) or a buffer export.
 struct Src {
@@ -197,6 +199,14 @@ impl<'py> Dst<'py> {
         }
     }
 
+    /// Bytes the result covers.
+    fn byte_len(&self) -> usize {
+        match self {
+            Dst::New(f) => f.byte_len(),
+            Dst::Out { span, .. } => *span,
+        }
+    }
+
     fn finish(self, py: Python<'py>) -> Result<Py<PyAny>> {
         match self {
             Dst::New(f) => Ok(Py::new(py, PyFrame::from_frame(f))?.into_any()),
@@ -217,9 +227,57 @@ fn options(matrix: &str, range: &str, threads: Option<Int>, simd: Option<&str>) 
 /// Most threads a kernel call may ask for (None or 0: all cores).
 const MAX_THREADS: usize = 1024;
 
-/// Run a kernel with the GIL released.
-fn run<T: Send>(py: Python<'_>, job: impl FnOnce() -> k::Result<T> + Send) -> Result<T> {
-    Ok(py.detach(job)?)
+/// Output bytes from which a kernel runs on a helper thread, so that the
+/// calling thread can watch for Ctrl-C and cancel it (below it, a call takes
+/// milliseconds and a thread start would cost more than it could save).
+const INTERRUPTIBLE_BYTES: usize = 32 << 20;
+
+/// Run a kernel with the GIL released. A big one (`out_bytes` at least
+/// [`INTERRUPTIBLE_BYTES`]) runs on a scoped thread while this thread waits in
+/// `wait::SLICE`s and checks for signals; a raising signal handler
+/// (Ctrl-C) cancels it between rows and its exception is raised.
+fn run<T: Send>(
+    py: Python<'_>,
+    out_bytes: usize,
+    job: impl FnOnce(&AtomicBool) -> k::Result<T> + Send,
+) -> Result<T> {
+    let cancel = AtomicBool::new(false);
+    if out_bytes < INTERRUPTIBLE_BYTES {
+        return Ok(py.detach(|| job(&cancel))?);
+    }
+    std::thread::scope(|s| {
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let done_rx = std::sync::Mutex::new(done_rx); // shared with the detached waits
+        let cancel = &cancel;
+        let worker = s.spawn(move || {
+            let r = job(cancel);
+            drop(done_tx); // wakes the waiter (a panic drops it too)
+            r
+        });
+        loop {
+            let finished = py.detach(|| {
+                !matches!(
+                    done_rx
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .recv_timeout(wait::SLICE),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                )
+            });
+            if finished {
+                break;
+            }
+            if let Err(e) = py.check_signals() {
+                cancel.store(true, Ordering::Relaxed);
+                let _ = py.detach(|| worker.join()); // returns within a row
+                return Err(e.into());
+            }
+        }
+        match py.detach(|| worker.join()) {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::value("internal: a kernel thread panicked")),
+        }
+    })
 }
 
 fn do_convert<'py>(
@@ -237,10 +295,11 @@ fn do_convert<'py>(
     let mut dst = Dst::new(py, out, &src, pool, (w, h, fmt))?;
     {
         let si = src.image()?;
+        let out_bytes = dst.byte_len();
         let mut di = dst.image()?;
-        run(py, || match resize {
-            None => k::convert(&si, &mut di, &opts),
-            Some((_, _, m)) => k::resize(&si, &mut di, m, &opts),
+        run(py, out_bytes, |cancel| match resize {
+            None => k::convert_cancellable(&si, &mut di, &opts, cancel),
+            Some((_, _, m)) => k::resize_cancellable(&si, &mut di, m, &opts, cancel),
         })?;
     }
     dst.finish(py)
@@ -310,7 +369,9 @@ fn tensor<'py>(
         // SAFETY: a fresh C-contiguous float32 array of 3·h·w items, exported
         // writable and held by `held` for the duration of the call.
         let out = unsafe { std::slice::from_raw_parts_mut(held.ptr().cast::<f32>(), 3 * w * h) };
-        run(py, || k::to_tensor(&si, out, &spec, &opts))?;
+        run(py, bytes, |cancel| {
+            k::to_tensor_cancellable(&si, out, &spec, &opts, cancel)
+        })?;
     }
     drop(held);
     Ok(arr)

@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::ops::ControlFlow::{Break, Continue};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// One queued write: pixels and where their bytes are.
@@ -99,10 +99,19 @@ fn env_size(name: &str, min: usize, max: usize) -> Result<Option<usize>> {
 /// FRAMEBUS_PIPE_DEPTH, FRAMEBUS_PIPE_CHUNK, FRAMEBUS_PIPE_SIZE and
 /// FRAMEBUS_PIPE_SPLICE, read at first use; a bad value fails that call (and
 /// the next ones) naming the variable.
+///
+/// One writer per fork generation: a forked child does not have the parent's
+/// writer threads, so its first `pipe` starts a writer of its own (the
+/// parent's, with whatever it had queued, is abandoned in the child — leaked,
+/// never written there, never touched again).
 fn writer() -> Result<&'static PipeWriter<Job>> {
-    static W: OnceLock<PipeWriter<Job>> = OnceLock::new();
-    if let Some(w) = W.get() {
-        return Ok(w);
+    static W: Mutex<Option<(u64, &'static PipeWriter<Job>)>> = Mutex::new(None);
+    let generation = framebus_core::fork::generation();
+    let mut current = W.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((g, w)) = *current {
+        if g == generation {
+            return Ok(w);
+        }
     }
     let d = WriterConfig::default();
     let cfg = WriterConfig {
@@ -112,8 +121,9 @@ fn writer() -> Result<&'static PipeWriter<Job>> {
             .unwrap_or(d.pipe_size),
         splice: args::env_count("FRAMEBUS_PIPE_SPLICE", 0, 1)?.map_or(d.splice, |v| v == 1),
     };
-    let w = PipeWriter::new(cfg)?;
-    Ok(W.get_or_init(|| w))
+    let w: &'static PipeWriter<Job> = Box::leak(Box::new(PipeWriter::new(cfg)?));
+    *current = Some((generation, w));
+    Ok(w)
 }
 
 /// Finish a call: release finished exports, then pass the outcome on.
