@@ -2,6 +2,9 @@
 //! `to_tensor_cancellable` stop soon after their flag is set from another
 //! thread, and give exactly the plain entry points' bytes when it is not.
 
+mod common;
+
+use common::image;
 use framebus_core::PixelFormat;
 use framebus_kernels::{
     convert, convert_cancellable, resize, resize_cancellable, to_tensor, to_tensor_cancellable,
@@ -10,18 +13,6 @@ use framebus_kernels::{
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
-
-fn image(w: usize, h: usize, bpp: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..w * h * bpp)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 fn opts(threads: usize) -> Options {
     Options {

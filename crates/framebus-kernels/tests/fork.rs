@@ -6,21 +6,12 @@
 //! Its own test binary: no other test thread may be inside the kernels' pool
 //! cache when this one forks.
 
+mod common;
+
+use common::image;
 use framebus_core::PixelFormat;
 use framebus_kernels::{convert, ImageMut, ImageRef, Options};
 use std::time::{Duration, Instant};
-
-fn image(w: usize, h: usize, bpp: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..w * h * bpp)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 fn convert_rgb(src: &[u8], w: usize, h: usize, threads: Option<usize>) -> Vec<u8> {
     let sv = ImageRef::from_parts(src, w, h, PixelFormat::Bgra, None).unwrap();
