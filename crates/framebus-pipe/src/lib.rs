@@ -19,6 +19,8 @@
 
 mod error;
 mod sys;
+#[cfg(test)]
+mod test_util;
 mod video;
 mod wait;
 mod writer;

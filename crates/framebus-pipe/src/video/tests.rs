@@ -5,6 +5,7 @@
 //! resume exactly. Tests needing FFmpeg skip themselves without it.
 
 use super::*;
+use crate::test_util::{until_done, wait_for, SLICE};
 use framebus_core::{FramePool, PixelFormat};
 use std::sync::{Arc, Mutex};
 
@@ -190,17 +191,6 @@ fn output_pix_fmt_rules() {
     );
 }
 
-/// Poll `cond` until it holds; fail after 10 s (a deadline, not a guess at timing).
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-const SLICE: Duration = Duration::from_millis(5);
-
 fn mkfifo(p: &Path) {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: `c` is a valid NUL-terminated path; mkfifo only creates a node.
@@ -348,9 +338,7 @@ fn timed_out_writes_hand_the_frame_back_and_resume_exactly() {
     }
     assert!(timeouts >= 3);
     assert_eq!(status.frames_written(), 12);
-    while let Err(e) = vw.flush_timeout(SLICE) {
-        assert!(e.is_timeout(), "{e}");
-    }
+    until_done("flush", || vw.flush_timeout(SLICE));
     // FFmpeg finishes only once told to, so close must time out at least once,
     // in the flush or the wait phase; it refuses writes from its first call on.
     let e = vw.close_timeout(SLICE).unwrap_err();
@@ -359,9 +347,7 @@ fn timed_out_writes_hand_the_frame_back_and_resume_exactly() {
     let rj = vw.write_owner(vec![0; 320 * 240 * 4]).unwrap_err();
     assert!(matches!(rj.error, PipeError::WriterClosed), "{}", rj.error);
     let release = std::thread::spawn(move || open_gate(&exit_gate));
-    while let Err(e) = vw.close_timeout(SLICE) {
-        assert!(e.is_timeout(), "{e}");
-    }
+    until_done("close", || vw.close_timeout(SLICE));
     release.join().unwrap();
     assert_eq!(status.pid(), None);
     assert!(!status.failed());

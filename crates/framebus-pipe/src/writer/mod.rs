@@ -46,7 +46,7 @@ use crate::wait::{deadline, untimed, untimed_err, wait_step};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use worker::{lock, FdWorker};
+use worker::{lock, FdState, FdWorker};
 
 /// Most jobs that may wait per fd ([`WriterConfig::depth`], and the
 /// VideoWriter's `queue_depth`).
@@ -404,20 +404,7 @@ impl<O: Source> PipeWriter<O> {
     }
 
     fn sync_key_until(&self, key: u64, deadline: Option<Instant>) -> Result<(), WaitError> {
-        let mut first_err = None;
-        for w in self.workers() {
-            let target = lock(&w.state).last_of_key.get(&key).copied();
-            if let Some(seq) = target {
-                match w.sync(seq + 1, deadline) {
-                    Err(WaitError::Timeout) => return Err(WaitError::Timeout),
-                    Err(e) => {
-                        first_err.get_or_insert(e);
-                    }
-                    Ok(()) => {}
-                }
-            }
-        }
-        first_err.map_or(Ok(()), Err)
+        self.sync_each_until(deadline, |st| st.last_of_key.get(&key).map(|&seq| seq + 1))
     }
 
     /// Wait for every fd; report the first write error found.
@@ -431,15 +418,28 @@ impl<O: Source> PipeWriter<O> {
     }
 
     fn sync_all_until(&self, deadline: Option<Instant>) -> Result<(), WaitError> {
+        self.sync_each_until(deadline, |st| Some(st.submitted))
+    }
+
+    /// Wait on every fd for the job count `target_of` reads from its state (None:
+    /// nothing to wait for on that fd), in turn, up to `deadline` in all. A
+    /// timeout stops at once; otherwise report the first write error found.
+    fn sync_each_until(
+        &self,
+        deadline: Option<Instant>,
+        target_of: impl Fn(&FdState<O>) -> Option<u64>,
+    ) -> Result<(), WaitError> {
         let mut first_err = None;
         for w in self.workers() {
-            let target = lock(&w.state).submitted;
-            match w.sync(target, deadline) {
-                Err(WaitError::Timeout) => return Err(WaitError::Timeout),
-                Err(e) => {
-                    first_err.get_or_insert(e);
+            let target = target_of(&lock(&w.state));
+            if let Some(target) = target {
+                match w.sync(target, deadline) {
+                    Err(WaitError::Timeout) => return Err(WaitError::Timeout),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                    Ok(()) => {}
                 }
-                Ok(()) => {}
             }
         }
         first_err.map_or(Ok(()), Err)

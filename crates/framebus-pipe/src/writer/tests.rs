@@ -6,12 +6,13 @@
 
 use super::*;
 use crate::sys;
+use crate::test_util::{until_done, wait_for, SLICE};
 use framebus_core::{FramePool, PixelFormat};
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0i32; 2];
@@ -45,21 +46,23 @@ fn gated_reader(rd: OwnedFd) -> (mpsc::Sender<()>, std::thread::JoinHandle<Vec<u
     (go, t)
 }
 
-/// Poll `cond` until it holds; fail after 10 s (a deadline, not a guess at timing).
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-const SLICE: Duration = Duration::from_millis(5);
-
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
+}
+
+/// A writer of `depth` queued jobs a fd that writes each job in one call and
+/// leaves pipes at their size (64 KiB), so a larger job blocks in `write`
+/// until the reader reads.
+fn small_pipe_writer(depth: usize) -> PipeWriter<Vec<u8>> {
+    PipeWriter::new(WriterConfig {
+        depth,
+        chunk: 0,
+        pipe_size: 0,
+        splice: false,
+    })
+    .unwrap()
 }
 
 /// Counts drops, to prove owners are released exactly once and before sync returns.
@@ -213,13 +216,7 @@ fn owner_is_released_before_sync_returns_and_pool_slot_comes_back() {
 fn bounded_queue_blocks_the_submitter() {
     let (rd, wr) = pipe();
     let fd = wr.as_raw_fd();
-    let w: PipeWriter<Vec<u8>> = PipeWriter::new(WriterConfig {
-        depth: 2,
-        chunk: 0,
-        pipe_size: 0,
-        splice: false,
-    })
-    .unwrap();
+    let w = small_pipe_writer(2);
     // 64 KiB pipe, nobody reading: job 0 blocks in write, jobs 1-2 fill the
     // queue (the third submit returns only once the worker took job 0).
     for i in 0..3 {
@@ -501,30 +498,12 @@ fn only_anonymous_pipes_are_spliced_into() {
     assert!(!sys::is_anonymous_pipe(f.as_raw_fd()));
 }
 
-/// Retry `f` while it times out; fail on any other error.
-fn until_done(what: &str, mut f: impl FnMut() -> std::result::Result<(), WaitError>) -> usize {
-    let mut timeouts = 0;
-    loop {
-        match f() {
-            Ok(()) => return timeouts,
-            Err(e) if e.is_timeout() => timeouts += 1,
-            Err(e) => panic!("{what}: {e}"),
-        }
-    }
-}
-
 #[test]
 fn timeouts_hand_back_the_owner_and_resume_exactly() {
     let (rd, wr) = pipe();
     let fd = wr.as_raw_fd();
     let (go, r) = gated_reader(rd);
-    let w: PipeWriter<Vec<u8>> = PipeWriter::new(WriterConfig {
-        depth: 1,
-        chunk: 0,
-        pipe_size: 0, // 64 KiB: a 100 KB job fills it
-        splice: false,
-    })
-    .unwrap();
+    let w = small_pipe_writer(1); // a 100 KB job fills the pipe
     let jobs: Vec<Vec<u8>> = (0..16u8)
         .map(|i| pattern(100_000 + 7 * i as usize, i))
         .collect();
@@ -580,13 +559,7 @@ fn close_in_slices_refuses_new_jobs_and_loses_nothing() {
     let (rd, wr) = pipe();
     let fd = wr.as_raw_fd();
     let (go, r) = gated_reader(rd);
-    let w: PipeWriter<Vec<u8>> = PipeWriter::new(WriterConfig {
-        depth: 2,
-        chunk: 0,
-        pipe_size: 0,
-        splice: false,
-    })
-    .unwrap();
+    let w = small_pipe_writer(2);
     let jobs: Vec<Vec<u8>> = (0..3u8).map(|i| pattern(200_000, i)).collect();
     for j in &jobs {
         w.submit(fd, j.clone(), 0).unwrap();
