@@ -474,3 +474,80 @@ def test_pipe_works_in_a_forked_child():
         framebus.close(w)
         os.close(r)
         os.close(w)
+
+
+# Capture: arguments, a dead capture, Ctrl-C, getters ---------------------------
+
+
+def test_capture_arguments_are_refused_before_connecting():
+    for fps in (1e-300, 1e-19, float("nan"), float("inf"), -1, 0, 1e9):
+        with pytest.raises(ValueError, match="target_fps"):
+            framebus.Capture(region=(0, 0, 4, 4), target_fps=fps, display=":999")
+    for buffer in (2**30, 2**62, 2**64, 0, -1):
+        with pytest.raises(ValueError, match="buffer"):
+            framebus.Capture(region=(0, 0, 4, 4), buffer=buffer, display=":999")
+
+
+def test_a_capture_whose_server_dies_stops_and_says_why(xvfb_factory):
+    server = xvfb_factory(64, 48)
+    cap = framebus.Capture(region=(0, 0, 64, 48), target_fps=100, display=server.display)
+    try:
+        assert cap.latest(timeout=10).width == 64
+        held = cap.latest(timeout=10)
+        server.stop()
+        t0 = time.monotonic()
+        with pytest.raises(framebus.CaptureError):
+            while True:  # frames buffered before the death may still come first
+                cap.latest(timeout=None)
+        assert time.monotonic() - t0 < 10
+        assert cap.running is False and cap.error
+        t0 = time.monotonic()
+        with pytest.raises(framebus.CaptureError):
+            cap.latest(timeout=None)  # at once, every time
+        assert time.monotonic() - t0 < 0.5
+        assert np.asarray(held).shape == (48, 64, 4)  # a held frame stays valid
+    finally:
+        cap.stop()
+
+
+def test_ctrl_c_interrupts_capture_latest(xvfb):
+    with framebus.Capture(region=(0, 0, 8, 8), target_fps=0.01, display=xvfb.display) as cap:
+        cap.latest(timeout=10)  # the first frame; the next is 100 s away
+        interrupted_within(lambda: cap.latest(timeout=None))
+        interrupted_within(lambda: cap.next(timeout=60))
+
+
+def test_capture_pool_and_publisher_getters_answer_while_blocked(xvfb):
+    def quick(obj, names):
+        for name in names:
+            t0 = time.monotonic()
+            v = getattr(obj, name)
+            if callable(v):
+                v()
+            assert time.monotonic() - t0 < 0.05, f"{type(obj).__name__}.{name} waited"
+
+    with framebus.Capture(region=(0, 0, 8, 8), target_fps=0.01, display=xvfb.display) as cap:
+        cap.latest(timeout=10)
+        t = threading.Thread(target=lambda: no_panic(cap.latest, timeout=1.0), daemon=True)
+        t.start()
+        time.sleep(0.2)
+        quick(cap, ("running", "captured", "dropped", "error", "stats", "region", "backend"))
+        t.join(5)
+    pool = FramePool(max_slots=1, on_exhausted="block")
+    held = pool.acquire(8, 8)
+    t = threading.Thread(target=lambda: no_panic(pool.acquire, 8, 8, timeout=1.0), daemon=True)
+    t.start()
+    time.sleep(0.2)
+    quick(pool, ("stats", "closed"))
+    t.join(5)
+    del held
+    name = unique("pubgetters")
+    with Publisher(name, mode="lossless", depth=1) as pub, Subscriber(name, timeout=2):
+        pub.send(pub.acquire(8, 8))
+        f = pub.acquire(8, 8)
+        t = threading.Thread(target=lambda: no_panic(pub.send, f), daemon=True)
+        t.start()
+        time.sleep(0.2)
+        quick(pub, ("stats", "subscribers", "closed", "name", "mode"))
+        pub.close()
+        t.join(5)
