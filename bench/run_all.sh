@@ -6,7 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export OPENBLAS_NUM_THREADS=1  # idle OpenBLAS threads spin on the 2 cores otherwise
+mkdir -p bench/out
 for b in pool capture pipe channel kernels; do
     echo "== bench_$b"
-    "$PY" "bench/bench_$b.py"
+    args=()
+    [ "$b" = kernels ] && args=(--markdown bench/out/kernels.md)
+    "$PY" "bench/bench_$b.py" "${args[@]}"
 done
+# The README's chart from this run, on top of the recorded figures; bench/out/results.jsonl
+# is the merged set, to copy over bench/results/current.jsonl with the tables (docs/benchmarks.md).
+echo "== plot"
+"$PY" bench/plot.py bench/results/current.jsonl bench/out/*.json bench/out/kernels.md \
+    -o docs/img/benchmarks.png --save bench/out/results.jsonl
