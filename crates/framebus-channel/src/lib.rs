@@ -27,13 +27,15 @@
 //!   `"\0framebus/<uid>/<name>"`, freed by the kernel when its owner dies; the
 //!   peer's uid is checked with `SO_PEERCRED` on both sides.
 //!
-//! Modules: [`wire`] (names, socket messages), [`shm`] (types placed in shared
+//! Modules: [`wire`] (names, socket messages, the info record),
+//! [`discover`] (the live channels and their figures, for `framebus ls`), [`shm`] (types placed in shared
 //! memory), `publisher` (its API; `publisher::slot_table` maps slots to the
 //! indexes subscribers cache fds under, `publisher::serve` is its background
 //! thread), `subscriber`, [`transport`] (the trait both the shared-memory
 //! channel and the in-process [`local`] one implement). This crate depends on
 //! `framebus-core` only.
 
+pub mod discover;
 pub mod local;
 mod publisher;
 pub mod shm;

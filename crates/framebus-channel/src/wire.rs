@@ -55,6 +55,17 @@ pub fn address(name: &str) -> Result<SocketAddrUnix> {
         .map_err(|e| ChannelError::os("socket address", e))
 }
 
+/// The abstract address of a channel's info socket:
+/// `"\0framebus/<uid>/<name>/info"` ('/' is not allowed in names, so it can
+/// never be another channel's address). `framebus ls` asks it for an [`Info`]
+/// without subscribing.
+pub fn info_address(name: &str) -> Result<SocketAddrUnix> {
+    validate_name(name)?;
+    let uid = rustix::process::getuid().as_raw();
+    SocketAddrUnix::new_abstract_name(format!("framebus/{uid}/{name}/info").as_bytes())
+        .map_err(|e| ChannelError::os("socket address", e))
+}
+
 /// Fail unless the peer of `sock` runs as our own uid.
 pub fn check_peer_uid(sock: BorrowedFd<'_>, name: &str) -> Result<()> {
     let cred = rustix::net::sockopt::socket_peercred(sock)
@@ -310,9 +321,175 @@ pub fn reopen_readonly(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     }
 }
 
+/// Length of an [`Info`] record on the info socket.
+pub const INFO_LEN: usize = 96;
+/// Version of the [`Info`] record (independent of [`PROTOCOL_VERSION`]: the
+/// info socket is a separate, read-only conversation).
+pub const INFO_VERSION: u32 = 1;
+const K_INFO: u32 = 20;
+/// Frame sizes a sane [`Info`] may claim (the same bound as a descriptor's
+/// layout check would reach anyway).
+const MAX_INFO_DIM: u32 = 1 << 20;
+
+/// What a publisher tells `framebus ls` about itself: one fixed-size
+/// little-endian record, sent on its info socket and then hung up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Info {
+    /// `Mode::code()`: 1 latest, 2 lossless.
+    pub mode: u32,
+    /// Lossless queue depth (0 in latest mode).
+    pub depth: u32,
+    /// Subscribers connected and receiving.
+    pub subscribers: u32,
+    /// The last frame sent: width, height and `PixelFormat::ALL` index + 1
+    /// (0: nothing sent yet).
+    pub width: u32,
+    pub height: u32,
+    pub format: u32,
+    /// Frames sent so far.
+    pub sent: u64,
+    /// Latest mode: frames replaced before a subscriber took them.
+    pub replaced: u64,
+    /// Frames pinned by subscribers right now.
+    pub pins: u64,
+    /// Average interval between sends (exponential, reset after a 1 s
+    /// pause), 0 when unknown.
+    pub period_ns: u64,
+    /// Nanoseconds since the last send (`u64::MAX`: never sent).
+    pub since_last_ns: u64,
+    /// Bytes mapped by the publisher's own pool.
+    pub pool_bytes: u64,
+}
+
+impl Info {
+    pub fn encode(&self) -> [u8; INFO_LEN] {
+        let mut b = [0u8; INFO_LEN];
+        let words = [
+            K_INFO,
+            INFO_VERSION,
+            self.mode,
+            self.depth,
+            self.subscribers,
+            self.width,
+            self.height,
+            self.format,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        let quads = [
+            self.sent,
+            self.replaced,
+            self.pins,
+            self.period_ns,
+            self.since_last_ns,
+            self.pool_bytes,
+        ];
+        for (i, q) in quads.iter().enumerate() {
+            b[32 + i * 8..40 + i * 8].copy_from_slice(&q.to_le_bytes());
+        }
+        b
+    }
+
+    /// Decode and range-check an info record from an untrusted peer.
+    pub fn decode(b: &[u8]) -> Result<Info> {
+        if b.len() != INFO_LEN {
+            return Err(ChannelError::Corrupt(format!(
+                "info record of {} bytes, expected {INFO_LEN}",
+                b.len()
+            )));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        if u32_at(0) != K_INFO {
+            return Err(ChannelError::Corrupt(format!(
+                "info record of kind {}, expected {K_INFO}",
+                u32_at(0)
+            )));
+        }
+        if u32_at(4) != INFO_VERSION {
+            return Err(ChannelError::Corrupt(format!(
+                "info record version {}, expected {INFO_VERSION}",
+                u32_at(4)
+            )));
+        }
+        let info = Info {
+            mode: u32_at(8),
+            depth: u32_at(12),
+            subscribers: u32_at(16),
+            width: u32_at(20),
+            height: u32_at(24),
+            format: u32_at(28),
+            sent: u64_at(32),
+            replaced: u64_at(40),
+            pins: u64_at(48),
+            period_ns: u64_at(56),
+            since_last_ns: u64_at(64),
+            pool_bytes: u64_at(72),
+        };
+        let mode_ok = match info.mode {
+            1 => info.depth == 0,
+            2 => (1..=MAX_SLOT_TABLE).contains(&info.depth),
+            _ => false,
+        };
+        let formats = framebus_core::PixelFormat::ALL.len() as u32;
+        if !mode_ok
+            || info.format > formats
+            || info.width > MAX_INFO_DIM
+            || info.height > MAX_INFO_DIM
+            || (info.format == 0) != (info.width == 0 && info.height == 0)
+        {
+            return Err(ChannelError::Corrupt(format!(
+                "info record with mode {} depth {}, frame {}x{} format code {}",
+                info.mode, info.depth, info.width, info.height, info.format
+            )));
+        }
+        Ok(info)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn info_round_trips_and_garbage_is_rejected() {
+        let info = Info {
+            mode: 2,
+            depth: 4,
+            subscribers: 3,
+            width: 1920,
+            height: 1080,
+            format: 1,
+            sent: 10,
+            replaced: 2,
+            pins: 1,
+            period_ns: 16_666_667,
+            since_last_ns: 5,
+            pool_bytes: 1 << 30,
+        };
+        assert_eq!(Info::decode(&info.encode()).unwrap(), info);
+        assert!(Info::decode(&[0u8; INFO_LEN - 1]).is_err());
+        assert!(Info::decode(&[0xffu8; INFO_LEN]).is_err());
+        let mut b = info.encode();
+        b[4] = 9; // version
+        assert!(Info::decode(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("version 9"));
+        for bad in [
+            Info { mode: 3, ..info },
+            Info { depth: 0, ..info },
+            Info { format: 99, ..info },
+            Info {
+                width: u32::MAX,
+                ..info
+            },
+            Info { format: 0, ..info },
+        ] {
+            assert!(Info::decode(&bad.encode()).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn names_are_validated() {

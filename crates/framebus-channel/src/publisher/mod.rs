@@ -144,6 +144,11 @@ struct State {
     closed: bool,
     listener_open: bool,
     stats: PublisherStats,
+    /// What `framebus ls` is told (the info socket): the last frame's width,
+    /// height and format code + 1, when it was sent, the send period.
+    last_frame: (u32, u32, u32),
+    last_sent_ns: u64,
+    period_ns: u64,
 }
 
 struct Shared {
@@ -154,6 +159,8 @@ struct Shared {
     wake: OwnedFd,
     /// Senders blocked on a full lossless queue right now.
     waiting: AtomicUsize,
+    /// A handle on the publisher's pool, for the bytes it maps (info socket).
+    pool: FramePool,
 }
 
 impl State {
@@ -161,6 +168,37 @@ impl State {
     fn receiving(&self) -> usize {
         self.subs.iter().filter(|s| s.active()).count()
     }
+
+    /// Remember the frame just sent, for the info socket: its geometry, and
+    /// the send period (an exponential average, forgotten after a 1 s pause).
+    fn note_send(&mut self, d: &DescValue) {
+        self.last_frame = (d.width, d.height, d.format + 1);
+        let dt = d.sent_ns.saturating_sub(self.last_sent_ns);
+        self.period_ns = if self.last_sent_ns == 0 || dt > 1_000_000_000 {
+            0
+        } else if self.period_ns == 0 {
+            dt
+        } else {
+            self.period_ns - self.period_ns / 8 + dt / 8
+        };
+        self.last_sent_ns = d.sent_ns;
+    }
+}
+
+/// Bind and listen on the channel's info socket (`wire::info_address`);
+/// `None` if that fails.
+fn bind_info_listener(name: &str) -> Option<OwnedFd> {
+    let addr = wire::info_address(name).ok()?;
+    let sock = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .ok()?;
+    rustix::net::bind(&sock, &addr).ok()?;
+    rustix::net::listen(&sock, 16).ok()?;
+    Some(sock)
 }
 
 impl Shared {
@@ -227,6 +265,9 @@ impl Publisher {
             Err(e) => return Err(ChannelError::os("bind", e)),
         }
         rustix::net::listen(&listener, 64).map_err(|e| ChannelError::os("listen", e))?;
+        // The info socket is optional: a squatter on it (another user) hides
+        // this channel's figures from `framebus ls`, nothing more.
+        let info_listener = bind_info_listener(name);
         let wake = rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
@@ -245,16 +286,20 @@ impl Publisher {
                 closed: false,
                 listener_open: true,
                 stats: PublisherStats::default(),
+                last_frame: (0, 0, 0),
+                last_sent_ns: 0,
+                period_ns: 0,
             }),
             cfg,
             changed: Condvar::new(),
             wake,
             waiting: AtomicUsize::new(0),
+            pool: pool.clone(),
         });
         let sh = shared.clone();
         std::thread::Builder::new()
             .name(format!("framebus-pub-{name}"))
-            .spawn(move || serve::serve(sh, listener))
+            .spawn(move || serve::serve(sh, listener, info_listener))
             .map_err(|e| ChannelError::Os {
                 op: "spawn publisher thread",
                 source: e,
@@ -537,6 +582,7 @@ impl Publisher {
             }
         }
         stats.sent += 1;
+        st.note_send(&desc);
         drop(st);
         drop(unpinned);
         Ok(ticket)

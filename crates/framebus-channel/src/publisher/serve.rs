@@ -22,12 +22,14 @@ use std::time::Duration;
 
 /// The thread's body: runs until the channel is closed and every subscriber
 /// has released what it pinned (or hung up).
-pub(super) fn serve(sh: Arc<Shared>, listener: OwnedFd) {
+pub(super) fn serve(sh: Arc<Shared>, listener: OwnedFd, info: Option<OwnedFd>) {
     let mut listener = Some(listener);
+    let mut info = info;
     loop {
         let socks: Vec<(u64, Arc<OwnedFd>)> = {
             let mut st = sh.lock();
             if st.closed && listener.is_some() {
+                info = None;
                 listener = None; // the name is free from here on
                 st.listener_open = false;
                 sh.changed.notify_all();
@@ -40,6 +42,9 @@ pub(super) fn serve(sh: Arc<Shared>, listener: OwnedFd) {
         let mut fds = vec![sh.wake.as_fd()];
         if let Some(l) = &listener {
             fds.push(l.as_fd());
+        }
+        if let Some(i) = &info {
+            fds.push(i.as_fd());
         }
         fds.extend(socks.iter().map(|(_, s)| s.as_fd()));
         let housekeeping =
@@ -54,10 +59,15 @@ pub(super) fn serve(sh: Arc<Shared>, listener: OwnedFd) {
         if !revents[0].is_empty() {
             wire::clear_doorbell(sh.wake.as_fd());
         }
-        let base = 1 + usize::from(listener.is_some());
+        let base = 1 + usize::from(listener.is_some()) + usize::from(info.is_some());
         if let Some(l) = &listener {
             if !revents[1].is_empty() {
                 accept_all(&sh, l);
+            }
+        }
+        if let Some(i) = &info {
+            if !revents[base - 1].is_empty() {
+                answer_info(&sh, i);
             }
         }
         let mut dropped = Vec::new();
@@ -90,6 +100,53 @@ fn retire_idle_slots(sh: &Shared) {
                 }
             }
         }
+    }
+}
+
+/// Answer every pending info request (`framebus ls`): one [`wire::Info`]
+/// record, then hang up. The asker never becomes a subscriber.
+fn answer_info(sh: &Shared, listener: &OwnedFd) {
+    loop {
+        let Ok(sock) =
+            rustix::net::accept_with(listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK)
+        else {
+            return; // EAGAIN (drained) or a transient error
+        };
+        if wire::check_peer_uid(sock.as_fd(), &sh.name).is_err() {
+            continue; // another user: hang up
+        }
+        let mut info = {
+            let st = sh.lock();
+            let (mode, depth) = match sh.cfg.mode {
+                Mode::Latest => (Mode::Latest.code(), 0),
+                m @ Mode::Lossless { depth } => (m.code(), depth),
+            };
+            wire::Info {
+                mode,
+                depth,
+                subscribers: st.receiving() as u32,
+                width: st.last_frame.0,
+                height: st.last_frame.1,
+                format: st.last_frame.2,
+                sent: st.stats.sent,
+                replaced: st.stats.replaced,
+                pins: st.subs.iter().map(|s| s.pins.len() as u64).sum(),
+                period_ns: st.period_ns,
+                since_last_ns: if st.last_sent_ns == 0 {
+                    u64::MAX
+                } else {
+                    wire::monotonic_ns().saturating_sub(st.last_sent_ns)
+                },
+                pool_bytes: 0,
+            }
+        };
+        // Outside the state lock: the pool has its own.
+        info.pool_bytes = sh.pool.stats().bytes_mapped as u64;
+        let _ = rustix::net::send(
+            &sock,
+            &info.encode(),
+            rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
+        );
     }
 }
 
