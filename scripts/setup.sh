@@ -5,6 +5,8 @@
 #
 #   FRAMEBUS_PYTHONS="3.9 3.13" bash scripts/setup.sh   # default: 3.11
 #   FRAMEBUS_BENCH=1 bash scripts/setup.sh               # + the anchors (mss, turbopipe, ...)
+#   FRAMEBUS_DEVELOP=0 bash scripts/setup.sh             # venvs without the extension
+#                       (CI tests installed wheels instead: scripts/test.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,14 +22,7 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-find_python() {
-    local v=$1 root
-    root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
-    for cand in "$root"/versions/"$v".*/bin/python3 "$root"/versions/"$v"/bin/python3; do
-        [ -x "$cand" ] && { echo "$cand"; return; }
-    done
-    command -v "python$v" || { echo "setup: python$v not found (pyenv install $v)" >&2; exit 1; }
-}
+source scripts/build-wheels.sh # find_python
 
 venv_for() { if [ "$1" = 3.11 ]; then echo .venv; else echo ".venv-$1"; fi; }
 
@@ -40,6 +35,7 @@ for v in ${FRAMEBUS_PYTHONS:-3.11}; do
     if [ "${FRAMEBUS_BENCH:-0}" = 1 ]; then
         "$venv/bin/python" -m pip install -q --disable-pip-version-check -r requirements-bench.txt
     fi
+    [ "${FRAMEBUS_DEVELOP:-1}" = 1 ] || continue
     echo "setup: building framebus for $("$venv/bin/python" -V)"
     (VIRTUAL_ENV="$PWD/$venv" PATH="$PWD/$venv/bin:$PATH" \
         "$venv/bin/maturin" develop --release -q 2>&1 | grep -vE "^(📦|✏️|🛠|🍹|🐍|🔗|📡|Looking in|Ignoring)" || true)

@@ -3,11 +3,14 @@
 # warnings denied, ruff lint and format), Rust unit tests, the lifetime-critical
 # core tests under valgrind, and the Python end-to-end suite (with stubtest and
 # the property-based suite) on the oldest and newest supported Pythons
-# (override with FRAMEBUS_PYTHONS).
+# (override with FRAMEBUS_PYTHONS), run against what users install: the manylinux
+# wheel in a fresh virtualenv with no cargo on PATH, and once the sdist.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export FRAMEBUS_PYTHONS="${FRAMEBUS_PYTHONS:-3.9 3.13}"
-bash scripts/setup.sh
+# apt packages, the CLI, and venvs with the test tools (ruff) but no extension:
+# the Python suite below installs the wheels instead.
+FRAMEBUS_DEVELOP=0 FRAMEBUS_PYTHONS=${FRAMEBUS_PYTHONS%% *} bash scripts/setup.sh
 
 echo "== standards: rustfmt, clippy -D warnings (undocumented unsafe denied), ruff"
 cargo fmt --all --check
@@ -30,8 +33,51 @@ if command -v valgrind >/dev/null; then
     # runs their thousands of frames 50x slower; they run in cargo test above)
 fi
 
+source scripts/build-wheels.sh # build_wheel, build_sdist, find_python
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+no_cargo_path=$(tr : '\n' <<<"$PATH" | grep -v '\.cargo/bin' | paste -sd:)
+
+# fresh_venv DIR VERSION ARGS...: a new virtualenv with `pip install ARGS`.
+fresh_venv() {
+    rm -rf "$1"
+    "$(find_python "$2")" -m venv "$1"
+    "$1/bin/python" -m pip install -q --disable-pip-version-check "${@:3}"
+}
+
+# pytest_installed VENV PYTEST-ARGS...: run tests from a scratch directory (so nothing
+# but site-packages can provide `import framebus`) with the venv first on PATH and
+# cargo off it, after checking where framebus comes from.
+pytest_installed() {
+    local venv=$PWD/$1
+    shift
+    (
+        cd "$scratch"
+        export PATH="$venv/bin:$no_cargo_path"
+        ! command -v cargo >/dev/null || { echo "test: cargo still on PATH" >&2; exit 1; }
+        python - <<'PY'
+import sys, framebus, framebus._framebus as ext
+site = next(p for p in sys.path if p.endswith("site-packages"))
+for f in (framebus.__file__, ext.__file__):
+    assert f.startswith(site), f"framebus imported from {f}, not from {site}"
+print("test: framebus", framebus.__version__, "from", ext.__file__)
+PY
+        python -m pytest -q -p no:cacheprovider "$@"
+    )
+}
+
 for v in $FRAMEBUS_PYTHONS; do
-    venv=.venv; [ "$v" = 3.11 ] || venv=".venv-$v"
-    echo "== pytest on $("$venv/bin/python" -V)"
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests
+    echo "== wheel for Python $v (manylinux, scripts/build-wheels.sh)"
+    wheel=$(build_wheel "$v")
+    echo "$wheel: $(($(stat -c %s "$wheel") / 1024)) KiB, $(tr -s ' \n' ' ' <"$wheel.auditwheel.txt" | grep -o 'platform tag: "[^"]*"')"
+    fresh_venv ".venv-wheel-$v" "$v" "$wheel" -r requirements-test.txt
+    echo "== pytest on Python $v against the installed wheel"
+    pytest_installed ".venv-wheel-$v" "$PWD/tests"
 done
+
+echo "== sdist: pip install compiles it (cargo on PATH), then a smoke test"
+v=${FRAMEBUS_PYTHONS##* }
+sdist=$(build_sdist)
+fresh_venv .venv-sdist "$v" numpy pytest
+.venv-sdist/bin/python -m pip install -q --disable-pip-version-check "$sdist"
+pytest_installed .venv-sdist "$PWD/tests/test_frame.py"
