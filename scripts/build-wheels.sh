@@ -73,7 +73,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     for what in "${@:-3.9 3.10 3.11 3.12 3.13 sdist}"; do
         for w in $what; do
             if [ "$w" = sdist ]; then path=$(build_sdist); else path=$(build_wheel "$w"); fi
-            echo "build-wheels: $path ($(du -k "$path" | cut -f1) KiB)"
+            echo "build-wheels: $path ($(($(stat -c %s "$path") / 1024)) KiB)"
         done
     done
 fi
