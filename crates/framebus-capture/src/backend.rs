@@ -109,79 +109,121 @@ fn check_image(op: &'static str, xc: &XConn, depth: u8, bytes: u64, region: Regi
     Ok(())
 }
 
-/// `ShmGetImage` of `region` into `lease`'s slot.
+/// The sub-region of `region` made of its rows `[y0, y1)`.
+fn band_region(region: Region, (y0, y1): (u32, u32)) -> Region {
+    Region::new(region.left, region.top + y0 as i32, region.width, y1 - y0)
+}
+
+/// `ShmGetImage` of the row bands `bands` (`[y0, y1)` in frame rows; the
+/// whole frame is `[(0, height)]`) of `region` into `lease`'s slot. A band of
+/// whole rows is packed with the slot's stride, so it lands in place at
+/// `y0 * stride`. All requests are sent before the first reply is read (one
+/// round trip).
 pub(crate) fn grab_shm(
     xc: &XConn,
     segments: &mut SegmentCache,
     lease: &Lease,
     region: Region,
+    bands: &[(u32, u32)],
     shm_proven: bool,
 ) -> std::result::Result<(), ShmFailure> {
     let seg = segments
         .segment_for(xc, lease)
         .map_err(ShmFailure::Unusable)?;
-    let (x, y, w, h) = xywh(region);
-    let reply = xc
-        .conn
-        .shm_get_image(
-            xc.root,
-            x,
-            y,
-            w,
-            h,
-            ALL_PLANES,
-            xproto::ImageFormat::Z_PIXMAP.into(),
-            seg,
-            0,
-        )
-        .map_err(|e| ShmFailure::Other(CaptureError::x("ShmGetImage", e)))?
-        .reply();
-    let reply = match reply {
-        Ok(r) => r,
-        Err(e) if is_region_error(&e) || shm_proven => {
-            return Err(ShmFailure::Other(CaptureError::X {
-                op: "ShmGetImage",
-                detail: format!("{} for region {region}", describe_reply_error(&e)),
-            }))
-        }
-        Err(e) => {
-            return Err(ShmFailure::Unusable(format!(
+    let stride = region.width * 4;
+    let mut cookies = Vec::with_capacity(bands.len());
+    for &band in bands {
+        let (x, y, w, h) = xywh(band_region(region, band));
+        let cookie = xc
+            .conn
+            .shm_get_image(
+                xc.root,
+                x,
+                y,
+                w,
+                h,
+                ALL_PLANES,
+                xproto::ImageFormat::Z_PIXMAP.into(),
+                seg,
+                band.0 * stride,
+            )
+            .map_err(|e| ShmFailure::Other(CaptureError::x("ShmGetImage", e)))?;
+        cookies.push((band, cookie));
+    }
+    let mut failure = None;
+    // Read every reply, even after a failure, so none is left pending.
+    for (band, cookie) in cookies {
+        let sub = band_region(region, band);
+        let result = match cookie.reply() {
+            Ok(r) => check_image("ShmGetImage", xc, r.depth, r.size as u64, sub)
+                .map_err(ShmFailure::Other),
+            Err(e) if is_region_error(&e) || shm_proven => {
+                Err(ShmFailure::Other(CaptureError::X {
+                    op: "ShmGetImage",
+                    detail: format!("{} for region {sub}", describe_reply_error(&e)),
+                }))
+            }
+            Err(e) => Err(ShmFailure::Unusable(format!(
                 "ShmGetImage failed: {}",
                 describe_reply_error(&e)
-            )))
+            ))),
+        };
+        if let Err(e) = result {
+            failure.get_or_insert(e);
         }
-    };
-    check_image("ShmGetImage", xc, reply.depth, reply.size as u64, region)
-        .map_err(ShmFailure::Other)
+    }
+    failure.map_or(Ok(()), Err)
 }
 
-/// `GetImage` of `region`, copied into `lease`'s slot (which must be unique).
-pub(crate) fn grab_getimage(xc: &XConn, lease: &mut Lease, region: Region) -> Result<()> {
-    let (x, y, w, h) = xywh(region);
-    let reply = xc
-        .conn
-        .get_image(
-            xproto::ImageFormat::Z_PIXMAP,
-            xc.root,
-            x,
-            y,
-            w,
-            h,
-            ALL_PLANES,
-        )
-        .map_err(|e| CaptureError::x("GetImage", e))?
-        .reply()
-        .map_err(|e| CaptureError::X {
-            op: "GetImage",
-            detail: format!("{} for region {region}", describe_reply_error(&e)),
-        })?;
-    check_image("GetImage", xc, reply.depth, reply.data.len() as u64, region)?;
-    let n = reply.data.len();
-    let dst = lease.get_mut().ok_or_else(|| CaptureError::X {
-        op: "GetImage",
-        detail: "the destination slot is shared or read-only".into(),
-    })?;
-    // The one copy of this backend: socket reply buffer -> pool slot.
-    dst[..n].copy_from_slice(&reply.data);
-    Ok(())
+/// `GetImage` of the row bands `bands` of `region`, each copied into
+/// `lease`'s slot (which must be unique) at `y0 * stride`.
+pub(crate) fn grab_getimage(
+    xc: &XConn,
+    lease: &mut Lease,
+    region: Region,
+    bands: &[(u32, u32)],
+) -> Result<()> {
+    let stride = region.width as usize * 4;
+    let mut cookies = Vec::with_capacity(bands.len());
+    for &band in bands {
+        let (x, y, w, h) = xywh(band_region(region, band));
+        let cookie = xc
+            .conn
+            .get_image(
+                xproto::ImageFormat::Z_PIXMAP,
+                xc.root,
+                x,
+                y,
+                w,
+                h,
+                ALL_PLANES,
+            )
+            .map_err(|e| CaptureError::x("GetImage", e))?;
+        cookies.push((band, cookie));
+    }
+    let mut failure = None;
+    for (band, cookie) in cookies {
+        let sub = band_region(region, band);
+        let result = cookie
+            .reply()
+            .map_err(|e| CaptureError::X {
+                op: "GetImage",
+                detail: format!("{} for region {sub}", describe_reply_error(&e)),
+            })
+            .and_then(|reply| {
+                check_image("GetImage", xc, reply.depth, reply.data.len() as u64, sub)?;
+                let dst = lease.get_mut().ok_or_else(|| CaptureError::X {
+                    op: "GetImage",
+                    detail: "the destination slot is shared or read-only".into(),
+                })?;
+                let at = band.0 as usize * stride;
+                // The one copy of this backend: socket reply buffer -> pool slot.
+                dst[at..at + reply.data.len()].copy_from_slice(&reply.data);
+                Ok(())
+            });
+        if let Err(e) = result {
+            failure.get_or_insert(e);
+        }
+    }
+    failure.map_or(Ok(()), Err)
 }

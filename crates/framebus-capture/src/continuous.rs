@@ -26,12 +26,19 @@
 //!   the capture finished, keeps the error, drops the buffered frames and
 //!   wakes every waiter: `is_running()` is false, `error()` says why, and every
 //!   later `latest`/`next` returns `CaptureError::Stopped(Some(why))` at once.
+//! * Damage: a grabber that tracks damage ([`Grabber::track_damage`];
+//!   incremental or not) makes every frame carry the rectangles changed since
+//!   the previous frame *handed out* ([`Capture::latest_with_damage`]): the
+//!   damage of frames dropped unseen is merged into the next one.
+//!   [`Capture::start_on_change`] grabs only when something inside the region
+//!   changed (the first frame always), waiting on the X socket in between.
 //! * The configuration is checked before the thread starts
 //!   ([`CaptureConfig::validate`]): `target_fps` in
 //!   [`MIN_TARGET_FPS`]`..=`[`MAX_TARGET_FPS`], `buffer` in `1..=`[`MAX_BUFFER`].
 //!
 //! Depends on `grabber`; nothing here touches Python.
 
+use crate::damage::merge_damage;
 use crate::{Backend, CaptureError, Grabber, Region, Result};
 use framebus_core::{Error as CoreError, Exhausted, Frame, FramePool};
 use std::collections::VecDeque;
@@ -50,6 +57,10 @@ use std::time::{Duration, Instant};
 /// cost: one timer wakeup per 100 µs while the consumer works, ≤ 100 µs later
 /// start of the next grab.
 const ON_DEMAND_POLL: Duration = Duration::from_micros(100);
+
+/// How long an on-change capture with nothing changed waits on the X socket
+/// before it looks at `stop()` again.
+const ON_CHANGE_WAIT: Duration = Duration::from_millis(2);
 
 /// The lowest `target_fps` accepted: one frame every 1000 s.
 pub const MIN_TARGET_FPS: f64 = 0.001;
@@ -70,12 +81,24 @@ pub struct CaptureStats {
     pub dropped: u64,
     /// Frames waiting in the ring now.
     pub buffered: usize,
+    /// Grabs skipped because nothing changed (`start_on_change`).
+    pub unchanged: u64,
+}
+
+/// A frame and the rectangles changed since the frame handed out before it
+/// (None: damage not tracked).
+struct Item {
+    frame: Frame,
+    damage: Option<Vec<Region>>,
 }
 
 struct State {
-    ring: VecDeque<Frame>,
-    /// The last frame handed out (for `allow_repeat`).
+    ring: VecDeque<Item>,
+    /// The last frame handed out (for `allow_repeat`; a repeat has no damage).
     last: Option<Frame>,
+    /// Damage of frames dropped with nothing after them in the ring: it
+    /// belongs to the next frame pushed.
+    carry: Option<Vec<Region>>,
     stats: CaptureStats,
     stop: bool,
     /// Set when the thread has ended; the error that ended it, if any.
@@ -89,6 +112,29 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled on every new frame, on stop and when the thread ends.
     changed: Condvar,
+}
+
+impl State {
+    /// Drop the oldest buffered frame (counted), handing its damage on.
+    fn drop_front(&mut self) -> bool {
+        let Some(item) = self.ring.pop_front() else {
+            return false;
+        };
+        self.stats.dropped += 1;
+        match self.ring.front_mut() {
+            Some(next) => merge_damage(&mut next.damage, item.damage),
+            None if self.carry.is_none() => self.carry = item.damage,
+            None => merge_damage(&mut self.carry, item.damage),
+        }
+        true
+    }
+
+    fn push(&mut self, frame: Frame, mut damage: Option<Vec<Region>>) {
+        if let Some(carry) = self.carry.take() {
+            merge_damage(&mut damage, Some(carry));
+        }
+        self.ring.push_back(Item { frame, damage });
+    }
 }
 
 impl Shared {
@@ -165,6 +211,8 @@ pub struct Capture {
     thread: Mutex<Option<JoinHandle<()>>>,
     region: Region,
     config: CaptureConfig,
+    on_change: bool,
+    tracks_damage: bool,
 }
 
 impl Capture {
@@ -172,7 +220,18 @@ impl Capture {
     /// configuration ([`CaptureConfig::validate`]) and the region are checked
     /// now, so bad ones fail here and not in the thread.
     pub fn start(grabber: Grabber, config: CaptureConfig) -> Result<Capture> {
-        Self::start_inner(grabber, config, |_| Ok(()))
+        Self::start_inner(grabber, config, false, |_| Ok(()))
+    }
+
+    /// [`Capture::start`], delivering a frame only when something inside the
+    /// region changed since the last one (XDamage; the first frame always).
+    /// Turns damage tracking on if the grabber does not track it yet (not
+    /// incremental: call [`Grabber::track_damage`]`(true)` first for that).
+    pub fn start_on_change(mut grabber: Grabber, config: CaptureConfig) -> Result<Capture> {
+        config.validate()?;
+        let incremental = grabber.is_incremental();
+        grabber.track_damage(incremental)?;
+        Self::start_inner(grabber, config, true, |_| Ok(()))
     }
 
     /// [`Capture::start`] with `hook` run by the capture thread before each
@@ -184,12 +243,13 @@ impl Capture {
         config: CaptureConfig,
         hook: impl FnMut(&mut Grabber) -> Result<()> + Send + 'static,
     ) -> Result<Capture> {
-        Self::start_inner(grabber, config, hook)
+        Self::start_inner(grabber, config, false, hook)
     }
 
     fn start_inner(
         mut grabber: Grabber,
         config: CaptureConfig,
+        on_change: bool,
         mut hook: impl FnMut(&mut Grabber) -> Result<()> + Send + 'static,
     ) -> Result<Capture> {
         config.validate()?;
@@ -201,6 +261,7 @@ impl Capture {
                 // Grows with use (at most `buffer` frames): never sized by a user count.
                 ring: VecDeque::new(),
                 last: None,
+                carry: None,
                 stats: CaptureStats::default(),
                 stop: false,
                 finished: false,
@@ -210,6 +271,7 @@ impl Capture {
             }),
             changed: Condvar::new(),
         });
+        let tracks_damage = grabber.tracks_damage();
         let thread_shared = shared.clone();
         let thread_config = config.clone();
         let thread = std::thread::Builder::new()
@@ -226,6 +288,7 @@ impl Capture {
                         &mut grabber,
                         region,
                         &thread_config,
+                        on_change,
                         &thread_shared,
                         &mut hook,
                     )
@@ -252,7 +315,14 @@ impl Capture {
             thread: Mutex::new(Some(thread)),
             region,
             config,
+            on_change,
+            tracks_damage,
         })
+    }
+
+    /// True when started with [`Capture::start_on_change`].
+    pub fn on_change(&self) -> bool {
+        self.on_change
     }
 
     /// The region being grabbed.
@@ -268,15 +338,41 @@ impl Capture {
     /// forever) for one. With `allow_repeat`, the last frame (new or not) is
     /// returned at once when there is one.
     pub fn latest(&self, timeout: Option<Duration>, allow_repeat: bool) -> Result<Frame> {
-        self.take(timeout, allow_repeat, true)
+        Ok(self.take(timeout, allow_repeat, true)?.0)
     }
 
     /// The oldest frame not returned before (FIFO over the bounded ring).
     pub fn next(&self, timeout: Option<Duration>) -> Result<Frame> {
+        Ok(self.take(timeout, false, false)?.0)
+    }
+
+    /// [`Capture::latest`] with the frame's damage: the rectangles (frame
+    /// coordinates) changed since the frame handed out before it, a superset
+    /// of the pixels that differ (frames skipped or dropped in between are
+    /// merged in). None when the grabber does not track damage; `Some([])`
+    /// for a repeat (`allow_repeat`) of the last frame.
+    pub fn latest_with_damage(
+        &self,
+        timeout: Option<Duration>,
+        allow_repeat: bool,
+    ) -> Result<(Frame, Option<Vec<Region>>)> {
+        self.take(timeout, allow_repeat, true)
+    }
+
+    /// [`Capture::next`] with the frame's damage (see [`Capture::latest_with_damage`]).
+    pub fn next_with_damage(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<(Frame, Option<Vec<Region>>)> {
         self.take(timeout, false, false)
     }
 
-    fn take(&self, timeout: Option<Duration>, allow_repeat: bool, newest: bool) -> Result<Frame> {
+    fn take(
+        &self,
+        timeout: Option<Duration>,
+        allow_repeat: bool,
+        newest: bool,
+    ) -> Result<(Frame, Option<Vec<Region>>)> {
         // A timeout too long to add to now is as good as none.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut st = self.shared.lock();
@@ -285,23 +381,23 @@ impl Capture {
             if st.finished || st.stop {
                 return Err(CaptureError::Stopped(st.error.clone()));
             }
-            let frame = if newest {
-                let f = st.ring.pop_back();
-                let skipped = st.ring.len() as u64;
-                st.ring.clear();
-                st.stats.dropped += skipped;
-                f
+            let item = if newest {
+                // Skipped frames: dropped, their damage merged into the newest.
+                while st.ring.len() > 1 {
+                    st.drop_front();
+                }
+                st.ring.pop_back()
             } else {
                 st.ring.pop_front()
             };
-            if let Some(f) = frame {
+            if let Some(Item { frame, damage }) = item {
                 st.stats.delivered += 1;
-                st.last = Some(f.clone());
-                return Ok(f);
+                st.last = Some(frame.clone());
+                return Ok((frame, damage));
             }
             if allow_repeat {
                 if let Some(f) = st.last.clone() {
-                    return Ok(f);
+                    return Ok((f, self.tracks_damage.then(Vec::new)));
                 }
             }
             st = match deadline {
@@ -420,6 +516,7 @@ fn run(
     grabber: &mut Grabber,
     region: Region,
     cfg: &CaptureConfig,
+    on_change: bool,
     shared: &Shared,
     hook: &mut impl FnMut(&mut Grabber) -> Result<()>,
 ) -> Result<()> {
@@ -458,8 +555,7 @@ fn run(
             }
             // Make room before grabbing, so the oldest frame's slot can be reused.
             while st.ring.len() >= cfg.buffer {
-                st.ring.pop_front();
-                st.stats.dropped += 1;
+                st.drop_front();
             }
         }
         if let Some(p) = period {
@@ -468,6 +564,13 @@ fn run(
             if next_due + p < now {
                 next_due = now; // fell behind: restart the schedule, no burst
             }
+        }
+        if on_change && !grabber.changed_since_last(Some(region))? {
+            shared.lock().stats.unchanged += 1;
+            if period.is_none() {
+                grabber.wait_for_events(ON_CHANGE_WAIT)?;
+            }
+            continue;
         }
         hook(grabber)?;
         let frame = match grabber.grab_with(
@@ -482,9 +585,7 @@ fn run(
                 // oldest buffered frame, or wait a little for the consumer.
                 let mut st = shared.lock();
                 // (The acquire above already waited 20 ms for a release.)
-                if st.ring.pop_front().is_some() {
-                    st.stats.dropped += 1;
-                }
+                st.drop_front();
                 continue;
             }
             Err(e) => return Err(e),
@@ -495,7 +596,7 @@ fn run(
             st.backend = grabber.backend();
             st.backend_reason = grabber.backend_reason().map(str::to_owned);
         }
-        st.ring.push_back(frame);
+        st.push(frame, grabber.last_damage().map(<[Region]>::to_vec));
         drop(st);
         shared.changed.notify_all();
     }

@@ -7,6 +7,12 @@
 //! the capture time (`CLOCK_MONOTONIC` ns, taken just before the request is
 //! sent) and a per-grabber sequence number.
 //!
+//! With damage tracking on ([`Grabber::track_damage`], see `damage`), each
+//! frame's changed rectangles are kept ([`Grabber::last_damage`]) and, when
+//! incremental, a reused slot is refreshed by copying only the rows that
+//! changed since its pixels were grabbed. This module owns the one event
+//! loop (`pump`): RandR events go to `monitors`, DamageNotify to `damage`.
+//!
 //! Backend switching happens here, once: `Auto` starts on MIT-SHM when the
 //! server offers it on a local socket, and moves to XGetImage for good the
 //! first time the SHM machinery itself fails, recording why. A bad region is
@@ -15,10 +21,14 @@
 use crate::backend::{self, Backend, BackendChoice, ShmFailure};
 use crate::connection::XConn;
 use crate::cursor::{self, CursorSource};
+use crate::damage::{self, DamageTracker, Rect};
 use crate::monitors::{Monitor, ScreenState};
 use crate::shm::{self, SegmentCache};
 use crate::{CaptureError, Region, Result, Target};
 use framebus_core::{Exhausted, Frame, FrameLayout, FramePool, PixelFormat};
+use std::time::Duration;
+use x11rb::connection::Connection;
+use x11rb::protocol::xproto::ConnectionExt as _;
 
 /// A connection to one X display that grabs into pool slots. Not `Sync`: use
 /// one per thread, or a mutex (the Python bindings do).
@@ -34,6 +44,13 @@ pub struct Grabber {
     cursor: CursorSource,
     pool: FramePool,
     seq: u64,
+    /// XDamage subscription and history (None: damage not tracked).
+    damage: Option<DamageTracker>,
+    /// The changed rectangles of the last frame (frame coordinates).
+    last_damage: Option<Vec<Region>>,
+    /// Grabs that copied only changed rows / the whole region (stats, tests).
+    partial_grabs: u64,
+    full_grabs: u64,
 }
 
 impl Grabber {
@@ -69,7 +86,104 @@ impl Grabber {
             cursor: CursorSource::default(),
             pool,
             seq: 0,
+            damage: None,
+            last_damage: None,
+            partial_grabs: 0,
+            full_grabs: 0,
         })
+    }
+
+    /// Subscribe to XDamage: from now on every frame's changed rectangles
+    /// are kept ([`Grabber::last_damage`]); with `incremental`, a grab into
+    /// a slot this grabber filled before copies only the rows changed since
+    /// (see the `damage` module). Calling it again switches `incremental`.
+    /// [`CaptureError::BackendUnavailable`] when the server has no DAMAGE 1.1.
+    pub fn track_damage(&mut self, incremental: bool) -> Result<()> {
+        match &mut self.damage {
+            Some(d) => d.incremental = incremental,
+            None => self.damage = Some(DamageTracker::new(&self.xc, incremental)?),
+        }
+        Ok(())
+    }
+
+    /// True once [`Grabber::track_damage`] succeeded.
+    pub fn tracks_damage(&self) -> bool {
+        self.damage.is_some()
+    }
+
+    /// True while grabs copy only what changed.
+    pub fn is_incremental(&self) -> bool {
+        self.damage.as_ref().is_some_and(|d| d.incremental)
+    }
+
+    /// The rectangles (frame coordinates) that changed between the previous
+    /// frame of this grabber and the last one: a superset of the pixels that
+    /// differ (the whole frame for the first frame, after a screen change, or
+    /// when the region changed). None unless damage is tracked.
+    pub fn last_damage(&self) -> Option<&[Region]> {
+        self.last_damage.as_deref()
+    }
+
+    /// (partial, full) grabs since the grabber opened, counted while damage is
+    /// tracked: a partial grab copied only the rows that changed.
+    pub fn grab_counts(&self) -> (u64, u64) {
+        (self.partial_grabs, self.full_grabs)
+    }
+
+    /// Slots whose pixels the damage tracker vouches for (tests).
+    #[doc(hidden)]
+    pub fn tracked_slots(&self) -> usize {
+        self.damage.as_ref().map_or(0, DamageTracker::tracked_slots)
+    }
+
+    /// True when the events read so far show a change inside `region` (None
+    /// = the screen) since the last frame, or when nothing can be known (no
+    /// tracking, no previous frame of this region). Reads pending events.
+    pub fn changed_since_last(&mut self, region: Option<Region>) -> Result<bool> {
+        self.pump()?;
+        let (w, h) = self.screen.size(&self.xc)?;
+        let region = region.unwrap_or(Region::new(0, 0, w, h));
+        Ok(self
+            .damage
+            .as_ref()
+            .is_none_or(|d| d.changed_since_last(region)))
+    }
+
+    /// Wait up to `timeout` for the X server to send anything (an event), so
+    /// a capture that only wants changes need not spin.
+    pub fn wait_for_events(&mut self, timeout: Duration) -> Result<()> {
+        use rustix::event::{poll, PollFd, PollFlags};
+        use rustix::fd::AsFd;
+        self.pump()?;
+        let stream = self.xc.conn.stream();
+        let fd = stream.as_fd();
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let ns = timeout.as_nanos().min(i64::MAX as u128) as i64;
+        let ts = rustix::event::Timespec {
+            tv_sec: ns / 1_000_000_000,
+            tv_nsec: ns % 1_000_000_000,
+        };
+        // A failed or interrupted poll only ends the wait early.
+        let _ = poll(&mut fds, Some(&ts));
+        self.pump()
+    }
+
+    /// Drain the event queue (a local, non-blocking read): RandR events to
+    /// the screen state, DamageNotify to the tracker. Errors of unchecked
+    /// requests (`ShmDetach`, `DamageSubtract`) are dropped here.
+    fn pump(&mut self) -> Result<()> {
+        while let Some(ev) = self
+            .xc
+            .conn
+            .poll_for_event()
+            .map_err(|e| CaptureError::x("reading events", e))?
+        {
+            self.screen.on_event(&ev);
+            if let Some(d) = &mut self.damage {
+                d.on_event(&ev);
+            }
+        }
+        Ok(())
     }
 
     /// The backend in use now.
@@ -99,11 +213,13 @@ impl Grabber {
 
     /// The screen size now (follows RandR resizes).
     pub fn screen_size(&mut self) -> Result<(u32, u32)> {
+        self.pump()?;
         self.screen.size(&self.xc)
     }
 
     /// Monitors now: index 0 = the whole screen, then each RandR monitor.
     pub fn monitors(&mut self) -> Result<Vec<Monitor>> {
+        self.pump()?;
         self.screen.monitors(&self.xc)
     }
 
@@ -150,6 +266,7 @@ impl Grabber {
         pool: Option<&FramePool>,
         policy: Option<Exhausted>,
     ) -> Result<Frame> {
+        self.pump()?;
         let (w, h) = self.screen.size(&self.xc)?;
         let region = region.unwrap_or(Region::new(0, 0, w, h));
         // Inside a screen whose size X reports in 16 bits, so the region also
@@ -161,22 +278,64 @@ impl Grabber {
             PixelFormat::Bgra,
             None,
         )?;
-        let pool = pool.unwrap_or(&self.pool);
+        let own_pool = pool.is_none_or(|p| p.same_pool(&self.pool));
+        let pool = pool.unwrap_or(&self.pool).clone();
+        let before = self.damage.as_ref().map(|_| pool.stats().acquires);
         let mut lease = match policy {
             Some(p) => pool.acquire_with(layout.byte_len(), p)?,
             None => pool.acquire(layout.byte_len())?,
         };
+        // Only slots of our own pool that nobody else acquired from in
+        // between still hold what we grabbed into them.
+        let trusted = match (&mut self.damage, before) {
+            (Some(d), Some(before)) if own_pool => d.check_pool(before, pool.stats().acquires),
+            _ => false,
+        };
         self.segments.sweep(&self.xc)?;
+        self.pump()?;
         let timestamp = framebus_core::monotonic_ns();
-        let result = self.fill(&mut lease, region);
-        if let Err(e) = result {
-            // The screen may have shrunk between the size check and the grab:
-            // name the bounds rather than a bare X error. (The server queues its
-            // ScreenChangeNotify before our error, so `size` sees the change.)
-            let (w, h) = self.screen.size(&self.xc)?;
-            region.check_inside(w, h)?;
-            return Err(e);
+        let full = [(0, region.height)];
+        let mut plan = match &mut self.damage {
+            Some(d) if d.incremental && trusted => {
+                d.plan(lease.slot_id(), &lease.slot_liveness(), region)
+            }
+            _ => None,
+        };
+        let partial = plan.is_some();
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            if let Some(d) = &self.damage {
+                d.subtract(&self.xc)?;
+            }
+            let bands = plan.clone().unwrap_or(full.to_vec());
+            let result = if bands.is_empty() {
+                self.sync()
+            } else {
+                self.fill(&mut lease, region, &bands)
+            };
+            if let Err(e) = result {
+                // The screen may have shrunk between the size check and the grab:
+                // name the bounds rather than a bare X error. (The server queues its
+                // ScreenChangeNotify before our error, so `size` sees the change.)
+                self.pump()?;
+                let (w, h) = self.screen.size(&self.xc)?;
+                region.check_inside(w, h)?;
+                return Err(e);
+            }
+            let Some(d) = &mut self.damage else { break };
+            d.end_epoch();
+            self.pump()?;
+            let Some(d) = &mut self.damage else { break };
+            // Changes read with the reply, outside the rows just copied, may
+            // predate the copy: copy them too (a full round always ends it).
+            match d.late(region, &bands) {
+                None => break,
+                Some(_) if rounds >= damage::MAX_ROUNDS => plan = None,
+                Some(late) => plan = Some(late),
+            }
         }
+        let mut cursor_rect = None;
         if with_cursor {
             let image = self.cursor.image(&self.xc)?;
             let dst = lease.get_mut().ok_or_else(|| CaptureError::X {
@@ -184,6 +343,28 @@ impl Grabber {
                 detail: "the destination slot is shared or read-only".into(),
             })?;
             cursor::composite(&image, region, &mut dst[..layout.byte_len()]);
+            cursor_rect = Rect {
+                x0: image.left,
+                y0: image.top,
+                x1: image.left + image.width as i32,
+                y1: image.top + image.height as i32,
+            }
+            .in_frame(region);
+        }
+        if let Some(d) = &mut self.damage {
+            if partial {
+                self.partial_grabs += 1;
+            } else {
+                self.full_grabs += 1;
+            }
+            let rects = d.record(
+                lease.slot_id(),
+                lease.slot_liveness(),
+                region,
+                cursor_rect,
+                own_pool,
+            );
+            self.last_damage = Some(rects);
         }
         self.seq += 1;
         Ok(Frame::new(lease, layout)?
@@ -191,9 +372,32 @@ impl Grabber {
             .into_readonly())
     }
 
-    fn fill(&mut self, lease: &mut framebus_core::Lease, region: Region) -> Result<()> {
+    /// One round trip (a grab that copies nothing still orders the events).
+    fn sync(&self) -> Result<()> {
+        self.xc
+            .conn
+            .get_input_focus()
+            .map_err(|e| CaptureError::x("GetInputFocus", e))?
+            .reply()
+            .map_err(|e| CaptureError::x("GetInputFocus", e))?;
+        Ok(())
+    }
+
+    fn fill(
+        &mut self,
+        lease: &mut framebus_core::Lease,
+        region: Region,
+        bands: &[(u32, u32)],
+    ) -> Result<()> {
         if self.backend == Backend::Xshm {
-            match backend::grab_shm(&self.xc, &mut self.segments, lease, region, self.shm_proven) {
+            match backend::grab_shm(
+                &self.xc,
+                &mut self.segments,
+                lease,
+                region,
+                bands,
+                self.shm_proven,
+            ) {
                 Ok(()) => {
                     self.shm_proven = true;
                     return Ok(());
@@ -212,12 +416,15 @@ impl Grabber {
                 }
             }
         }
-        backend::grab_getimage(&self.xc, lease, region)
+        backend::grab_getimage(&self.xc, lease, region, bands)
     }
 }
 
 impl Drop for Grabber {
     fn drop(&mut self) {
+        if let Some(d) = &self.damage {
+            d.destroy(&self.xc);
+        }
         self.segments.clear(&self.xc);
     }
 }

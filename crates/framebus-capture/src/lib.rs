@@ -8,7 +8,8 @@
 //!     │ ├─ monitors  (RandR monitors, screen size kept current)
 //!     │ ├─ backend   (xshm: ShmGetImage into the slot's memfd | xgetimage: GetImage + 1 copy)
 //!     │ │     └─ shm (MIT-SHM ≥ 1.2 check, segment cache keyed by slot id)
-//!     │ └─ cursor    (XFixes cursor image blended in on request)
+//!     │ ├─ cursor    (XFixes cursor image blended in on request)
+//!     │ └─ damage    (XDamage history; incremental: copy only changed row bands)
 //!     └─▶ Frame (BGRA, read-only, timestamp + sequence number)
 //!  Capture ── a thread running a Grabber, bounded ring, latest()/next();
 //!             a failed or panicking thread ends it with an error every waiter sees
@@ -24,6 +25,7 @@ mod backend;
 mod connection;
 mod continuous;
 mod cursor;
+mod damage;
 mod error;
 mod grabber;
 mod monitors;

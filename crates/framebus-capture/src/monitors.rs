@@ -6,15 +6,15 @@
 //!   (`RRGetMonitors`, active ones) with its name and primary flag. Without
 //!   RandR 1.5 the list is just the root.
 //! * The root size is cached and re-read whenever a RandR `ScreenChangeNotify`
-//!   arrives (we select it on the root window); draining the event queue is a
-//!   local, non-blocking read, so each grab can afford it.
+//!   arrives (we select it on the root window); the grabber drains the event
+//!   queue (a local, non-blocking read) before each use and hands every event
+//!   to [`ScreenState::on_event`].
 //!
 //! Used by `backend` (region checks) and the `Grabber`; depends on `connection`.
 
 use crate::connection::XConn;
 use crate::{CaptureError, Region, Result};
 use std::collections::HashMap;
-use x11rb::connection::Connection;
 use x11rb::protocol::randr::{self, ConnectionExt as _};
 use x11rb::protocol::xproto::{self, ConnectionExt as _};
 use x11rb::protocol::Event;
@@ -77,27 +77,20 @@ impl ScreenState {
         })
     }
 
-    /// Drain pending events; any RandR notification invalidates the cached size.
-    /// Errors of unchecked requests (only `ShmDetach` sends any) are dropped here.
-    fn poll_changes(&mut self, xc: &XConn) -> Result<()> {
-        while let Some(ev) = xc
-            .conn
-            .poll_for_event()
-            .map_err(|e| CaptureError::x("reading events", e))?
-        {
-            if matches!(
-                ev,
-                Event::RandrScreenChangeNotify(_) | Event::RandrNotify(_)
-            ) {
-                self.size = None;
-            }
+    /// Take one event (the grabber drains the queue and hands each one here):
+    /// any RandR notification invalidates the cached size.
+    pub fn on_event(&mut self, ev: &Event) {
+        if matches!(
+            ev,
+            Event::RandrScreenChangeNotify(_) | Event::RandrNotify(_)
+        ) {
+            self.size = None;
         }
-        Ok(())
     }
 
-    /// The current root size (re-read after a RandR change).
+    /// The current root size (re-read after a RandR change; the caller
+    /// drains the event queue first).
     pub fn size(&mut self, xc: &XConn) -> Result<(u32, u32)> {
-        self.poll_changes(xc)?;
         if let Some(s) = self.size {
             return Ok(s);
         }

@@ -2,7 +2,10 @@
 //!
 //! Tests need a known picture on the screen to check captures pixel by
 //! pixel. `put_image` sends BGRA pixels with core `PutImage` (in strips that
-//! fit the request-size limit) and waits for the server to process them.
+//! fit the request-size limit) and waits for the server to process them;
+//! `copy_area` scrolls part of the screen (core `CopyArea`, root to root);
+//! `window` creates, moves and resizes a plain window that outlives the
+//! call (close-down mode RetainPermanent) so later calls can move it.
 //! Nothing in the library uses this module.
 
 use crate::connection::XConn;
@@ -71,4 +74,122 @@ pub fn put_image(display: Option<&str>, region: Region, bgra: &[u8]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// One round trip, then fail on any error event the server sent.
+fn settle(xc: &XConn, op: &'static str) -> Result<()> {
+    xc.conn
+        .get_input_focus()
+        .map_err(|e| CaptureError::x("GetInputFocus", e))?
+        .reply()
+        .map_err(|e| CaptureError::x("GetInputFocus", e))?;
+    while let Some(ev) = xc
+        .conn
+        .poll_for_event()
+        .map_err(|e| CaptureError::x("reading events", e))?
+    {
+        if let x11rb::protocol::Event::Error(e) = ev {
+            return Err(CaptureError::x(op, format!("{e:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Copy `src` of the screen to (`left`, `top`) (a scroll when they overlap),
+/// windows included, and wait until the server has done it.
+pub fn copy_area(display: Option<&str>, src: Region, left: i32, top: i32) -> Result<()> {
+    let xc = XConn::open(display)?;
+    let gc = xc
+        .conn
+        .generate_id()
+        .map_err(|e| CaptureError::x("generate_id", e))?;
+    let aux = xproto::CreateGCAux::new()
+        .subwindow_mode(xproto::SubwindowMode::INCLUDE_INFERIORS)
+        .graphics_exposures(0);
+    xc.conn
+        .create_gc(gc, xc.root, &aux)
+        .map_err(|e| CaptureError::x("CreateGC", e))?;
+    xc.conn
+        .copy_area(
+            xc.root,
+            xc.root,
+            gc,
+            src.left as i16,
+            src.top as i16,
+            left as i16,
+            top as i16,
+            src.width as u16,
+            src.height as u16,
+        )
+        .map_err(|e| CaptureError::x("CopyArea", e))?;
+    xc.conn
+        .free_gc(gc)
+        .map_err(|e| CaptureError::x("FreeGC", e))?;
+    settle(&xc, "CopyArea")
+}
+
+/// Create (`id` None: returns the new id) or move and resize (`id` given) a
+/// mapped, override-redirect window with background pixel `background`
+/// (0xRRGGBB) at `region`; `destroy` removes window `id` instead. The window
+/// outlives this call's connection (RetainPermanent).
+pub fn window(
+    display: Option<&str>,
+    id: Option<u32>,
+    region: Region,
+    background: u32,
+    destroy: bool,
+) -> Result<u32> {
+    let xc = XConn::open(display)?;
+    let win = match id {
+        Some(w) if destroy => {
+            xc.conn
+                .destroy_window(w)
+                .map_err(|e| CaptureError::x("DestroyWindow", e))?;
+            w
+        }
+        Some(w) => {
+            let aux = xproto::ConfigureWindowAux::new()
+                .x(region.left)
+                .y(region.top)
+                .width(region.width)
+                .height(region.height);
+            xc.conn
+                .configure_window(w, &aux)
+                .map_err(|e| CaptureError::x("ConfigureWindow", e))?;
+            w
+        }
+        None => {
+            xc.conn
+                .set_close_down_mode(xproto::CloseDown::RETAIN_PERMANENT)
+                .map_err(|e| CaptureError::x("SetCloseDownMode", e))?;
+            let w = xc
+                .conn
+                .generate_id()
+                .map_err(|e| CaptureError::x("generate_id", e))?;
+            let aux = xproto::CreateWindowAux::new()
+                .background_pixel(background)
+                .override_redirect(1);
+            xc.conn
+                .create_window(
+                    x11rb::COPY_DEPTH_FROM_PARENT,
+                    w,
+                    xc.root,
+                    region.left as i16,
+                    region.top as i16,
+                    region.width as u16,
+                    region.height as u16,
+                    0,
+                    xproto::WindowClass::INPUT_OUTPUT,
+                    x11rb::COPY_FROM_PARENT,
+                    &aux,
+                )
+                .map_err(|e| CaptureError::x("CreateWindow", e))?;
+            xc.conn
+                .map_window(w)
+                .map_err(|e| CaptureError::x("MapWindow", e))?;
+            w
+        }
+    };
+    settle(&xc, "window")?;
+    Ok(win)
 }

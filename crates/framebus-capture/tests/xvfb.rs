@@ -758,3 +758,231 @@ fn shared_grabber_resolves_targets_follows_the_display_and_reconnects() {
     shared.close();
     assert_eq!(shared.display(), None);
 }
+
+/// A small deterministic PRNG (xorshift64*), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u32) -> u32 {
+        (self.next() % n as u64) as u32
+    }
+    /// A random rectangle inside `w`×`h`, at most `max` on each side.
+    fn rect(&mut self, w: u32, h: u32, max: u32) -> Region {
+        let rw = 1 + self.below(max.min(w));
+        let rh = 1 + self.below(max.min(h));
+        Region::new(
+            self.below(w - rw + 1) as i32,
+            self.below(h - rh + 1) as i32,
+            rw,
+            rh,
+        )
+    }
+}
+
+/// Every pixel that differs between `a` and `b` (both `w` wide) lies in `damage`.
+fn damage_covers(a: &[u8], b: &[u8], w: usize, damage: &[Region]) -> Result<(), String> {
+    for (i, (pa, pb)) in a.chunks(4).zip(b.chunks(4)).enumerate() {
+        if pa[..3] != pb[..3] {
+            let (x, y) = ((i % w) as i32, (i / w) as i32);
+            let inside = damage.iter().any(|r| {
+                x >= r.left && y >= r.top && x < r.right() as i32 && y < r.bottom() as i32
+            });
+            if !inside {
+                return Err(format!(
+                    "pixel {x},{y} changed outside the damage {damage:?}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The randomized incremental test: random drawings, scrolls and window moves,
+/// frames held for a while (slots reused out of order), pool trims; every
+/// incremental frame equals a full grab made right after it, and its damage
+/// covers every pixel that changed since the previous frame.
+fn incremental_matches_full_grabs(choice: BackendChoice, frames: usize, seed: u64) {
+    let (w, h) = (320u32, 240u32);
+    let Some(x) = Xvfb::start(w, h, &[]) else {
+        return;
+    };
+    let d = Some(x.display.as_str());
+    draw_full(&x, w, h);
+    let pool = FramePool::default();
+    let mut g = Grabber::open(d, choice, pool.clone()).unwrap();
+    g.track_damage(true).unwrap();
+    let mut reference = Grabber::open(d, choice, FramePool::default()).unwrap();
+    let mut rng = Rng(seed);
+    let mut held: Vec<framebus_core::Frame> = Vec::new();
+    let mut window: Option<u32> = None;
+    let mut previous: Option<(Region, Vec<u8>)> = None;
+    let sub = Region::new(17, 9, 250, 200);
+    for i in 0..frames {
+        match rng.below(10) {
+            0..=3 => {
+                let r = rng.rect(w, h, 80);
+                let px: Vec<u8> = (0..r.width * r.height * 4)
+                    .map(|_| rng.next() as u8)
+                    .collect();
+                testing::put_image(d, r, &px).unwrap();
+            }
+            4 => {
+                let r = rng.rect(w, h, 200);
+                let (dx, dy) = (rng.below(w - r.width + 1), rng.below(h - r.height + 1));
+                testing::copy_area(d, r, dx as i32, dy as i32).unwrap();
+            }
+            5 => {
+                let r = rng.rect(w, h, 120);
+                let id = testing::window(d, window, r, rng.next() as u32 & 0xffffff, false);
+                window = Some(id.unwrap());
+            }
+            6 if window.is_some() => {
+                testing::window(d, window.take(), sub, 0, true).unwrap();
+            }
+            _ => {} // nothing changes
+        }
+        // Mostly the screen; now and then a fixed sub-region (another layout).
+        let region = if rng.below(8) == 0 {
+            sub
+        } else {
+            Region::new(0, 0, w, h)
+        };
+        let f = g.grab(Some(region), false, None).unwrap();
+        let damage = g.last_damage().unwrap().to_vec();
+        let want = reference.grab(Some(region), false, None).unwrap();
+        let got = rgb_only(frame_bytes(&f));
+        assert!(
+            got == rgb_only(frame_bytes(&want)),
+            "frame {i} ({choice:?}, seed {seed}) differs from a full grab of {region}"
+        );
+        if let Some((r, prev)) = &previous {
+            if *r == region {
+                damage_covers(prev, &got, region.width as usize, &damage)
+                    .unwrap_or_else(|e| panic!("frame {i}: {e}"));
+            } else {
+                assert_eq!(damage, vec![Region::new(0, 0, region.width, region.height)]);
+            }
+        }
+        previous = Some((region, got));
+        // Keep some frames a while so slots come back out of order.
+        if rng.below(3) == 0 {
+            held.push(f);
+        }
+        if held.len() > 4 || rng.below(5) == 0 {
+            let k = rng.below(held.len().max(1) as u32) as usize;
+            if k < held.len() {
+                held.swap_remove(k);
+            }
+        }
+        if rng.below(50) == 0 {
+            pool.trim();
+        }
+    }
+    if let Some(id) = window {
+        testing::window(d, Some(id), sub, 0, true).unwrap();
+    }
+    let (partial, full) = g.grab_counts();
+    assert!(
+        partial > frames as u64 / 3,
+        "partial {partial}, full {full}"
+    );
+}
+
+#[test]
+fn incremental_grabs_equal_full_grabs_through_random_changes_xshm() {
+    incremental_matches_full_grabs(BackendChoice::Xshm, 1500, 0x9e37_79b9_7f4a_7c15);
+}
+
+#[test]
+fn incremental_grabs_equal_full_grabs_through_random_changes_xgetimage() {
+    incremental_matches_full_grabs(BackendChoice::XGetImage, 400, 0x1234_5678_9abc_def1);
+}
+
+#[test]
+fn a_pool_someone_else_acquires_from_forces_a_full_grab() {
+    let Some(x) = Xvfb::start(64, 48, &[]) else {
+        return;
+    };
+    let pool = FramePool::default();
+    let mut g = Grabber::open(Some(&x.display), BackendChoice::Xshm, pool.clone()).unwrap();
+    g.track_damage(true).unwrap();
+    let r = Region::new(0, 0, 64, 48);
+    drop(g.grab(Some(r), false, None).unwrap());
+    drop(g.grab(Some(r), false, None).unwrap());
+    assert_eq!(g.grab_counts(), (1, 1));
+    // Someone writes into the free slot between our grabs.
+    let mut lease = pool.acquire(64 * 48 * 4).unwrap();
+    lease.get_mut().unwrap().fill(0x55);
+    drop(lease);
+    let f = g.grab(Some(r), false, None).unwrap();
+    assert_eq!(
+        g.grab_counts(),
+        (1, 2),
+        "the written slot is grabbed in full"
+    );
+    let want = frame_bytes(&f);
+    drop(f);
+    let patch = Region::new(3, 4, 5, 6);
+    testing::put_image(Some(&x.display), patch, &pattern(patch)).unwrap();
+    let f = g.grab(Some(r), false, None).unwrap();
+    assert_eq!(g.grab_counts(), (2, 2), "a trusted slot again: partial");
+    let got = frame_bytes(&f);
+    for y in 0..48 {
+        for x in 0..64 {
+            let at = (y * 64 + x) * 4;
+            let inside = (3..8).contains(&x) && (4..10).contains(&y);
+            let expect = if inside {
+                pattern(Region::new(x as i32, y as i32, 1, 1))
+            } else {
+                want[at..at + 4].to_vec()
+            };
+            assert_eq!(
+                rgb_only(got[at..at + 4].to_vec()),
+                rgb_only(expect),
+                "{x},{y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn on_change_capture_delivers_only_changes_with_their_damage() {
+    let Some(x) = Xvfb::start(64, 48, &[]) else {
+        return;
+    };
+    let mut g = Grabber::open(Some(&x.display), BackendChoice::Xshm, FramePool::default()).unwrap();
+    g.track_damage(true).unwrap();
+    let cap = Capture::start_on_change(
+        g,
+        CaptureConfig {
+            target_fps: None,
+            buffer: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (first, damage) = cap.next_with_damage(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(damage, Some(vec![Region::new(0, 0, 64, 48)]));
+    drop(first);
+    // Nothing changes: no frame.
+    let e = cap.next(Some(Duration::from_millis(200))).unwrap_err();
+    assert!(matches!(e, CaptureError::Timeout(_)), "{e}");
+    assert!(cap.stats().unchanged > 0);
+    let r = Region::new(5, 7, 10, 3);
+    testing::put_image(Some(&x.display), r, &pattern(r)).unwrap();
+    let (f, damage) = cap.next_with_damage(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(damage, Some(vec![r]));
+    let px = frame_bytes(&f);
+    let at = (8 * 64 + 6) * 4;
+    assert_eq!(
+        rgb_only(px[at..at + 4].to_vec()),
+        rgb_only(pattern(Region::new(6, 8, 1, 1)))
+    );
+    assert_eq!(cap.stats().captured, 2);
+}
