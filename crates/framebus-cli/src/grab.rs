@@ -41,7 +41,7 @@ pub struct GrabArgs {
     display: Option<String>,
 }
 
-/// Run the subcommand; the error message is printed by `main`.
+/// Run the subcommand; the error message is printed by `crate::run`.
 pub fn run(args: GrabArgs) -> Result<(), String> {
     let choice: BackendChoice = args.backend.parse().map_err(|e| format!("{e}"))?;
     let mut grabber = Grabber::open(args.display.as_deref(), choice, FramePool::default())

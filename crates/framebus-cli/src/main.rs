@@ -1,47 +1,16 @@
-//! The `framebus` command line: thin clap front-end over the feature crates.
-use clap::{Parser, Subcommand};
-
-mod grab;
-mod record;
-
-#[derive(Parser)]
-#[command(
-    name = "framebus",
-    version,
-    about = "Move big frames without copying them"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Print the pool's behaviour on this machine (page size, huge pages).
-    Info,
-    /// Screenshot monitors or a region to PNG files (options like `python -m mss`).
-    Grab(grab::GrabArgs),
-    /// Record the screen (monitor or region) to a video file through FFmpeg.
-    Record(record::RecordArgs),
-}
+//! The `framebus` binary: the [`framebus_cli`] library behind a SIGINT
+//! handler. The first Ctrl-C asks the running subcommand to stop cleanly
+//! (`record` closes its file, `view` and `ls --watch` return); a second one
+//! ends the process at once.
 
 fn main() {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Info => {
-            println!("page size: {} bytes", framebus_core::page_size());
-        }
-        Command::Record(args) => {
-            if let Err(e) = record::run(args) {
-                eprintln!("framebus record: {e}");
-                std::process::exit(1);
-            }
-        }
-        Command::Grab(args) => {
-            if let Err(e) = grab::run(args) {
-                eprintln!("framebus grab: {e}");
-                std::process::exit(1);
-            }
-        }
-    }
+    let stop = framebus_cli::Stop::new();
+    // Registered in this order, the second Ctrl-C finds the flag set and exits.
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        stop.flag(),
+    );
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.flag());
+    std::process::exit(framebus_cli::run(std::env::args_os(), &stop));
 }

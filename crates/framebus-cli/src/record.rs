@@ -14,8 +14,6 @@ use framebus_core::{FramePool, PoolConfig};
 use framebus_pipe::{VideoConfig, VideoWriter};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Options of `framebus record`.
@@ -64,8 +62,9 @@ pub struct RecordArgs {
     quiet: bool,
 }
 
-/// Run the subcommand; the error message is printed by `main`.
-pub fn run(args: RecordArgs) -> Result<(), String> {
+/// Run the subcommand until its duration is up or `stop` is set (Ctrl-C);
+/// the error message is printed by `crate::run`.
+pub fn run(args: RecordArgs, stop: &crate::Stop) -> Result<(), String> {
     if !(args.fps.is_finite() && args.fps > 0.0 && args.fps <= 1000.0) {
         return Err(format!("--fps {}: must be in (0, 1000]", args.fps));
     }
@@ -125,9 +124,6 @@ pub fn run(args: RecordArgs) -> Result<(), String> {
     config.crf = args.crf;
     let mut writer = VideoWriter::open(config).map_err(|e| e.to_string())?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
-        .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
     let total = args
         .duration
         .map(|d| (d * args.fps).round().max(1.0) as u64);
@@ -149,13 +145,13 @@ pub fn run(args: RecordArgs) -> Result<(), String> {
     let mut written: u64 = 0;
     let mut repeats: u64 = 0;
     let result = loop {
-        if stop.load(Ordering::Relaxed) || total.is_some_and(|n| written >= n) {
+        if stop.is_set() || total.is_some_and(|n| written >= n) {
             break Ok(());
         }
         let due = start + tick.mul_f64(written as f64);
         let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+        if due > now && stop.sleep(due - now) {
+            break Ok(());
         }
         match capture.latest(Some(Duration::ZERO), false) {
             Ok(f) => frame = f,
@@ -179,7 +175,7 @@ pub fn run(args: RecordArgs) -> Result<(), String> {
                 "{written} frames  {:.1} fps  dropped {}  repeated {repeats}  {}",
                 written as f64 / elapsed.max(1e-9),
                 s.dropped,
-                human_bytes(writer.output_bytes())
+                crate::human_bytes(writer.output_bytes())
             ));
             bar.tick();
         }
@@ -203,15 +199,7 @@ pub fn run(args: RecordArgs) -> Result<(), String> {
         stats.captured,
         stats.dropped,
         repeats,
-        human_bytes(writer.output_bytes())
+        crate::human_bytes(writer.output_bytes())
     );
     Ok(())
-}
-
-fn human_bytes(n: u64) -> String {
-    match n {
-        0..=9_999 => format!("{n} B"),
-        10_000..=9_999_999 => format!("{:.1} kB", n as f64 / 1e3),
-        _ => format!("{:.1} MB", n as f64 / 1e6),
-    }
 }

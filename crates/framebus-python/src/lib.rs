@@ -10,6 +10,7 @@ mod args;
 mod buffer;
 pub mod capture;
 mod channel;
+mod cli;
 mod context;
 mod dlpack;
 pub mod errors;
@@ -31,5 +32,6 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kernels::register(m)?;
     channel::register(m)?;
     pipe::register(m)?;
+    cli::register(m)?;
     Ok(())
 }

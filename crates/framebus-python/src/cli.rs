@@ -1,0 +1,67 @@
+//! `framebus._framebus._cli_main(argv)`: the `framebus` command line (the
+//! `framebus-cli` crate, the same code as the `framebus` binary) run from
+//! Python, for `python -m framebus` and the wheel's `framebus` script.
+//!
+//! The command runs on its own thread while the calling thread waits in
+//! [`crate::wait::SLICE`] slices with the GIL released and runs Python's
+//! signal handlers between them: the first Ctrl-C (`KeyboardInterrupt`) sets
+//! the command's stop flag, so `record` closes its file and `view` or
+//! `ls --watch` return as they do in the binary; a second Ctrl-C raises
+//! `KeyboardInterrupt` without waiting. A panic in the command is caught on
+//! its thread (exit status 101) and never crosses into Python.
+
+use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::prelude::*;
+use std::sync::mpsc::{self, RecvTimeoutError};
+
+/// Run the command line `argv` (`argv[0]` is the program name) and return
+/// its exit status.
+#[pyfunction]
+fn _cli_main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
+    let stop = framebus_cli::Stop::new();
+    let (tx, rx) = mpsc::channel();
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("framebus-cli".into())
+        .spawn(move || {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                framebus_cli::run(argv, &flag)
+            }))
+            .unwrap_or(101);
+            let _ = tx.send(code);
+        })
+        .map_err(|e| {
+            crate::errors::os_error(
+                e.raw_os_error(),
+                format!("starting the command's thread: {e}"),
+            )
+        })?;
+    // A `Receiver` is not `Sync`; the lock makes the waiting closure `Send`.
+    let rx = std::sync::Mutex::new(rx);
+    loop {
+        let got = py.detach(|| {
+            rx.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recv_timeout(crate::wait::SLICE)
+        });
+        match got {
+            Ok(code) => {
+                let _ = thread.join();
+                return Ok(code);
+            }
+            Err(RecvTimeoutError::Disconnected) => return Ok(101),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if let Err(e) = py.check_signals() {
+            let first_interrupt = e.is_instance_of::<PyKeyboardInterrupt>(py) && !stop.is_set();
+            stop.set();
+            if !first_interrupt {
+                return Err(e);
+            }
+        }
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_cli_main, m)?)
+}
