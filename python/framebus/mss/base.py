@@ -1,8 +1,8 @@
-"""``framebus.mss.base``: ``MSS``, mss 10.2's screenshot class, on a framebus
+"""``framebus.mss.base``: ``MSS``, mss 11's screenshot class, on a framebus
 ``Grabber``.
 
-Same constructor, properties, methods, caching and errors as mss 10.2 on
-GNU/Linux (read from its source), with framebus doing the work: each grab is
+Same constructor, properties, methods, caching and errors as mss 11 on
+GNU/Linux (read from its source; mss 10.2 where the two agree), with framebus doing the work: each grab is
 an MIT-SHM ``ShmGetImage`` straight into a pool slot (XGetImage fallback with
 the reason in ``performance_status``), and ``ScreenShot`` reads that slot
 without a copy. Every framebus error is re-raised as ``ScreenShotError``.
@@ -12,20 +12,23 @@ from __future__ import annotations
 
 import threading
 import warnings
+import zlib
+from copy import copy
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .._framebus import CaptureError, FramebusError, Grabber
 from .exception import ScreenShotError
+from .models import Monitor, Region
 from .screenshot import ScreenShot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Callable
 
-    from .models import Monitor, Monitors
+    from .models import Monitors
 
-# The backends mss 10.2 accepts on GNU/Linux, and what framebus does for each.
+# The backends mss 10.2 and 11 accept on GNU/Linux, and what framebus does for each.
 _BACKENDS = {
     "default": "auto",
     "xshmgetimage": "auto",  # MIT-SHM with automatic XGetImage fallback, as mss
@@ -38,8 +41,16 @@ _BACKENDS = {
 _BAD_MATCH_DETAILS = {"error_code": 8, "major_code": 73, "minor_code": 0}
 
 
+def _fields(monitor: Monitor) -> dict[str, Any]:
+    """Every template field of a monitor (mss 11: unknown metadata is None)."""
+    return {k: monitor[k] for k in _TEMPLATE_FIELDS}
+
+
+_TEMPLATE_FIELDS = ("left", "top", "width", "height", "is_primary", "name", "unique_id", "output")
+
+
 class MSS:
-    """Multiple ScreenShots class (as ``mss.MSS`` 10.2 on GNU/Linux).
+    """Multiple ScreenShots class (as ``mss.MSS`` 11 on GNU/Linux).
 
     :param backend: "default"/"xshmgetimage" (MIT-SHM, falling back to
         XGetImage), "xgetimage" or "xlib" (same as default here).
@@ -104,33 +115,51 @@ class MSS:
             raise ScreenShotError(msg)
         return self._grabber
 
-    def grab(self, monitor: Monitor | tuple[int, int, int, int], /) -> ScreenShot:
-        """Retrieve screen pixels for a monitor dict or a ``(left, top, right, bottom)`` box."""
-        if isinstance(monitor, tuple):
-            monitor = {
-                "left": monitor[0],
-                "top": monitor[1],
-                "width": monitor[2] - monitor[0],
-                "height": monitor[3] - monitor[1],
+    def grab(
+        self, region: Monitor | Region | dict[str, Any] | tuple[int, int, int, int], /
+    ) -> ScreenShot:
+        """Retrieve screen pixels for a ``Monitor``, a ``Region``, a region dict or a
+        ``(left, top, right, bottom)`` box.
+
+        ``cls_image`` gets the region as given (a box becomes a dict, as in mss 10;
+        mss 11 passes a ``Region`` copy).
+        """
+        if isinstance(region, tuple):
+            region = {
+                "left": region[0],
+                "top": region[1],
+                "width": region[2] - region[0],
+                "height": region[3] - region[1],
             }
-        if monitor["width"] <= 0 or monitor["height"] <= 0:
-            msg = f"Region has zero or negative size: {monitor!r}"
+        elif isinstance(region, Region):
+            region = copy(region)
+        if isinstance(region, Region):
+            box = {
+                "left": region.left,
+                "top": region.top,
+                "width": region.width,
+                "height": region.height,
+            }
+        else:
+            box = {k: region[k] for k in ("left", "top", "width", "height")}
+        if box["width"] <= 0 or box["height"] <= 0:
+            msg = f"Region has zero or negative size: {region!r}"
             raise ScreenShotError(msg)
-        region = {k: monitor[k] for k in ("left", "top", "width", "height")}
         with self._lock:
             grabber = self._live("take screenshot")
             try:
-                frame = grabber.grab(region, cursor=self._with_cursor)
+                frame = grabber.grab(box, cursor=self._with_cursor)
             except ValueError as e:
                 raise ScreenShotError(str(e), details=dict(_BAD_MATCH_DETAILS)) from e
             except (FramebusError, CaptureError) as e:
                 raise ScreenShotError(str(e)) from e
-        return self.cls_image(frame, monitor)
+        return self.cls_image(frame, region)
 
     @property
     def monitors(self) -> Monitors:
-        """Monitors, computed once: [0] = the whole screen, then each RandR monitor
-        (``is_primary``, and ``output`` when the monitor has one)."""
+        """Monitors (immutable ``Monitor`` objects), computed once: [0] = the whole
+        screen, then each RandR monitor (``is_primary``, and ``output`` when the
+        monitor has one)."""
         with self._lock:
             if self._monitors is None:
                 grabber = self._live("identify monitors")
@@ -139,13 +168,14 @@ class MSS:
                 except (FramebusError, CaptureError) as e:
                     raise ScreenShotError(str(e)) from e
                 keys = ("left", "top", "width", "height")
-                monitors = [{k: found[0][k] for k in keys}]
-                for m in found[1:]:
-                    entry = {k: m[k] for k in keys}
-                    entry["is_primary"] = m["is_primary"]
-                    if m["output"] is not None:
-                        entry["output"] = m["output"]
-                    monitors.append(entry)
+                # [0] has geometry only, as mss; RandR monitors say whether they are
+                # primary and name their output (mss's ``name``/``unique_id`` come from
+                # EDID, which framebus does not read: None).
+                monitors = [Monitor(*(found[0][k] for k in keys))]
+                monitors += [
+                    Monitor(*(m[k] for k in keys), is_primary=m["is_primary"], output=m["output"])
+                    for m in found[1:]
+                ]
                 self._monitors = monitors
             return self._monitors
 
@@ -156,7 +186,7 @@ class MSS:
         if len(monitors) <= 1:
             msg = "No monitor found."
             raise ScreenShotError(msg)
-        return next((m for m in monitors[1:] if m.get("is_primary", False)), monitors[1])
+        return next((m for m in monitors[1:] if m.is_primary), monitors[1])
 
     def save(
         self,
@@ -170,7 +200,8 @@ class MSS:
 
         ``mon``: -1 = all monitors together, 0 = one file per monitor, N = monitor N.
         ``output`` keywords: ``{mon}``, ``{top}``, ``{left}``, ``{width}``,
-        ``{height}``, ``{date}``.
+        ``{height}``, ``{is_primary}``, ``{name}``, ``{unique_id}``, ``{output}``
+        (None when unknown, as mss 11), ``{date}``.
         """
         monitors = self.monitors
         if not monitors:
@@ -182,7 +213,7 @@ class MSS:
 
         if mon == 0:
             for idx, monitor in enumerate(monitors[1:], 1):
-                fname = output.format(mon=idx, date=now(), **monitor)
+                fname = output.format(mon=idx, date=now(), **_fields(monitor))
                 if callable(callback):
                     callback(fname)
                 self._write(self.grab(monitor), fname)
@@ -194,16 +225,19 @@ class MSS:
             except IndexError as exc:
                 msg = f"Monitor {mon!r} does not exist."
                 raise ScreenShotError(msg) from exc
-            fname = output.format(mon=mon, date=now(), **monitor)
+            fname = output.format(mon=mon, date=now(), **_fields(monitor))
             if callable(callback):
                 callback(fname)
             self._write(self.grab(monitor), fname)
             yield fname
 
     def _write(self, shot: ScreenShot, fname: str) -> None:
+        # mss compresses with zlib: a level it refuses fails with zlib's own error.
+        zlib.compress(b"", self.compression_level)
         # Rust PNG encoder straight from the slot (no RGB copy); pixels equal mss's output.
         if shot.frame is not None:
-            shot.frame.save_png(fname, level=self.compression_level)
+            level = 6 if self.compression_level == -1 else self.compression_level  # zlib's -1
+            shot.frame.save_png(fname, level=level)
         else:
             from .tools import to_png
 

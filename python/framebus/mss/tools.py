@@ -1,4 +1,4 @@
-"""``framebus.mss.tools``: ``to_png`` with mss 10.2's signature and output.
+"""``framebus.mss.tools``: ``to_png`` and ``parse_edid`` with mss's signatures and output.
 
 The encoder is written out here (PNG is a small format): 8-bit RGB, filter 0
 on every row, one zlib stream at ``level``. With the same input and level it
@@ -21,6 +21,53 @@ def _chunk(tag: bytes, payload: bytes) -> bytes:
         + payload
         + struct.pack(">I", zlib.crc32(tag + payload) & 0xFFFFFFFF)
     )
+
+
+# EDID base block layout (VESA E-EDID; the fields mss reads).
+_EDID_BLOCK_LEN = 128
+_EDID_HEADER = b"\x00\xff\xff\xff\xff\xff\xff\x00"
+_EDID_WEEK_MEANS_MODEL_YEAR = 0xFF
+_EDID_YEAR_BASE = 1990
+_EDID_DESCRIPTORS = (0x48, 0x5A, 0x6C)  # 18-byte display descriptors
+_EDID_DESCRIPTOR_TAGS = {0xFF: "serial_number", 0xFC: "display_name"}
+
+
+def parse_edid(edid_data: bytes) -> dict[str, int | str]:
+    """Parse a monitor's EDID block as ``mss.tools.parse_edid`` does.
+
+    Returns ``{}`` when the block is short, has a bad checksum or header; else
+    ``id_legacy`` (manufacturer PnP ID + product code as 4 hex digits) and,
+    when present, ``serial_number`` (int, or the string descriptor, which
+    wins), ``manufacture_week``, ``manufacture_year`` or ``model_year``, and
+    ``display_name``. Extension blocks are not read.
+    """
+    if len(edid_data) < _EDID_BLOCK_LEN:
+        return {}
+    block = bytes(edid_data[:_EDID_BLOCK_LEN])
+    if sum(block) % 256 != 0:
+        return {}
+    header, mfr, product, serial, week, year = struct.unpack("<8sHHIBB", block[:18])
+    if header != _EDID_HEADER:
+        return {}
+    mfr = (mfr >> 8) | ((mfr & 0xFF) << 8)  # big-endian, three 5-bit letters
+    letters = "".join(chr(((mfr >> shift) % 32) + 64) for shift in (10, 5, 0))
+    out: dict[str, int | str] = {"id_legacy": f"{letters}{product:04X}"}
+    if serial != 0:
+        out["serial_number"] = serial
+    if week == _EDID_WEEK_MEANS_MODEL_YEAR:
+        out["model_year"] = year + _EDID_YEAR_BASE
+    else:
+        if week != 0:
+            out["manufacture_week"] = week
+        out["manufacture_year"] = year + _EDID_YEAR_BASE
+    for offset in _EDID_DESCRIPTORS:
+        descr = block[offset : offset + 18]
+        key = _EDID_DESCRIPTOR_TAGS.get(descr[3])
+        if key is None or any(descr[i] for i in (0, 1, 2, 4)):
+            continue  # not a display descriptor we read
+        text = descr[5:18].partition(b"\x0a")[0].rstrip(b" ")
+        out[key] = text.decode("ascii", errors="replace")
+    return out
 
 
 def to_png(
