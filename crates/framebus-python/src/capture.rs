@@ -1,5 +1,13 @@
 //! Python face of framebus-capture: `framebus.grab`, `Grabber`, `Capture`,
-//! `Region`, `Frame.save_png`, and the test-only `_test_put_image`.
+//! `Region`, `Frame.save_png`, `Frame.damage`, and the test-only helpers
+//! `_test_put_image`, `_test_copy_area`, `_test_window`.
+//!
+//! `Frame.damage` lives in a side table here, not in the frame: the core
+//! `Frame` has no room for it and other producers have nothing to say. The
+//! table is keyed by slot id (a slot holds one grab at a time; ids are never
+//! reused) and each entry names the grab (seq, timestamp), so a frame whose
+//! slot was since refilled by someone else reads None; entries go when their
+//! slot is unmapped.
 //!
 //! Conversion, GIL release and error mapping only: region parsing turns
 //! Python values into the crate's `Target`, `grab()` is one call to the
@@ -21,13 +29,57 @@ use framebus_kernels::png;
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
+use std::collections::HashMap;
 use std::ops::ControlFlow::{Break, Continue};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One grab's damage, keyed by its slot id in [`DAMAGE`].
+struct DamageEntry {
+    seq: u64,
+    timestamp_ns: u64,
+    alive: Weak<()>,
+    rects: Vec<Rect>,
+}
+
+/// A damage rectangle as Python sees it: (left, top, width, height).
+type Rect = (i32, i32, u32, u32);
+
+/// `Frame.damage` of captured frames (see the module comment).
+static DAMAGE: Mutex<Option<HashMap<u64, DamageEntry>>> = Mutex::new(None);
+
+/// Wrap `frame`, remembering its damage (None: not tracked). A frame
+/// already registered (a repeat of `latest(allow_repeat=True)`) keeps its entry.
+fn frame_with_damage(frame: Frame, damage: Option<&[Region]>) -> PyFrame {
+    if let Some(rects) = damage {
+        let mut table = lock(&DAMAGE);
+        let table = table.get_or_insert_with(HashMap::new);
+        table.retain(|_, e| e.alive.strong_count() > 0);
+        let id = frame.lease().slot_id();
+        let same = table
+            .get(&id)
+            .is_some_and(|e| e.seq == frame.seq() && e.timestamp_ns == frame.timestamp_ns());
+        if !same {
+            table.insert(
+                id,
+                DamageEntry {
+                    seq: frame.seq(),
+                    timestamp_ns: frame.timestamp_ns(),
+                    alive: frame.lease().slot_liveness(),
+                    rects: rects
+                        .iter()
+                        .map(|r| (r.left, r.top, r.width, r.height))
+                        .collect(),
+                },
+            );
+        }
+    }
+    PyFrame::from_frame(frame)
 }
 
 /// A rectangle of the screen: `Region(left, top, width, height)`.
@@ -195,17 +247,32 @@ impl PyGrabber {
 #[pymethods]
 impl PyGrabber {
     /// `backend`: "auto" (MIT-SHM, else XGetImage), "xshm" or "xgetimage".
+    /// `incremental=True`: copy only what changed since the slot's pixels
+    /// were grabbed (XDamage), and give each frame its `damage`; without
+    /// `pool=` such a grabber gets a private pool (other writers of a shared
+    /// pool would force full grabs).
     #[new]
-    #[pyo3(signature = (display=None, backend="auto", pool=None))]
+    #[pyo3(signature = (display=None, backend="auto", pool=None, incremental=false))]
     fn new(
         py: Python<'_>,
         display: Option<String>,
         backend: &str,
         pool: Option<PyRef<'_, PyFramePool>>,
+        incremental: bool,
     ) -> Result<Self> {
         let choice = parse_backend(backend)?;
-        let pool = pool_or_default(pool.as_deref())?;
-        let g = py.detach(|| Grabber::open(display.as_deref(), choice, pool))?;
+        let pool = match pool {
+            Some(p) => p.pool.clone(),
+            None if incremental => FramePool::default(),
+            None => pool_or_default(None)?,
+        };
+        let g = py.detach(|| {
+            let mut g = Grabber::open(display.as_deref(), choice, pool)?;
+            if incremental {
+                g.track_damage(true)?;
+            }
+            Ok::<_, CaptureError>(g)
+        })?;
         Ok(PyGrabber {
             display: g.display().to_owned(),
             inner: Mutex::new(Some(g)),
@@ -223,11 +290,25 @@ impl PyGrabber {
     ) -> Result<PyFrame> {
         let target = parse_target(region)?;
         let pool = pool_of(pool);
-        let frame = self.with(py, |g| {
+        let (frame, damage) = self.with(py, |g| {
             let r = target.resolve(g)?;
-            g.grab(r, cursor, pool.as_ref())
+            let f = g.grab(r, cursor, pool.as_ref())?;
+            Ok((f, g.last_damage().map(<[Region]>::to_vec)))
         })?;
-        Ok(PyFrame::from_frame(frame))
+        Ok(frame_with_damage(frame, damage.as_deref()))
+    }
+
+    /// True when grabs copy only what changed (`incremental=True`).
+    #[getter]
+    fn incremental(&self, py: Python<'_>) -> Result<bool> {
+        self.with(py, |g| Ok(g.is_incremental()))
+    }
+
+    /// (partial, full): grabs that copied only changed rows, and whole grabs
+    /// (counted while incremental).
+    #[getter]
+    fn grab_counts(&self, py: Python<'_>) -> Result<(u64, u64)> {
+        self.with(py, |g| Ok(g.grab_counts()))
     }
 
     /// Monitors now: index 0 = the whole screen, then each RandR monitor.
@@ -319,8 +400,8 @@ impl PyCapture {
         &self,
         py: Python<'_>,
         timeout: Option<Duration>,
-        take: impl Fn(&Capture, Duration) -> framebus_capture::Result<Frame> + Send + Sync,
-    ) -> Result<Frame> {
+        take: impl Fn(&Capture, Duration) -> framebus_capture::Result<Damaged> + Send + Sync,
+    ) -> Result<PyFrame> {
         let cap = &self.inner;
         wait::wait(
             py,
@@ -331,18 +412,25 @@ impl PyCapture {
             },
             |waited, ()| Error::Capture(CaptureError::Timeout(waited.as_secs_f64())),
         )
+        .map(|(f, d)| frame_with_damage(f, d.as_deref()))
     }
 }
+
+/// A frame and its damage, as the crate's `*_with_damage` return them.
+type Damaged = (Frame, Option<Vec<Region>>);
 
 #[pymethods]
 impl PyCapture {
     /// Start capturing `region` at `target_fps`, keeping at most `buffer`
     /// unseen frames (older ones are dropped). `target_fps=None` captures on
     /// demand: the next grab starts when the consumer takes the last frame.
+    /// `incremental=True` copies only what changed (XDamage); `on_change=True`
+    /// delivers a frame only when something in the region changed. With
+    /// either, frames carry `damage` (changes since the frame handed out before).
     #[new]
     #[pyo3(
-        signature = (region=None, target_fps=Some(60.0), buffer=Int(3), pool=None, cursor=false, display=None, backend="auto"),
-        text_signature = "(region=None, target_fps=60.0, buffer=3, pool=None, cursor=False, display=None, backend='auto')"
+        signature = (region=None, target_fps=Some(60.0), buffer=Int(3), pool=None, cursor=false, display=None, backend="auto", incremental=false, on_change=false),
+        text_signature = "(region=None, target_fps=60.0, buffer=3, pool=None, cursor=False, display=None, backend='auto', incremental=False, on_change=False)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -354,6 +442,8 @@ impl PyCapture {
         cursor: bool,
         display: Option<String>,
         backend: &str,
+        incremental: bool,
+        on_change: bool,
     ) -> Result<Self> {
         let target = parse_target(region)?;
         let choice = parse_backend(backend)?;
@@ -371,7 +461,15 @@ impl PyCapture {
         let inner = py.detach(|| {
             let mut g = Grabber::open(display.as_deref(), choice, thread_pool)?;
             let region = target.resolve(&mut g)?;
-            Capture::start(g, CaptureConfig { region, ..config })
+            if incremental {
+                g.track_damage(true)?;
+            }
+            let config = CaptureConfig { region, ..config };
+            if on_change {
+                Capture::start_on_change(g, config)
+            } else {
+                Capture::start(g, config)
+            }
         })?;
         Ok(PyCapture {
             inner,
@@ -387,16 +485,16 @@ impl PyCapture {
     #[pyo3(signature = (timeout=None, allow_repeat=false))]
     fn latest(&self, py: Python<'_>, timeout: Option<f64>, allow_repeat: bool) -> Result<PyFrame> {
         let timeout = args::timeout("timeout", timeout)?;
-        let f = self.wait_frame(py, timeout, |c, slice| c.latest(Some(slice), allow_repeat))?;
-        Ok(PyFrame::from_frame(f))
+        self.wait_frame(py, timeout, |c, slice| {
+            c.latest_with_damage(Some(slice), allow_repeat)
+        })
     }
 
     /// The oldest frame not returned before (every frame the buffer kept, in order).
     #[pyo3(signature = (timeout=None))]
     fn next(&self, py: Python<'_>, timeout: Option<f64>) -> Result<PyFrame> {
         let timeout = args::timeout("timeout", timeout)?;
-        let f = self.wait_frame(py, timeout, |c, slice| c.next(Some(slice)))?;
-        Ok(PyFrame::from_frame(f))
+        self.wait_frame(py, timeout, |c, slice| c.next_with_damage(Some(slice)))
     }
 
     /// Iterate over frames in order until `stop()` (or `timeout` without a frame).
@@ -430,6 +528,7 @@ impl PyCapture {
         d.set_item("delivered", s.delivered)?;
         d.set_item("dropped", s.dropped)?;
         d.set_item("buffered", s.buffered)?;
+        d.set_item("unchanged", s.unchanged)?;
         Ok(d)
     }
 
@@ -499,8 +598,8 @@ impl CaptureFrames {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<PyFrame> {
         let cap = self.capture.get();
-        match cap.wait_frame(py, self.timeout, |c, slice| c.next(Some(slice))) {
-            Ok(f) => Ok(PyFrame::from_frame(f)),
+        match cap.wait_frame(py, self.timeout, |c, slice| c.next_with_damage(Some(slice))) {
+            Ok(f) => Ok(f),
             Err(Error::Capture(CaptureError::Stopped(None))) => Err(PyStopIteration::new_err(())),
             Err(e) => Err(e.into()),
         }
@@ -509,6 +608,21 @@ impl CaptureFrames {
 
 #[pymethods]
 impl PyFrame {
+    /// The rectangles `(left, top, width, height)` (frame coordinates) that
+    /// changed since the previous frame of the incremental / on-change
+    /// `Grabber` or `Capture` that made this frame: a superset of the pixels
+    /// that differ. None for frames from anywhere else.
+    #[getter]
+    fn damage(&self) -> PyResult<Option<Vec<Rect>>> {
+        let f = self.frame()?;
+        let table = lock(&DAMAGE);
+        Ok(table
+            .as_ref()
+            .and_then(|t| t.get(&f.lease().slot_id()))
+            .filter(|e| e.seq == f.seq() && e.timestamp_ns == f.timestamp_ns())
+            .map(|e| e.rects.clone()))
+    }
+
     /// Write the frame as PNG. `level`: 0 (store) .. 9; 1 (default) is fast.
     /// `alpha=True` keeps the alpha channel of BGRA/RGBA frames.
     #[pyo3(signature = (path, level=Int(png::DEFAULT_LEVEL as i128), alpha=false))]
@@ -547,6 +661,46 @@ fn _test_put_image(
     Ok(py.detach(|| framebus_capture::testing::put_image(display.as_deref(), r, &data))?)
 }
 
+/// TEST ONLY: copy the screen area (left, top, width, height) to (to_left, to_top).
+#[pyfunction]
+#[pyo3(signature = (display, left, top, width, height, to_left, to_top))]
+#[allow(clippy::too_many_arguments)]
+fn _test_copy_area(
+    py: Python<'_>,
+    display: Option<String>,
+    left: Int,
+    top: Int,
+    width: Int,
+    height: Int,
+    to_left: i32,
+    to_top: i32,
+) -> Result<()> {
+    let r = Region::checked(coord(left), coord(top), coord(width), coord(height))?;
+    Ok(py.detach(|| framebus_capture::testing::copy_area(display.as_deref(), r, to_left, to_top))?)
+}
+
+/// TEST ONLY: create (`window=None`; returns its id), move/resize, or
+/// (`destroy=True`) destroy a plain window with background 0xRRGGBB.
+#[pyfunction]
+#[pyo3(signature = (display, window, left, top, width, height, background=0, destroy=false))]
+#[allow(clippy::too_many_arguments)]
+fn _test_window(
+    py: Python<'_>,
+    display: Option<String>,
+    window: Option<u32>,
+    left: Int,
+    top: Int,
+    width: Int,
+    height: Int,
+    background: u32,
+    destroy: bool,
+) -> Result<u32> {
+    let r = Region::checked(coord(left), coord(top), coord(width), coord(height))?;
+    Ok(py.detach(|| {
+        framebus_capture::testing::window(display.as_deref(), window, r, background, destroy)
+    })?)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRegion>()?;
     m.add_class::<PyGrabber>()?;
@@ -554,6 +708,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CaptureFrames>()?;
     m.add_function(wrap_pyfunction!(grab, m)?)?;
     m.add_function(wrap_pyfunction!(_test_put_image, m)?)?;
+    m.add_function(wrap_pyfunction!(_test_copy_area, m)?)?;
+    m.add_function(wrap_pyfunction!(_test_window, m)?)?;
     Ok(())
 }
 
