@@ -55,7 +55,9 @@ def u64sum(a: np.ndarray) -> int:
 def damage_sum(a: np.ndarray, damage) -> int:
     s = 0
     for left, top, width, height in damage:
-        s += int(a[top : top + height, left : left + width].sum(dtype=np.uint64))
+        # Each BGRA pixel as one uint32 (a uint8 sum would cost 4x as much).
+        px = a[top : top + height, left : left + width].view(np.uint32)
+        s += int(px.sum(dtype=np.uint64))
     return s
 
 
