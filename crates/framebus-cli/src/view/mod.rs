@@ -231,7 +231,7 @@ fn pump(source: &mut Source, hub: &Hub, args: &ViewArgs, stop: &crate::Stop) -> 
     while !stop.is_set() {
         let next = source.next(Duration::from_millis(100))?;
         let now = Instant::now();
-        let mut status = None;
+        let mut status: Option<String> = None;
         match next {
             Next::Frame(frame) => {
                 received += 1;
@@ -256,28 +256,34 @@ fn pump(source: &mut Source, hub: &Hub, args: &ViewArgs, stop: &crate::Stop) -> 
                 pending = Some(frame);
             }
             Next::Idle => {}
-            Next::NoPublisher => status = Some("waiting for a publisher"),
+            Next::NoPublisher => status = Some("waiting for a publisher".into()),
         }
         let watched = hub.watched();
         if let (true, Some(frame)) = (watched, pending.take()) {
             let t = Instant::now();
-            enc.encode(&frame, &mut jpeg)?;
-            let encode_ms = t.elapsed().as_secs_f64() * 1e3;
-            let timestamp_ns = frame.timestamp_ns();
-            drop(frame); // the slot goes back to its producer
-            seq += 1;
-            let bytes = jpeg.len();
-            let mut l = hub.latest.lock().unwrap_or_else(|e| e.into_inner());
-            *l = Latest {
-                seq,
-                jpeg: Arc::new(std::mem::take(&mut jpeg)),
-                timestamp_ns,
-            };
-            drop(l);
-            hub.fresh.notify_all();
-            let mut f = hub.figures.lock().unwrap_or_else(|e| e.into_inner());
-            f.encode_ms = encode_ms;
-            f.jpeg_bytes = bytes;
+            // A frame that cannot be shown (too large for JPEG, …) is named in
+            // the status; the next one may be fine.
+            match enc.encode(&frame, &mut jpeg) {
+                Ok(_) => {
+                    let encode_ms = t.elapsed().as_secs_f64() * 1e3;
+                    let timestamp_ns = frame.timestamp_ns();
+                    drop(frame); // the slot goes back to its producer
+                    seq += 1;
+                    let bytes = jpeg.len();
+                    let mut l = hub.latest.lock().unwrap_or_else(|e| e.into_inner());
+                    *l = Latest {
+                        seq,
+                        jpeg: Arc::new(std::mem::take(&mut jpeg)),
+                        timestamp_ns,
+                    };
+                    drop(l);
+                    hub.fresh.notify_all();
+                    let mut f = hub.figures.lock().unwrap_or_else(|e| e.into_inner());
+                    f.encode_ms = encode_ms;
+                    f.jpeg_bytes = bytes;
+                }
+                Err(e) => status = Some(format!("cannot show this frame: {e}")),
+            }
         }
         let idle = last_arrival
             .is_none_or(|t| now.duration_since(t).as_secs_f64() > (period * 3.0).max(1.0));
@@ -290,9 +296,7 @@ fn pump(source: &mut Source, hub: &Hub, args: &ViewArgs, stop: &crate::Stop) -> 
         f.drops = source.drops();
         f.served = hub.served.load(Ordering::Relaxed);
         f.clients = hub.clients.load(Ordering::Relaxed);
-        f.status = status
-            .unwrap_or(if watched { "live" } else { "no browser" })
-            .into();
+        f.status = status.unwrap_or_else(|| if watched { "live" } else { "no browser" }.into());
         if now.duration_since(last_status) >= Duration::from_millis(250) {
             last_status = now;
             bar.set_message(format!(
