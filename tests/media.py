@@ -4,6 +4,7 @@ record`): stream facts from ffprobe and raw pixels from ffmpeg. Not a test modul
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 
@@ -36,3 +37,27 @@ def decode(path, pix_fmt: str, frames: int | None = None) -> bytes:
     cmd = ["ffmpeg", "-v", "error", "-i", str(path), *limit, "-f", "rawvideo"]
     out = subprocess.run([*cmd, "-pix_fmt", pix_fmt, "-"], capture_output=True, check=True)
     return out.stdout
+
+
+def ffmpeg_bytes_read(pid: int) -> int:
+    """Bytes the children of `pid` (its FFmpeg) have read so far (/proc/PID/io rchar)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids = f.read().split()
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/io") as f:
+                    for line in f:
+                        if line.startswith("rchar:"):
+                            total = max(total, int(line.split()[1]))
+            except OSError:
+                pass
+    return total

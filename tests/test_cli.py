@@ -22,6 +22,7 @@ import framebus
 import numpy as np
 import pytest
 from framebus import _framebus
+from media import ffmpeg_bytes_read
 
 PIL = pytest.importorskip("PIL.Image")
 
@@ -117,26 +118,6 @@ def test_grab_writes_the_monitor(xvfb_factory, tmp_path):
     assert tuple(img[30, 20]) == (255, 0, 0)
 
 
-def children_bytes_read(pid: int) -> int:
-    """Bytes the child processes of `pid` (record's FFmpeg) have read (/proc rchar)."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                kids = f.read().split()
-        except OSError:
-            continue
-        for kid in kids:
-            try:
-                with open(f"/proc/{kid}/io") as f:
-                    for line in f:
-                        if line.startswith("rchar:"):
-                            total = max(total, int(line.split()[1]))
-            except OSError:
-                pass
-    return total
-
-
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 def test_record_through_python_stops_on_ctrl_c_and_finishes_the_file(xvfb_factory, tmp_path):
     from media import probe
@@ -148,10 +129,10 @@ def test_record_through_python_stops_on_ctrl_c_and_finishes_the_file(xvfb_factor
     )
     frame_bytes = 320 * 240 * 4
     deadline = time.monotonic() + 30
-    while children_bytes_read(p.pid) < 5 * frame_bytes and time.monotonic() < deadline:
+    while ffmpeg_bytes_read(p.pid) < 5 * frame_bytes and time.monotonic() < deadline:
         assert p.poll() is None, p.communicate()[1]
         time.sleep(0.05)
-    assert children_bytes_read(p.pid) >= 5 * frame_bytes, "FFmpeg never read 5 frames"
+    assert ffmpeg_bytes_read(p.pid) >= 5 * frame_bytes, "FFmpeg never read 5 frames"
     stdout, _ = stop(p)
     assert "320x240" in stdout and "at 10 fps" in stdout, stdout
     info = probe(out)

@@ -3,7 +3,6 @@ frame count and rate, and shows what was on the screen."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from framebus import _framebus
-from media import decode, probe
+from media import decode, ffmpeg_bytes_read, probe
 
 pytestmark = pytest.mark.skipif(
     shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="needs ffmpeg"
@@ -75,30 +74,6 @@ def test_record_for_a_duration_plays_with_size_count_and_rate(painted, tmp_path)
     rgb = first_frame_rgb(out, W, H).astype(int)
     assert np.abs(rgb[10, 10] - (255, 0, 0)).max() <= 12, rgb[10, 10]  # lossy codec
     assert np.abs(rgb[H - 10, 10] - (0, 0, 255)).max() <= 12, rgb[H - 10, 10]
-
-
-def ffmpeg_bytes_read(pid: int) -> int:
-    """Bytes the children of `pid` (its FFmpeg) have read so far (/proc/PID/io rchar)."""
-    total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                kids = f.read().split()
-        except OSError:
-            continue
-        for kid in kids:
-            try:
-                with open(f"/proc/{kid}/io") as f:
-                    for line in f:
-                        if line.startswith("rchar:"):
-                            total = max(total, int(line.split()[1]))
-            except OSError:
-                pass
-    return total
 
 
 def test_record_until_ctrl_c_finishes_the_file(painted, tmp_path):
