@@ -12,7 +12,7 @@
 
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 
 /// Run the command line `argv` (`argv[0]` is the program name) and return
 /// its exit status.
@@ -36,29 +36,23 @@ fn _cli_main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
                 format!("starting the command's thread: {e}"),
             )
         })?;
-    // A `Receiver` is not `Sync`; the lock makes the waiting closure `Send`.
-    let rx = std::sync::Mutex::new(rx);
-    loop {
-        let got = py.detach(|| {
-            rx.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .recv_timeout(crate::wait::SLICE)
-        });
-        match got {
-            Ok(code) => {
-                let _ = thread.join();
-                return Ok(code);
-            }
-            Err(RecvTimeoutError::Disconnected) => return Ok(101),
-            Err(RecvTimeoutError::Timeout) => {}
+    // The first Ctrl-C asks the command to stop and keeps waiting for it; a
+    // second one (or any other exception from a handler) is raised at once.
+    let code = crate::wait::join_watched(py, rx, |e| {
+        let first_interrupt = e.is_instance_of::<PyKeyboardInterrupt>(py) && !stop.is_set();
+        stop.set();
+        if first_interrupt {
+            crate::wait::OnSignal::KeepWaiting
+        } else {
+            crate::wait::OnSignal::Raise
         }
-        if let Err(e) = py.check_signals() {
-            let first_interrupt = e.is_instance_of::<PyKeyboardInterrupt>(py) && !stop.is_set();
-            stop.set();
-            if !first_interrupt {
-                return Err(e);
-            }
+    })?;
+    match code {
+        Some(code) => {
+            let _ = thread.join();
+            Ok(code)
         }
+        None => Ok(101), // the command's thread ended without an answer
     }
 }
 

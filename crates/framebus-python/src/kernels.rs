@@ -246,36 +246,20 @@ fn run<T: Send>(
         return Ok(py.detach(|| job(&cancel))?);
     }
     std::thread::scope(|s| {
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let done_rx = std::sync::Mutex::new(done_rx); // shared with the detached waits
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
         let cancel = &cancel;
-        let worker = s.spawn(move || {
-            let r = job(cancel);
-            drop(done_tx); // wakes the waiter (a panic drops it too)
-            r
+        s.spawn(move || {
+            let _ = done_tx.send(job(cancel)); // a panic drops the sender instead
         });
-        loop {
-            let finished = py.detach(|| {
-                !matches!(
-                    done_rx
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .recv_timeout(wait::SLICE),
-                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-                )
-            });
-            if finished {
-                break;
-            }
-            if let Err(e) = py.check_signals() {
-                cancel.store(true, Ordering::Relaxed);
-                let _ = py.detach(|| worker.join()); // returns within a row
-                return Err(e.into());
-            }
-        }
-        match py.detach(|| worker.join()) {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(Error::value("internal: a kernel thread panicked")),
+        // On a signal: cancel (the kernel stops within a row; the scope joins
+        // it) and raise the handler's exception.
+        let result = wait::join_watched(py, done_rx, |_| {
+            cancel.store(true, Ordering::Relaxed);
+            wait::OnSignal::Raise
+        })?;
+        match result {
+            Some(r) => Ok(r?),
+            None => Err(Error::value("internal: a kernel thread panicked")),
         }
     })
 }

@@ -7,6 +7,11 @@
 //! `KeyboardInterrupt` within about 100 ms whatever the timeout — and
 //! `timeout=None` really means "until it happens or Ctrl-C".
 //!
+//! Work that cannot itself wait in slices (a long kernel, a CLI command) runs
+//! on a helper thread while the caller waits for its result the same way
+//! ([`join_watched`]); a signal handler's exception then decides whether to
+//! keep waiting (the work was asked to stop) or to raise at once.
+//!
 //! The step given to [`wait`] does one bounded attempt and reports whether it
 //! finished (`Break(value)`) or only ran out of its slice (`Continue(pending)`,
 //! usually the crate's own "timed out" error); it is called again with the
@@ -16,6 +21,8 @@
 use crate::errors::{Error, Result};
 use pyo3::prelude::*;
 use std::ops::ControlFlow;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Longest stretch spent waiting without looking for a signal.
@@ -58,4 +65,43 @@ pub fn timed_out(what: &str, waited: Duration) -> Error {
         "timed out after {:.3} s waiting for {what}",
         waited.as_secs_f64()
     ))
+}
+
+/// What [`join_watched`] does after a signal handler raised.
+pub enum OnSignal {
+    /// Keep waiting for the result (the work was told to stop and will).
+    KeepWaiting,
+    /// Raise the handler's exception now.
+    Raise,
+}
+
+/// Wait for the result a helper thread sends on `done`, in [`SLICE`]s with the
+/// GIL released, running signal handlers between slices; a handler's
+/// exception is passed to `on_signal` (which may, say, set a cancel flag) and
+/// raised or not as it answers. `Ok(None)`: the thread ended without sending
+/// (it panicked).
+pub fn join_watched<T: Send>(
+    py: Python<'_>,
+    done: Receiver<T>,
+    mut on_signal: impl FnMut(&PyErr) -> OnSignal,
+) -> Result<Option<T>> {
+    // A `Receiver` is not `Sync`; the lock lets the detached closure borrow it.
+    let done = Mutex::new(done);
+    loop {
+        let got = py.detach(|| {
+            done.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .recv_timeout(SLICE)
+        });
+        match got {
+            Ok(v) => return Ok(Some(v)),
+            Err(RecvTimeoutError::Disconnected) => return Ok(None),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        if let Err(e) = py.check_signals() {
+            if let OnSignal::Raise = on_signal(&e) {
+                return Err(e.into());
+            }
+        }
+    }
 }
