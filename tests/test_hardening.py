@@ -437,12 +437,12 @@ def test_ctrl_c_cancels_a_long_kernel():
     src = np.zeros((2160, 3840, 4), np.uint8)
     pool = FramePool(max_bytes=2 << 30)
     t0 = time.monotonic()
-    framebus.resize(src, 8192, 8192, src_format="BGRA", threads=1, pool=pool)
+    framebus.resize(src, 12000, 12000, src_format="BGRA", threads=1, pool=pool)
     full = time.monotonic() - t0
     if full < 0.6:
-        pytest.skip(f"a 256 MiB resize takes only {full:.2f} s here: nothing to interrupt")
+        pytest.skip(f"a 576 MB resize takes only {full:.2f} s here: nothing to interrupt")
     interrupted_within(
-        lambda: framebus.resize(src, 8192, 8192, src_format="BGRA", threads=1, pool=pool),
+        lambda: framebus.resize(src, 12000, 12000, src_format="BGRA", threads=1, pool=pool),
         after=0.2,
         limit=min(0.5, full / 2),
     )
