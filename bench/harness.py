@@ -32,8 +32,10 @@ def alternate(
     """Run every case `repeats` times, interleaved (A B C A B C ...), so slow
     phases of a noisy machine hit every case alike. Returns per-op seconds."""
     out: dict[str, list[float]] = {k: [] for k in cases}
-    for _ in range(repeats):
+    for r in range(repeats):
         for name, fn in cases.items():
+            # progress on stderr (the tables go to stdout)
+            print(f"  repeat {r + 1}/{repeats}: {name}", file=sys.stderr, flush=True)
             out[name].append(per_op_seconds(fn, n))
     return out
 

@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 export OPENBLAS_NUM_THREADS=1  # idle OpenBLAS threads spin on the 2 cores otherwise
 mkdir -p bench/out
-for b in pool capture pipe channel kernels; do
-    echo "== bench_$b"
+benches=(pool capture pipe channel kernels)
+start=$SECONDS
+for i in "${!benches[@]}"; do
+    b=${benches[$i]}
+    # progress: which benchmark of how many, and the time spent so far
+    echo "== [$((i + 1))/${#benches[@]}] bench_$b ($((SECONDS - start)) s elapsed)"
     args=()
     [ "$b" = kernels ] && args=(--markdown bench/out/kernels.md)
     "$PY" "bench/bench_$b.py" "${args[@]}"
