@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(xvfb x11-utils x11-xserver-utils xterm ffmpeg chromium)
+APT_PACKAGES=(xvfb x11-utils x11-xserver-utils xterm ffmpeg chromium libgl1 libglx-mesa0 libgl1-mesa-dri)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

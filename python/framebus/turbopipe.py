@@ -7,8 +7,10 @@ Switch by changing one import::
     turbopipe.pipe(buffer, ffmpeg.stdin.fileno())
     turbopipe.sync(buffer)
 
-The calls match turbopipe 2.x (``pipe``, ``sync``, ``done``), with these
-differences, all in the safe direction:
+The calls match turbopipe 2.x (``pipe``, ``sync``, ``done``, ``close(file)``)
+and 1.x (``pipe(buffer, fileno)``, ``sync(buffer=None)``, ``close()``; a
+``moderngl.Buffer`` is accepted as is), with these differences, all in the safe
+direction:
 
 * The buffer export is held until its bytes are written, so deleting, resizing
   or unmapping the object after ``pipe`` cannot make the writer read freed
@@ -17,7 +19,8 @@ differences, all in the safe direction:
   raised on the next ``pipe``/``sync`` for that fd, and nothing more is
   written to it; turbopipe's thread panics instead.
 * ``sync()`` with no argument waits for everything; ``close(fd)`` flushes one fd
-  and stops its thread (turbopipe's threads never stop).
+  and stops its thread (turbopipe 2.x's threads never stop); ``close()`` does so
+  for every fd piped to through this module (turbopipe 1.x: "syncs and deletes").
 * Each fd's queue is bounded (backpressure), and pipes are enlarged with
   ``F_SETPIPE_SZ``. ``TURBOPIPE_CHUNK_SIZE`` is not read: framebus writes each
   frame in one call (see docs/pipe.md for the measurements); set
@@ -26,6 +29,7 @@ differences, all in the safe direction:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from ._framebus import __version__
@@ -39,14 +43,31 @@ __turbopipe_api__ = "2.1"
 __all__ = ["__version__", "close", "done", "pipe", "sync"]
 
 
+# fds piped to through this module, for ``close()`` with no fd (turbopipe 1.x).
+_fds: set[int] = set()
+_fds_lock = threading.Lock()
+
+
+def _exporter(data: Any) -> Any:
+    """A moderngl.Buffer exports its memory through ``.mglo`` (turbopipe 1.x took
+    the Buffer itself); everything else is piped as it is."""
+    mglo = getattr(data, "mglo", None)
+    if mglo is not None and type(data).__module__.startswith("moderngl"):
+        return mglo
+    return data
+
+
 def pipe(data: Any, file: int) -> None:
-    """Queue ``data`` (any buffer exporter or framebus.Frame) to be written to fd ``file``."""
-    _pipe(data, file)
+    """Queue ``data`` (any buffer exporter, framebus.Frame or moderngl.Buffer) to be
+    written to fd ``file``. ``pipe(buffer, fileno)`` of turbopipe 1.x is the same call."""
+    _pipe(_exporter(data), file)
+    with _fds_lock:
+        _fds.add(file)
 
 
 def sync(data: Any | None = None) -> None:
     """Wait for the queued pipes of ``data`` (or of everything when None) to finish."""
-    _sync(data)
+    _sync(None if data is None else _exporter(data))
 
 
 def done(data: Any) -> None:
@@ -55,6 +76,24 @@ def done(data: Any) -> None:
     del data
 
 
-def close(file: int) -> None:
-    """Flush the queue of fd ``file`` and stop its writer thread (the fd stays open)."""
-    _close(file)
+def close(file: int | None = None) -> None:
+    """Flush the queue of fd ``file`` and stop its writer thread (the fd stays open).
+
+    With no fd (turbopipe 1.x), do so for every fd piped to through this module;
+    every fd is closed even if one raises its write error, which is raised after."""
+    if file is not None:
+        with _fds_lock:
+            _fds.discard(file)
+        _close(file)
+        return
+    with _fds_lock:
+        fds = sorted(_fds)
+        _fds.clear()
+    error: BaseException | None = None
+    for fd in fds:
+        try:
+            _close(fd)
+        except Exception as e:  # noqa: BLE001 - close them all, then raise the first
+            error = error or e
+    if error is not None:
+        raise error
