@@ -22,9 +22,9 @@ direction:
   and stops its thread (turbopipe 2.x's threads never stop); ``close()`` does so
   for every fd piped to through this module (turbopipe 1.x: "syncs and deletes").
 * Each fd's queue is bounded (backpressure), and pipes are enlarged with
-  ``F_SETPIPE_SZ``. ``TURBOPIPE_CHUNK_SIZE`` is not read: framebus writes each
-  frame in one call (see docs/pipe.md for the measurements); set
-  ``FRAMEBUS_PIPE_CHUNK`` to force a chunk size.
+  ``F_SETPIPE_SZ``. Writes are 8 KiB chunks as in turbopipe (measured in
+  docs/benchmarks.md); ``TURBOPIPE_CHUNK_SIZE`` is not read, set
+  ``FRAMEBUS_PIPE_CHUNK`` instead (0 = one call per frame).
 """
 
 from __future__ import annotations
