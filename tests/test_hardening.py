@@ -537,7 +537,10 @@ def test_capture_pool_and_publisher_getters_answer_while_blocked(xvfb):
     held = pool.acquire(8, 8)
     t = threading.Thread(target=lambda: no_panic(pool.acquire, 8, 8, timeout=1.0), daemon=True)
     t.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while pool.stats()["waits"] < 1 and time.monotonic() < deadline:  # the thread is blocked
+        time.sleep(0.005)
+    assert pool.stats()["waits"] == 1
     quick(pool, ("stats", "closed"))
     t.join(5)
     del held
