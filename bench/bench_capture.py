@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -55,25 +54,6 @@ from framebus import mss as fbmss
 from framebus.capture import Capture, Grabber
 
 RES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
-
-
-def start_xvfb(w: int, h: int) -> tuple[subprocess.Popen, str]:
-    """Xvfb on a display number it picks itself (-displayfd), -noreset (kept from
-    shared/bench/capture_mss.py: without it Xvfb wipes the screen when the last
-    client disconnects)."""
-    r, wfd = os.pipe()
-    proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(wfd), "-screen", "0", f"{w}x{h}x24", "-noreset"],
-        pass_fds=(wfd,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(wfd)
-    with os.fdopen(r, "rb") as f:
-        num = f.readline().strip()
-    if not num:
-        raise SystemExit("Xvfb did not start")
-    return proc, f":{int(num)}"
 
 
 def draw_pattern(display: str, w: int, h: int) -> None:
@@ -249,7 +229,7 @@ def main() -> None:
     for res in a.res.split(","):
         w, h = RES[res]
         frames = a.frames or (200 if res == "1080p" else 60)
-        proc, display = start_xvfb(w, h)
+        proc, display = harness.start_xvfb(w, h)
         try:
             draw_pattern(display, w, h)
             med, rss, pool_bytes = grab_cases(display, w, h, frames, a.repeats)

@@ -24,28 +24,16 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
 from framebus import _framebus
 from framebus.capture import Grabber
-
-
-def start_xvfb(w: int, h: int) -> tuple[subprocess.Popen, str]:
-    r, wfd = os.pipe()
-    proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(wfd), "-screen", "0", f"{w}x{h}x24", "-noreset"],
-        pass_fds=(wfd,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(wfd)
-    with os.fdopen(r, "rb") as f:
-        num = f.readline().strip()
-    if not num:
-        raise SystemExit("Xvfb did not start")
-    return proc, f":{int(num)}"
 
 
 def u64sum(a: np.ndarray) -> int:
@@ -68,7 +56,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=40)
     a = ap.parse_args()
     w, h = map(int, a.res.split("x"))
-    proc, d = start_xvfb(w, h)
+    proc, d = harness.start_xvfb(w, h)
     try:
         rng = random.Random(1)
         noise = np.frombuffer(rng.randbytes(w * h * 4), np.uint8)

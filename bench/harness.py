@@ -114,3 +114,22 @@ def report(
         json.dumps({"command": cmd, "machine": info, "header": header, "rows": rows}, indent=1)
     )
     return md
+
+
+def start_xvfb(w: int, h: int) -> tuple[subprocess.Popen, str]:
+    """Xvfb on a display number it picks itself (-displayfd), -noreset (kept from
+    the shared anchor script capture_mss.py: without it Xvfb wipes the screen when the last
+    client disconnects)."""
+    r, wfd = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(wfd), "-screen", "0", f"{w}x{h}x24", "-noreset"],
+        pass_fds=(wfd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(wfd)
+    with os.fdopen(r, "rb") as f:
+        num = f.readline().strip()
+    if not num:
+        raise SystemExit("Xvfb did not start")
+    return proc, f":{int(num)}"

@@ -59,21 +59,7 @@ pub fn put_image(display: Option<&str>, region: Region, bgra: &[u8]) -> Result<(
         .free_gc(gc)
         .map_err(|e| CaptureError::x("FreeGC", e))?;
     // A round trip: every request above has been processed when it returns.
-    xc.conn
-        .get_input_focus()
-        .map_err(|e| CaptureError::x("GetInputFocus", e))?
-        .reply()
-        .map_err(|e| CaptureError::x("GetInputFocus", e))?;
-    while let Some(ev) = xc
-        .conn
-        .poll_for_event()
-        .map_err(|e| CaptureError::x("reading events", e))?
-    {
-        if let x11rb::protocol::Event::Error(e) = ev {
-            return Err(CaptureError::x("PutImage", format!("{e:?}")));
-        }
-    }
-    Ok(())
+    settle(&xc, "PutImage")
 }
 
 /// One round trip, then fail on any error event the server sent.
