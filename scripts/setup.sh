@@ -10,7 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(xvfb x11-utils x11-xserver-utils xterm ffmpeg chromium libgl1 libglx-mesa0 libgl1-mesa-dri)
+# Wayland tests: headless sway (wlr-screencopy), grim (the reference capture), foot
+# (real client content), and the ScreenCast portal stack (D-Bus session, PipeWire,
+# WirePlumber, xdg-desktop-portal + its wlroots backend).
+APT_PACKAGES=(xvfb x11-utils x11-xserver-utils xterm ffmpeg chromium libgl1 libglx-mesa0 libgl1-mesa-dri
+    sway grim foot dbus dbus-user-session pipewire wireplumber xdg-desktop-portal xdg-desktop-portal-wlr)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
