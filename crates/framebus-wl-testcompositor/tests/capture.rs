@@ -468,6 +468,114 @@ fn protocol_errors_not_panics() {
     assert_eq!(again.state.size, Some((1920, 1080)));
 }
 
+#[test]
+fn outputs_describe_themselves() {
+    use wayland_protocols::xdg::xdg_output::zv1::client::{zxdg_output_manager_v1, zxdg_output_v1};
+    #[derive(Default)]
+    struct Info {
+        done: u32,
+        wl: Vec<String>,
+        xdg: Vec<String>,
+    }
+    impl Dispatch<wl_output::WlOutput, ()> for Info {
+        fn event(
+            s: &mut Self,
+            _: &wl_output::WlOutput,
+            e: wl_output::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+            match e {
+                wl_output::Event::Geometry { x, y, .. } => s.wl.push(format!("geometry {x},{y}")),
+                wl_output::Event::Mode {
+                    width,
+                    height,
+                    refresh,
+                    ..
+                } => s.wl.push(format!("mode {width}x{height}@{refresh}")),
+                wl_output::Event::Scale { factor } => s.wl.push(format!("scale {factor}")),
+                wl_output::Event::Name { name } => s.wl.push(format!("name {name}")),
+                wl_output::Event::Description { description } => {
+                    s.wl.push(format!("description {description}"))
+                }
+                wl_output::Event::Done => s.done += 1,
+                _ => {}
+            }
+        }
+    }
+    impl Dispatch<zxdg_output_v1::ZxdgOutputV1, ()> for Info {
+        fn event(
+            s: &mut Self,
+            _: &zxdg_output_v1::ZxdgOutputV1,
+            e: zxdg_output_v1::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+            match e {
+                zxdg_output_v1::Event::LogicalPosition { x, y } => {
+                    s.xdg.push(format!("position {x},{y}"))
+                }
+                zxdg_output_v1::Event::LogicalSize { width, height } => {
+                    s.xdg.push(format!("size {width}x{height}"))
+                }
+                zxdg_output_v1::Event::Name { name } => s.xdg.push(format!("name {name}")),
+                _ => {}
+            }
+        }
+    }
+    impl Dispatch<wl_registry::WlRegistry, GlobalListContents> for Info {
+        fn event(
+            _: &mut Self,
+            _: &wl_registry::WlRegistry,
+            _: wl_registry::Event,
+            _: &GlobalListContents,
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+        }
+    }
+    impl Dispatch<zxdg_output_manager_v1::ZxdgOutputManagerV1, ()> for Info {
+        fn event(
+            _: &mut Self,
+            _: &zxdg_output_manager_v1::ZxdgOutputManagerV1,
+            _: zxdg_output_manager_v1::Event,
+            _: &(),
+            _: &Connection,
+            _: &QueueHandle<Self>,
+        ) {
+        }
+    }
+
+    let comp = Compositor::start(&["--no-default-output", "--output", "B 800x600 -800 100 2"]);
+    let conn = Connection::from_socket(UnixStream::connect(&comp.socket).unwrap()).unwrap();
+    let (globals, mut queue) = registry_queue_init::<Info>(&conn).unwrap();
+    let qh = queue.handle();
+    let out: wl_output::WlOutput = globals.bind(&qh, 4..=4, ()).unwrap();
+    let manager: zxdg_output_manager_v1::ZxdgOutputManagerV1 =
+        globals.bind(&qh, 3..=3, ()).unwrap();
+    let mut info = Info::default();
+    queue.roundtrip(&mut info).unwrap();
+    let _xdg = manager.get_xdg_output(&out, &qh, ());
+    queue.roundtrip(&mut info).unwrap();
+    assert_eq!(
+        info.wl,
+        [
+            "geometry -800,100",
+            "mode 800x600@60000",
+            "scale 2",
+            "name B",
+            "description framebus test output B"
+        ]
+    );
+    assert_eq!(info.xdg, ["position -800,100", "size 400x300", "name B"]);
+    assert_eq!(
+        info.done, 2,
+        "wl_output.done after the output and after xdg-output v3"
+    );
+}
+
 // ------------------------------------------------------------------ client dispatch
 
 impl Dispatch<wl_registry::WlRegistry, GlobalListContents> for Client {
