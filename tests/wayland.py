@@ -120,11 +120,12 @@ def pattern_rgb(left: int, top: int, width: int, height: int) -> np.ndarray:
 
 
 def wait_for(cond, timeout: float, what: str, interval: float = 0.005):
-    """Poll ``cond()`` until it returns something truthy; fail naming ``what``."""
+    """Poll ``cond()`` until it returns something truthy (or an array); fail naming
+    ``what``."""
     deadline = time.monotonic() + timeout
     while True:
         value = cond()
-        if value:
+        if isinstance(value, np.ndarray) or value:
             return value
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout} s")
