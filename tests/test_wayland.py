@@ -78,6 +78,31 @@ def sway_factory():
         s.stop()
 
 
+# --- the fixture ----------------------------------------------------------------
+
+
+def test_fixture_stops_everything_it_started(sway_factory):
+    s = sway_factory(64, 48, nested=True)
+    term = s.terminal("#00ff00")
+    assert (s.grim() == (0, 255, 0)).all()
+    pids = s._own_pids() + s.host._own_pids()
+    assert len(pids) >= 5, pids  # two sways, two swaybgs, foot (and its cat)
+    assert term.proc.pid in pids
+    s.stop()
+    assert not s.alive and not s.dir.exists() and not s.host.dir.exists()
+    gone = wait_for(
+        lambda: all(not Path(f"/proc/{p}").exists() or _zombie(p) for p in pids), 5, "exit"
+    )
+    assert gone
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except OSError:
+        return True
+
+
 # --- pixels -------------------------------------------------------------------
 
 

@@ -217,6 +217,7 @@ class Sway:
         if self.nested:
             # The host: a headless sway whose windows are this sway's outputs.
             self.host = Sway(self.width + 64, self.height + 64, refresh=refresh)
+            self.host.swaymsg("floating_minimum_size 1 x 1")  # the default is 75 x 50
             self.host.swaymsg('for_window [app_id="wlroots"] floating enable')
             env["WAYLAND_DISPLAY"] = self.host.socket
             env["WLR_BACKENDS"] = "wayland"
