@@ -1,4 +1,4 @@
-//! The two ways of reading the screen into a pool slot.
+//! The backends' names, and the two ways of reading an X screen into a pool slot.
 //!
 //! * [`Backend::Xshm`]: `ShmGetImage` into the slot's own memfd, attached to
 //!   the server once per slot (see `shm`). The server writes the pixels
@@ -23,13 +23,20 @@ use x11rb::protocol::ErrorKind;
 
 const ALL_PLANES: u32 = !0;
 
-/// Which X request fills the slots.
+/// Which mechanism fills the slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
-    /// MIT-SHM `ShmGetImage` into the slot's memfd (zero copies here).
+    /// X11: MIT-SHM `ShmGetImage` into the slot's memfd (zero copies here).
     Xshm,
-    /// Core `GetImage`, one copy from the reply into the slot.
+    /// X11: core `GetImage`, one copy from the reply into the slot.
     XGetImage,
+    /// Wayland `ext-image-copy-capture-v1`: the compositor writes into a
+    /// `wl_shm` buffer made from the slot's memfd (zero copies here).
+    ExtImageCopy,
+    /// Wayland `zwlr_screencopy_manager_v1`: as above, wlroots compositors.
+    WlrScreencopy,
+    /// The xdg-desktop-portal ScreenCast session, frames through PipeWire.
+    Portal,
 }
 
 impl Backend {
@@ -37,6 +44,9 @@ impl Backend {
         match self {
             Backend::Xshm => "xshm",
             Backend::XGetImage => "xgetimage",
+            Backend::ExtImageCopy => "ext-image-copy",
+            Backend::WlrScreencopy => "wlr-screencopy",
+            Backend::Portal => "portal",
         }
     }
 }
@@ -50,22 +60,79 @@ impl std::fmt::Display for Backend {
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum BackendChoice {
-    /// MIT-SHM when it works, else XGetImage (switching once, with the reason).
+    /// Wayland when `$WAYLAND_DISPLAY` is set, else X11; the best backend
+    /// the server offers (see `grabber`).
     #[default]
     Auto,
-    /// MIT-SHM or an error.
+    /// X11, MIT-SHM when it works, else XGetImage.
+    X11,
+    /// X11 MIT-SHM or an error.
     Xshm,
-    /// Always XGetImage.
+    /// X11, always XGetImage.
     XGetImage,
+    /// Wayland: ext-image-copy, else wlr-screencopy, else the portal.
+    Wayland,
+    /// Wayland `ext-image-copy-capture-v1` or an error.
+    ExtImageCopy,
+    /// Wayland `zwlr_screencopy_manager_v1` or an error.
+    WlrScreencopy,
+    /// The ScreenCast portal (PipeWire) or an error.
+    Portal,
+}
+
+impl BackendChoice {
+    /// The name users write (`backend="..."`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Auto => "auto",
+            BackendChoice::X11 => "x11",
+            BackendChoice::Xshm => "xshm",
+            BackendChoice::XGetImage => "xgetimage",
+            BackendChoice::Wayland => "wayland",
+            BackendChoice::ExtImageCopy => "ext-image-copy",
+            BackendChoice::WlrScreencopy => "wlr-screencopy",
+            BackendChoice::Portal => "portal",
+        }
+    }
+
+    /// An X11-only choice.
+    pub fn is_x11(self) -> bool {
+        matches!(
+            self,
+            BackendChoice::X11 | BackendChoice::Xshm | BackendChoice::XGetImage
+        )
+    }
+
+    /// A Wayland-only choice.
+    pub fn is_wayland(self) -> bool {
+        matches!(
+            self,
+            BackendChoice::Wayland
+                | BackendChoice::ExtImageCopy
+                | BackendChoice::WlrScreencopy
+                | BackendChoice::Portal
+        )
+    }
+}
+
+impl std::fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl std::str::FromStr for BackendChoice {
     type Err = CaptureError;
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "auto" => Ok(BackendChoice::Auto),
+            "x11" | "x" => Ok(BackendChoice::X11),
             "xshm" | "xshmgetimage" | "shm" => Ok(BackendChoice::Xshm),
             "xgetimage" | "getimage" => Ok(BackendChoice::XGetImage),
+            "wayland" => Ok(BackendChoice::Wayland),
+            "ext-image-copy" | "ext-image-copy-capture" => Ok(BackendChoice::ExtImageCopy),
+            "wlr-screencopy" | "screencopy" | "wlr" => Ok(BackendChoice::WlrScreencopy),
+            "portal" | "pipewire" | "screencast" => Ok(BackendChoice::Portal),
             _ => Err(CaptureError::UnknownBackend(s.to_owned())),
         }
     }

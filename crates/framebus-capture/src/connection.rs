@@ -80,29 +80,21 @@ impl XConn {
     }
 }
 
-/// The X display a grabber for `display` connects to: `display` itself when
-/// given (and not empty), else `$DISPLAY`. With neither, the error
-/// ([`CaptureError::NoDisplay`]) names `$DISPLAY`, and says that Wayland is not
-/// supported yet when `$WAYLAND_DISPLAY` is set.
-pub fn resolve_display(display: Option<&str>) -> Result<String> {
-    let var = |k| std::env::var(k).ok();
-    display_name(display, var("DISPLAY"), var("WAYLAND_DISPLAY"))
+/// The X display a connection for `display` goes to: `display` itself when
+/// given (and not empty), else `$DISPLAY`; with neither,
+/// [`CaptureError::NoDisplay`] naming both variables.
+pub(crate) fn resolve_display(display: Option<&str>) -> Result<String> {
+    match crate::grabber::resolve_target(display, crate::BackendChoice::X11)? {
+        crate::DisplayTarget::X11(name) => Ok(name),
+        crate::DisplayTarget::Wayland(name) => Err(CaptureError::BadArgument(format!(
+            "display {name:?} is a Wayland socket, not an X display (X names contain ':')"
+        ))),
+    }
 }
 
-/// [`resolve_display`] over given environment values (tests cannot change
-/// the environment of a multi-threaded test binary safely).
-fn display_name(
-    display: Option<&str>,
-    display_env: Option<String>,
-    wayland_env: Option<String>,
-) -> Result<String> {
-    let non_empty = |s: Option<String>| s.filter(|s| !s.is_empty());
-    match display.filter(|d| !d.is_empty()) {
-        Some(d) => Ok(d.to_owned()),
-        None => non_empty(display_env).ok_or(CaptureError::NoDisplay {
-            wayland_display: non_empty(wayland_env),
-        }),
-    }
+/// An environment variable's value, None when unset or empty.
+pub(crate) fn non_empty_env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|s| !s.is_empty())
 }
 
 /// The connection's socket family: anything but AF_UNIX is remote for fd passing.
@@ -154,39 +146,4 @@ fn check_visual(setup: &xproto::Setup, screen: &xproto::Screen) -> std::result::
         ));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_display_is_the_argument_then_dollar_display_else_a_clear_error() {
-        let env = |s: &str| Some(s.to_owned());
-        assert_eq!(display_name(Some(":3"), env(":0"), None).unwrap(), ":3");
-        assert_eq!(display_name(None, env(":0"), None).unwrap(), ":0");
-        assert_eq!(display_name(Some(""), env(":1"), None).unwrap(), ":1");
-        for display_env in [None, env("")] {
-            let e = display_name(None, display_env, None).unwrap_err();
-            assert!(matches!(e, CaptureError::NoDisplay { .. }), "{e}");
-            let msg = e.to_string();
-            assert!(msg.contains("$DISPLAY is not set"), "{msg}");
-            assert!(!msg.contains("WAYLAND"), "{msg}");
-        }
-        let msg = display_name(None, None, env("wayland-0"))
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("$DISPLAY is not set"), "{msg}");
-        assert!(
-            msg.contains(
-                "$WAYLAND_DISPLAY=\"wayland-0\" is set, but Wayland capture is not supported yet"
-            ),
-            "{msg}"
-        );
-        // Wayland with XWayland: $DISPLAY wins, no error.
-        assert_eq!(
-            display_name(None, env(":0"), env("wayland-0")).unwrap(),
-            ":0"
-        );
-    }
 }

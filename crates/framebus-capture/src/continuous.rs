@@ -565,21 +565,27 @@ fn run(
                 next_due = now; // fell behind: restart the schedule, no burst
             }
         }
-        if on_change && !grabber.changed_since_last(Some(region))? {
-            shared.lock().stats.unchanged += 1;
-            if period.is_none() {
-                grabber.wait_for_events(ON_CHANGE_WAIT)?;
-            }
-            continue;
-        }
         hook(grabber)?;
-        let frame = match grabber.grab_with(
-            Some(region),
-            cfg.cursor,
-            Some(&pool),
-            Some(Exhausted::Block(Some(Duration::from_millis(20)))),
-        ) {
-            Ok(f) => f,
+        let policy = Some(Exhausted::Block(Some(Duration::from_millis(20))));
+        let grabbed = if on_change {
+            // On demand: wait a little for a change (the loop re-checks stop);
+            // paced: only look, the next tick comes soon.
+            let wait = match period {
+                None => ON_CHANGE_WAIT,
+                Some(_) => Duration::ZERO,
+            };
+            grabber.grab_when_changed(region, cfg.cursor, Some(&pool), policy, wait)
+        } else {
+            grabber
+                .grab_with(Some(region), cfg.cursor, Some(&pool), policy)
+                .map(Some)
+        };
+        let frame = match grabbed {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                shared.lock().stats.unchanged += 1;
+                continue;
+            }
             Err(CaptureError::Core(CoreError::PoolExhausted { .. })) => {
                 // The consumer holds every slot of a bounded pool: release the
                 // oldest buffered frame, or wait a little for the consumer.

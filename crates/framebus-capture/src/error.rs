@@ -15,22 +15,39 @@ pub type Result<T, E = CaptureError> = std::result::Result<T, E>;
 /// Errors raised while connecting to the X server or grabbing.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    /// No display was named and `$DISPLAY` is unset or empty.
+    /// No display was named and the environment names none either.
     #[error(
-        "no X display to capture from: no display was given and $DISPLAY is not set; \
-         pass a display such as \":0\" or set $DISPLAY{}",
-        match .wayland_display {
-            Some(w) => format!(
-                " ($WAYLAND_DISPLAY={w:?} is set, but Wayland capture is not supported \
-                 yet: run the program under XWayland and set $DISPLAY)"
+        "no display to capture from: no display was given{}; {}",
+        match (.wayland_display, .display) {
+            (None, None) => " and neither $WAYLAND_DISPLAY nor $DISPLAY is set".to_owned(),
+            (w, d) => format!(
+                ", $WAYLAND_DISPLAY is {} and $DISPLAY is {}",
+                w.as_deref().map_or("not set".to_owned(), |v| format!("{v:?}")),
+                d.as_deref().map_or("not set".to_owned(), |v| format!("{v:?}"))
             ),
-            None => String::new(),
+        },
+        match .backend {
+            crate::BackendChoice::Auto => "pass display= (a Wayland socket such as \"wayland-1\", \
+                or an X display such as \":0\") or set $WAYLAND_DISPLAY or $DISPLAY".to_owned(),
+            b if b.is_x11() => format!("backend {b} needs an X display: pass one such as \":0\" or set $DISPLAY"),
+            b => format!("backend {b} needs a Wayland socket: pass one such as \"wayland-1\" or set $WAYLAND_DISPLAY"),
         }
     )]
     NoDisplay {
-        /// `$WAYLAND_DISPLAY`, when it is set: the session is Wayland.
+        /// `$WAYLAND_DISPLAY`, when set.
         wayland_display: Option<String>,
+        /// `$DISPLAY`, when set.
+        display: Option<String>,
+        /// What was asked for.
+        backend: crate::BackendChoice,
     },
+    /// No backend could capture from this display: each one tried, and why.
+    #[error("no capture backend works on {display:?}: {tried}")]
+    NoBackend { display: String, tried: String },
+    /// A Wayland request failed, the compositor refused a capture, or the
+    /// connection broke (the compositor went away).
+    #[error("Wayland {op} failed: {detail}")]
+    Wayland { op: &'static str, detail: String },
     /// The display could not be opened.
     #[error("cannot open X display {display:?}: {reason}")]
     Connect { display: String, reason: String },
@@ -56,7 +73,7 @@ pub enum CaptureError {
     #[error("{0}")]
     BadArgument(String),
     /// A backend name that is not known.
-    #[error("unknown capture backend {0:?}; expected one of auto, xshm, xgetimage")]
+    #[error("unknown capture backend {0:?}; expected one of auto, x11, xshm, xgetimage, wayland, ext-image-copy, wlr-screencopy, portal")]
     UnknownBackend(String),
     /// The requested backend cannot run on this display.
     #[error("capture backend {backend} is not available: {reason}")]

@@ -1,119 +1,183 @@
-//! `Grabber`: one X connection that grabs regions into pool slots.
+//! `Grabber`: the one public capture handle, on any display server.
 //!
-//! Ties the modules together: validates the region against the current
-//! screen (`monitors`), leases a slot sized to the region from the caller's
-//! pool, fills it with the active backend (`backend`), optionally blends the
-//! cursor in (`cursor`), and returns a read-only BGRA [`Frame`] stamped with
-//! the capture time (`CLOCK_MONOTONIC` ns, taken just before the request is
-//! sent) and a per-grabber sequence number.
+//! Picks a [`Source`] once, when it opens, and forwards to it:
 //!
-//! With damage tracking on ([`Grabber::track_damage`], see `damage`), each
-//! frame's changed rectangles are kept ([`Grabber::last_damage`]) and, when
-//! incremental, a reused slot is refreshed by copying only the rows that
-//! changed since its pixels were grabbed. This module owns the one event
-//! loop (`pump`): RandR events go to `monitors`, DamageNotify to `damage`.
+//! ```text
+//!  display given ─ contains ':' ─▶ X11 ("host:N.S")    otherwise ─▶ Wayland socket
+//!  display None  ─ backend names a platform ─▶ that platform's variable
+//!                └ auto: $WAYLAND_DISPLAY ─▶ Wayland, else $DISPLAY ─▶ X11,
+//!                        else an error naming both
+//!  Wayland: ext-image-copy, then wlr-screencopy (the first the compositor
+//!           advertises), then the ScreenCast portal; under auto, X11 last
+//!           when $DISPLAY is set too (XWayland)
+//!  X11:     MIT-SHM, else XGetImage (see `x11`)
+//! ```
 //!
-//! Backend switching happens here, once: `Auto` starts on MIT-SHM when the
-//! server offers it on a local socket, and moves to XGetImage for good the
-//! first time the SHM machinery itself fails, recording why. A bad region is
-//! checked before any X request and never causes a switch.
+//! `backend()` and `backend_reason()` say what was chosen and why; when
+//! nothing works the error names every backend tried and why each failed.
 
-use crate::backend::{self, Backend, BackendChoice, ShmFailure};
-use crate::connection::XConn;
-use crate::cursor::{self, CursorSource};
-use crate::damage::{self, DamageTracker, Rect};
-use crate::monitors::{Monitor, ScreenState};
-use crate::shm::{self, SegmentCache};
-use crate::{CaptureError, Region, Result, Target};
-use framebus_core::{Exhausted, Frame, FrameLayout, FramePool, PixelFormat};
+use crate::connection::non_empty_env;
+use crate::source::Source;
+use crate::x11::X11Source;
+use crate::{Backend, BackendChoice, CaptureError, Monitor, Region, Result, Target};
+use framebus_core::{Exhausted, Frame, FramePool};
 use std::time::Duration;
-use x11rb::connection::Connection;
-use x11rb::protocol::xproto::ConnectionExt as _;
 
-/// A connection to one X display that grabs into pool slots. Not `Sync`: use
+/// Where a grabber connects: an X display or a Wayland socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisplayTarget {
+    /// An X display name (`[host]:N[.S]`).
+    X11(String),
+    /// A Wayland socket: a name under `$XDG_RUNTIME_DIR` or an absolute path.
+    Wayland(String),
+}
+
+impl DisplayTarget {
+    /// The name as given.
+    pub fn name(&self) -> &str {
+        match self {
+            DisplayTarget::X11(n) | DisplayTarget::Wayland(n) => n,
+        }
+    }
+
+    /// Classify a display name: X display names always contain ':'
+    /// (`:0`, `host:1.0`), Wayland socket names and paths never need one.
+    pub fn parse(name: &str) -> DisplayTarget {
+        if name.contains(':') {
+            DisplayTarget::X11(name.to_owned())
+        } else {
+            DisplayTarget::Wayland(name.to_owned())
+        }
+    }
+}
+
+/// Which display server `display` (None = the environment) and `choice`
+/// mean. Neither a display nor the variable the choice needs is
+/// [`CaptureError::NoDisplay`], naming both variables.
+pub fn resolve_target(display: Option<&str>, choice: BackendChoice) -> Result<DisplayTarget> {
+    resolve_target_from(
+        display,
+        choice,
+        non_empty_env("WAYLAND_DISPLAY"),
+        non_empty_env("DISPLAY"),
+    )
+}
+
+/// [`resolve_target`] over given environment values (for tests).
+pub(crate) fn resolve_target_from(
+    display: Option<&str>,
+    choice: BackendChoice,
+    wayland_env: Option<String>,
+    display_env: Option<String>,
+) -> Result<DisplayTarget> {
+    let no_display = || CaptureError::NoDisplay {
+        wayland_display: wayland_env.clone(),
+        display: display_env.clone(),
+        backend: choice,
+    };
+    if let Some(name) = display.filter(|d| !d.is_empty()) {
+        let target = DisplayTarget::parse(name);
+        return match (&target, choice.is_x11(), choice.is_wayland()) {
+            (DisplayTarget::X11(_), false, true) | (DisplayTarget::Wayland(_), true, false) => {
+                Err(CaptureError::BadArgument(format!(
+                    "display {name:?} is {} but backend {choice} is for {}",
+                    match target {
+                        DisplayTarget::X11(_) => "an X display (it contains ':')",
+                        DisplayTarget::Wayland(_) => "a Wayland socket (it has no ':')",
+                    },
+                    if choice.is_x11() { "X11" } else { "Wayland" }
+                )))
+            }
+            _ => Ok(target),
+        };
+    }
+    if choice == BackendChoice::Portal {
+        // The portal is reached over D-Bus; the socket only names the session.
+        return Ok(DisplayTarget::Wayland(
+            wayland_env.clone().unwrap_or_else(|| "portal".to_owned()),
+        ));
+    }
+    let wayland = || wayland_env.clone().map(DisplayTarget::Wayland);
+    let x11 = || display_env.clone().map(DisplayTarget::X11);
+    let found = if choice.is_x11() {
+        x11()
+    } else if choice.is_wayland() {
+        wayland()
+    } else {
+        wayland().or_else(x11)
+    };
+    found.ok_or_else(no_display)
+}
+
+/// A connection to one display that grabs into pool slots. Not `Sync`: use
 /// one per thread, or a mutex (the Python bindings do).
 pub struct Grabber {
-    xc: XConn,
-    screen: ScreenState,
-    choice: BackendChoice,
-    backend: Backend,
-    backend_reason: Option<String>,
-    segments: SegmentCache,
-    /// A grab through SHM has succeeded: later SHM errors are real errors.
-    shm_proven: bool,
-    cursor: CursorSource,
-    pool: FramePool,
-    seq: u64,
-    /// XDamage subscription and history (None: damage not tracked).
-    damage: Option<DamageTracker>,
-    /// The changed rectangles of the last frame (frame coordinates).
-    last_damage: Option<Vec<Region>>,
-    /// Grabs that copied only changed rows / the whole region (stats, tests).
-    partial_grabs: u64,
-    full_grabs: u64,
+    source: Box<dyn Source>,
 }
 
 impl Grabber {
-    /// Connect to `display` (None = `$DISPLAY`). Frames come from `pool`
-    /// unless a grab names another one.
+    /// Connect to `display` (None = the environment, see [`resolve_target`])
+    /// with the backend `choice`. Frames come from `pool` unless a grab names
+    /// another one.
     pub fn open(display: Option<&str>, choice: BackendChoice, pool: FramePool) -> Result<Grabber> {
-        let xc = XConn::open(display)?;
-        let screen = ScreenState::new(&xc)?;
-        let (backend, backend_reason) = match choice {
-            BackendChoice::XGetImage => (
-                Backend::XGetImage,
-                Some("xgetimage was requested".to_owned()),
-            ),
-            BackendChoice::Xshm | BackendChoice::Auto => match shm::check_available(&xc) {
-                Ok(()) => (Backend::Xshm, None),
-                Err(reason) if choice == BackendChoice::Auto => (Backend::XGetImage, Some(reason)),
-                Err(reason) => {
-                    return Err(CaptureError::BackendUnavailable {
-                        backend: "xshm",
-                        reason,
-                    })
+        let target = resolve_target(display, choice)?;
+        let mut tried: Vec<(&'static str, String)> = Vec::new();
+        if let DisplayTarget::Wayland(socket) = &target {
+            match crate::wayland::open(socket, choice, pool.clone(), &mut tried) {
+                Ok(source) => return Ok(Grabber { source }),
+                Err(e) if tried.is_empty() => return Err(e),
+                Err(_) => {}
+            }
+            // Under auto, an XWayland display is the last resort.
+            let x_display = non_empty_env("DISPLAY");
+            if let (BackendChoice::Auto, Some(x)) = (choice, x_display) {
+                match X11Source::open(Some(&x), BackendChoice::Auto, pool) {
+                    Ok(mut source) => {
+                        source.set_reason(format!(
+                            "no Wayland backend works on {socket:?} ({}); capturing \
+                             XWayland display {x:?}, which shows X clients only",
+                            describe_tried(&tried)
+                        ));
+                        return Ok(Grabber {
+                            source: Box::new(source),
+                        });
+                    }
+                    Err(e) => tried.push(("x11", e.to_string())),
                 }
-            },
+            }
+            return Err(CaptureError::NoBackend {
+                display: socket.clone(),
+                tried: describe_tried(&tried),
+            });
+        }
+        let x_choice = match choice {
+            BackendChoice::X11 => BackendChoice::Auto,
+            c => c,
         };
+        let source = X11Source::open(Some(target.name()), x_choice, pool)?;
         Ok(Grabber {
-            xc,
-            screen,
-            choice,
-            backend,
-            backend_reason,
-            segments: SegmentCache::default(),
-            shm_proven: false,
-            cursor: CursorSource::default(),
-            pool,
-            seq: 0,
-            damage: None,
-            last_damage: None,
-            partial_grabs: 0,
-            full_grabs: 0,
+            source: Box::new(source),
         })
     }
 
-    /// Subscribe to XDamage: from now on every frame's changed rectangles
-    /// are kept ([`Grabber::last_damage`]); with `incremental`, a grab into
-    /// a slot this grabber filled before copies only the rows changed since
-    /// (see the `damage` module). Calling it again switches `incremental`.
-    /// [`CaptureError::BackendUnavailable`] when the server has no DAMAGE 1.1.
+    /// Start keeping each frame's changed rectangles
+    /// ([`Grabber::last_damage`]); with `incremental`, a grab into a slot
+    /// this grabber filled before refreshes only what changed since (X11:
+    /// XDamage row bands; ext-image-copy: buffer damage). Calling it again
+    /// switches `incremental`. [`CaptureError::BackendUnavailable`] where the
+    /// server cannot report damage.
     pub fn track_damage(&mut self, incremental: bool) -> Result<()> {
-        match &mut self.damage {
-            Some(d) => d.incremental = incremental,
-            None => self.damage = Some(DamageTracker::new(&self.xc, incremental)?),
-        }
-        Ok(())
+        self.source.track_damage(incremental)
     }
 
     /// True once [`Grabber::track_damage`] succeeded.
     pub fn tracks_damage(&self) -> bool {
-        self.damage.is_some()
+        self.source.tracks_damage()
     }
 
     /// True while grabs copy only what changed.
     pub fn is_incremental(&self) -> bool {
-        self.damage.as_ref().is_some_and(|d| d.incremental)
+        self.source.is_incremental()
     }
 
     /// The rectangles (frame coordinates) that changed between the previous
@@ -121,109 +185,85 @@ impl Grabber {
     /// differ (the whole frame for the first frame, after a screen change, or
     /// when the region changed). None unless damage is tracked.
     pub fn last_damage(&self) -> Option<&[Region]> {
-        self.last_damage.as_deref()
+        self.source.last_damage()
     }
 
     /// (partial, full) grabs since the grabber opened, counted while damage is
     /// tracked: a partial grab copied only the rows that changed.
     pub fn grab_counts(&self) -> (u64, u64) {
-        (self.partial_grabs, self.full_grabs)
+        self.source.grab_counts()
     }
 
     /// Slots whose pixels the damage tracker vouches for (tests).
     #[doc(hidden)]
     pub fn tracked_slots(&self) -> usize {
-        self.damage.as_ref().map_or(0, DamageTracker::tracked_slots)
+        self.source.tracked_slots()
     }
 
     /// True when the events read so far show a change inside `region` (None
-    /// = the screen) since the last frame, or when nothing can be known (no
-    /// tracking, no previous frame of this region). Reads pending events.
+    /// = the screen) since the last frame, or when nothing can be known.
     pub fn changed_since_last(&mut self, region: Option<Region>) -> Result<bool> {
-        self.pump()?;
-        let (w, h) = self.screen.size(&self.xc)?;
-        let region = region.unwrap_or(Region::new(0, 0, w, h));
-        Ok(self
-            .damage
-            .as_ref()
-            .is_none_or(|d| d.changed_since_last(region)))
+        self.source.changed_since_last(region)
     }
 
-    /// Wait up to `timeout` for the X server to send anything (an event), so
+    /// Wait up to `timeout` for the server to send anything (an event), so
     /// a capture that only wants changes need not spin.
     pub fn wait_for_events(&mut self, timeout: Duration) -> Result<()> {
-        use rustix::event::{poll, PollFd, PollFlags};
-        use rustix::fd::AsFd;
-        self.pump()?;
-        let stream = self.xc.conn.stream();
-        let fd = stream.as_fd();
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        let ns = timeout.as_nanos().min(i64::MAX as u128) as i64;
-        let ts = rustix::event::Timespec {
-            tv_sec: ns / 1_000_000_000,
-            tv_nsec: ns % 1_000_000_000,
-        };
-        // A failed or interrupted poll only ends the wait early.
-        let _ = poll(&mut fds, Some(&ts));
-        self.pump()
+        self.source.wait_for_events(timeout)
     }
 
-    /// Drain the event queue (a local, non-blocking read): RandR events to
-    /// the screen state, DamageNotify to the tracker. Errors of unchecked
-    /// requests (`ShmDetach`, `DamageSubtract`) are dropped here.
-    fn pump(&mut self) -> Result<()> {
-        while let Some(ev) = self
-            .xc
-            .conn
-            .poll_for_event()
-            .map_err(|e| CaptureError::x("reading events", e))?
-        {
-            self.screen.on_event(&ev);
-            if let Some(d) = &mut self.damage {
-                d.on_event(&ev);
-            }
-        }
-        Ok(())
+    /// Wait up to `timeout` for `region` to change and grab it then; None
+    /// when nothing changed in time (continuous capture with `on_change`).
+    pub fn grab_when_changed(
+        &mut self,
+        region: Region,
+        with_cursor: bool,
+        pool: Option<&FramePool>,
+        policy: Option<Exhausted>,
+        timeout: Duration,
+    ) -> Result<Option<Frame>> {
+        self.source
+            .grab_when_changed(region, with_cursor, pool, policy, timeout)
     }
 
     /// The backend in use now.
     pub fn backend(&self) -> Backend {
-        self.backend
+        self.source.backend()
     }
 
-    /// Why the backend is not MIT-SHM (None while it is).
+    /// Why this backend was chosen over a preferred one (None when it is
+    /// the first choice).
     pub fn backend_reason(&self) -> Option<&str> {
-        self.backend_reason.as_deref()
+        self.source.backend_reason()
     }
 
-    /// The display name this grabber connected to.
+    /// The display (X name or Wayland socket) this grabber connected to.
     pub fn display(&self) -> &str {
-        &self.xc.display
+        self.source.display()
     }
 
     /// The pool frames come from by default.
     pub fn pool(&self) -> &FramePool {
-        &self.pool
+        self.source.pool()
     }
 
-    /// MIT-SHM segments attached right now (one per live slot grabbed into).
+    /// Server-side resources attached to slots right now (MIT-SHM segments,
+    /// wl_shm pools): one per live slot grabbed into.
     pub fn attached_segments(&self) -> usize {
-        self.segments.len()
+        self.source.attached_segments()
     }
 
-    /// The screen size now (follows RandR resizes).
+    /// The size of the whole desktop now (follows resizes, outputs added).
     pub fn screen_size(&mut self) -> Result<(u32, u32)> {
-        self.pump()?;
-        self.screen.size(&self.xc)
+        self.source.screen_size()
     }
 
-    /// Monitors now: index 0 = the whole screen, then each RandR monitor.
+    /// Monitors now: index 0 = the whole desktop, then each monitor.
     pub fn monitors(&mut self) -> Result<Vec<Monitor>> {
-        self.pump()?;
-        self.screen.monitors(&self.xc)
+        self.source.monitors()
     }
 
-    /// The region of monitor `index` (0 = whole screen).
+    /// The region of monitor `index` (0 = whole desktop).
     pub fn monitor_region(&mut self, index: usize) -> Result<Region> {
         let monitors = self.monitors()?;
         monitors
@@ -235,15 +275,15 @@ impl Grabber {
             })
     }
 
-    /// Grab `region` (None = whole screen) into a slot of `pool` (None = this
-    /// grabber's pool), blending the cursor in when `with_cursor`.
+    /// Grab `region` (None = whole desktop) into a slot of `pool` (None =
+    /// this grabber's pool), blending the cursor in when `with_cursor`.
     pub fn grab(
         &mut self,
         region: Option<Region>,
         with_cursor: bool,
         pool: Option<&FramePool>,
     ) -> Result<Frame> {
-        self.grab_with(region, with_cursor, pool, None)
+        self.source.grab_with(region, with_cursor, pool, None)
     }
 
     /// Grab a [`Target`] (the screen, monitor `i` as it is now, or a rectangle).
@@ -266,224 +306,81 @@ impl Grabber {
         pool: Option<&FramePool>,
         policy: Option<Exhausted>,
     ) -> Result<Frame> {
-        self.pump()?;
-        let (w, h) = self.screen.size(&self.xc)?;
-        let region = region.unwrap_or(Region::new(0, 0, w, h));
-        // Inside a screen whose size X reports in 16 bits, so the region also
-        // fits the requests' 16-bit fields.
-        region.check_inside(w, h)?;
-        let layout = FrameLayout::new(
-            region.width as usize,
-            region.height as usize,
-            PixelFormat::Bgra,
-            None,
-        )?;
-        let own_pool = pool.is_none_or(|p| p.same_pool(&self.pool));
-        let pool = pool.unwrap_or(&self.pool).clone();
-        let before = self.damage.as_ref().map(|_| pool.stats().acquires);
-        let mut lease = match policy {
-            Some(p) => pool.acquire_with(layout.byte_len(), p)?,
-            None => pool.acquire(layout.byte_len())?,
-        };
-        // Only slots of our own pool that nobody else acquired from in
-        // between still hold what we grabbed into them.
-        let trusted = match (&mut self.damage, before) {
-            (Some(d), Some(before)) if own_pool => d.check_pool(before, pool.stats().acquires),
-            _ => false,
-        };
-        self.segments.sweep(&self.xc)?;
-        self.pump()?;
-        let timestamp = framebus_core::monotonic_ns();
-        let full = [(0, region.height)];
-        let mut plan = match &mut self.damage {
-            Some(d) if d.incremental && trusted => {
-                d.plan(lease.slot_id(), &lease.slot_liveness(), region)
-            }
-            _ => None,
-        };
-        let partial = plan.is_some();
-        let mut rounds = 0;
-        loop {
-            rounds += 1;
-            if let Some(d) = &self.damage {
-                d.subtract(&self.xc)?;
-            }
-            let bands = plan.clone().unwrap_or(full.to_vec());
-            let result = if bands.is_empty() {
-                self.sync()
-            } else {
-                self.fill(&mut lease, region, &bands)
-            };
-            if let Err(e) = result {
-                // The screen may have shrunk between the size check and the grab:
-                // name the bounds rather than a bare X error. (The server queues its
-                // ScreenChangeNotify before our error, so `size` sees the change.)
-                self.pump()?;
-                let (w, h) = self.screen.size(&self.xc)?;
-                region.check_inside(w, h)?;
-                return Err(e);
-            }
-            let Some(d) = &mut self.damage else { break };
-            d.end_epoch();
-            self.pump()?;
-            let Some(d) = &mut self.damage else { break };
-            // Changes read with the reply, outside the rows just copied, may
-            // predate the copy: copy them too (a full round always ends it).
-            match d.late(region, &bands) {
-                None => break,
-                Some(_) if rounds >= damage::MAX_ROUNDS => plan = None,
-                Some(late) => plan = Some(late),
-            }
-        }
-        let mut cursor_rect = None;
-        if with_cursor {
-            let image = self.cursor.image(&self.xc)?;
-            let dst = lease.get_mut().ok_or_else(|| CaptureError::X {
-                op: "cursor",
-                detail: "the destination slot is shared or read-only".into(),
-            })?;
-            cursor::composite(&image, region, &mut dst[..layout.byte_len()]);
-            cursor_rect = Rect {
-                x0: image.left,
-                y0: image.top,
-                x1: image.left + image.width as i32,
-                y1: image.top + image.height as i32,
-            }
-            .in_frame(region);
-        }
-        if let Some(d) = &mut self.damage {
-            if partial {
-                self.partial_grabs += 1;
-            } else {
-                self.full_grabs += 1;
-            }
-            let rects = d.record(
-                lease.slot_id(),
-                lease.slot_liveness(),
-                region,
-                cursor_rect,
-                own_pool,
-            );
-            self.last_damage = Some(rects);
-        }
-        self.seq += 1;
-        Ok(Frame::new(lease, layout)?
-            .with_meta(timestamp, self.seq)
-            .into_readonly())
-    }
-
-    /// One round trip (a grab that copies nothing still orders the events).
-    fn sync(&self) -> Result<()> {
-        self.xc
-            .conn
-            .get_input_focus()
-            .map_err(|e| CaptureError::x("GetInputFocus", e))?
-            .reply()
-            .map_err(|e| CaptureError::x("GetInputFocus", e))?;
-        Ok(())
-    }
-
-    fn fill(
-        &mut self,
-        lease: &mut framebus_core::Lease,
-        region: Region,
-        bands: &[(u32, u32)],
-    ) -> Result<()> {
-        if self.backend == Backend::Xshm {
-            match backend::grab_shm(
-                &self.xc,
-                &mut self.segments,
-                lease,
-                region,
-                bands,
-                self.shm_proven,
-            ) {
-                Ok(()) => {
-                    self.shm_proven = true;
-                    return Ok(());
-                }
-                Err(ShmFailure::Other(e)) => return Err(e),
-                Err(ShmFailure::Unusable(reason)) => {
-                    if self.choice != BackendChoice::Auto {
-                        return Err(CaptureError::BackendUnavailable {
-                            backend: "xshm",
-                            reason,
-                        });
-                    }
-                    self.segments.clear(&self.xc);
-                    self.backend = Backend::XGetImage;
-                    self.backend_reason = Some(reason);
-                }
-            }
-        }
-        backend::grab_getimage(&self.xc, lease, region, bands)
+        self.source.grab_with(region, with_cursor, pool, policy)
     }
 }
 
-impl Drop for Grabber {
-    fn drop(&mut self) {
-        if let Some(d) = &self.damage {
-            d.destroy(&self.xc);
-        }
-        self.segments.clear(&self.xc);
-    }
+/// "name: reason; name: reason" for an error message.
+fn describe_tried(tried: &[(&'static str, String)]) -> String {
+    tried
+        .iter()
+        .map(|(name, why)| format!("{name}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::{Command, Stdio};
 
-    /// A private Xvfb (the server picks the display number: -displayfd), or None.
-    fn xvfb() -> Option<(std::process::Child, String)> {
-        use std::io::Read;
-        use std::os::fd::AsRawFd;
-        let (r, w) = rustix::pipe::pipe().ok()?;
-        let mut child = Command::new("Xvfb")
-            .args(["-displayfd", &w.as_raw_fd().to_string()])
-            .args(["-screen", "0", "64x48x24", "-noreset"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()?; // not installed: skip
-        drop(w);
-        let mut f = std::fs::File::from(r);
-        let mut num = String::new();
-        let mut byte = [0u8; 1];
-        while f.read(&mut byte).ok()? == 1 && byte[0] != b'\n' {
-            num.push(byte[0] as char);
-        }
-        if num.trim().is_empty() {
-            let _ = child.kill();
-            return None;
-        }
-        Some((child, format!(":{}", num.trim())))
+    fn s(v: &str) -> Option<String> {
+        Some(v.to_owned())
     }
 
     #[test]
-    fn a_failing_shm_get_image_switches_to_xgetimage_once_with_the_reason() {
-        let Some((mut server, display)) = xvfb() else {
-            eprintln!("Xvfb is not installed: skipping");
-            return;
-        };
-        let mut g =
-            Grabber::open(Some(&display), BackendChoice::Auto, FramePool::default()).expect("open");
-        let r = Region::new(0, 0, 16, 16);
-        let slot = g.grab(Some(r), false, None).unwrap().lease().slot_id();
-        // The slot is free again; the next grab reuses it with a bogus segment,
-        // as if the server refused SHM before any grab had succeeded.
-        g.segments.corrupt(slot);
-        g.shm_proven = false;
-        let f = g.grab(Some(r), false, None).unwrap();
-        assert_eq!(f.lease().slot_id(), slot);
-        assert_eq!(g.backend(), Backend::XGetImage);
-        let reason = g.backend_reason().unwrap().to_owned();
-        assert!(reason.starts_with("ShmGetImage failed: "), "{reason}");
-        assert_eq!(g.attached_segments(), 0, "segments detached on the switch");
-        // Switched once: later grabs stay on XGetImage with the same reason.
-        g.grab(Some(r), false, None).unwrap();
-        assert_eq!(g.backend_reason(), Some(reason.as_str()));
-        let _ = server.kill();
-        let _ = server.wait();
+    fn display_names_with_a_colon_are_x11_others_wayland() {
+        use DisplayTarget::*;
+        let r = |d, c| resolve_target_from(d, c, None, None);
+        assert_eq!(
+            r(Some(":1"), BackendChoice::Auto).unwrap(),
+            X11(":1".into())
+        );
+        assert_eq!(
+            r(Some("host:0.1"), BackendChoice::Auto).unwrap(),
+            X11("host:0.1".into())
+        );
+        assert_eq!(
+            r(Some("wayland-1"), BackendChoice::Auto).unwrap(),
+            Wayland("wayland-1".into())
+        );
+        assert_eq!(
+            r(Some("/run/user/1000/wayland-0"), BackendChoice::Auto).unwrap(),
+            Wayland("/run/user/1000/wayland-0".into())
+        );
+        let e = r(Some(":1"), BackendChoice::WlrScreencopy).unwrap_err();
+        assert!(e.to_string().contains("\":1\" is an X display"), "{e}");
+        let e = r(Some("wayland-1"), BackendChoice::Xshm).unwrap_err();
+        assert!(e.to_string().contains("is a Wayland socket"), "{e}");
+    }
+
+    #[test]
+    fn the_environment_prefers_wayland_and_names_both_variables_when_empty() {
+        use DisplayTarget::*;
+        let r = |c, w, x| resolve_target_from(None, c, w, x);
+        assert_eq!(
+            r(BackendChoice::Auto, s("wayland-1"), s(":0")).unwrap(),
+            Wayland("wayland-1".into())
+        );
+        assert_eq!(
+            r(BackendChoice::Auto, None, s(":0")).unwrap(),
+            X11(":0".into())
+        );
+        assert_eq!(
+            r(BackendChoice::Xshm, s("wayland-1"), s(":0")).unwrap(),
+            X11(":0".into())
+        );
+        assert_eq!(
+            r(BackendChoice::Wayland, s("wayland-1"), s(":0")).unwrap(),
+            Wayland("wayland-1".into())
+        );
+        let e = r(BackendChoice::Auto, None, None).unwrap_err().to_string();
+        assert!(
+            e.contains("$DISPLAY") && e.contains("$WAYLAND_DISPLAY"),
+            "{e}"
+        );
+        let e = r(BackendChoice::WlrScreencopy, None, s(":0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("$WAYLAND_DISPLAY"), "{e}");
     }
 }

@@ -32,16 +32,18 @@ mod monitors;
 mod region;
 mod shared;
 mod shm;
+mod source;
 #[doc(hidden)]
 pub mod testing;
+mod wayland;
+mod x11;
 
 pub use backend::{Backend, BackendChoice};
-pub use connection::resolve_display;
 pub use continuous::{
     Capture, CaptureConfig, CaptureStats, MAX_BUFFER, MAX_TARGET_FPS, MIN_TARGET_FPS,
 };
 pub use error::{CaptureError, Result};
-pub use grabber::Grabber;
+pub use grabber::{resolve_target, DisplayTarget, Grabber};
 pub use monitors::Monitor;
 pub use region::Region;
 pub use shared::{close_shared, grab_shared, SharedGrabber, Target};

@@ -30,8 +30,18 @@ pub struct Monitor {
     pub name: String,
     /// Name of the monitor's first output, if it has outputs.
     pub output: Option<String>,
-    /// RandR's primary flag (false at index 0).
+    /// RandR's primary flag (false at index 0; false on Wayland, which has none).
     pub primary: bool,
+    /// The compositor's description of the output (Wayland), e.g. the make
+    /// and model.
+    pub description: Option<String>,
+    /// The output's integer scale (`wl_output.scale`; 1 on X11).
+    pub scale: i32,
+    /// The output's `wl_output.transform` (0 = normal; 0 on X11).
+    pub transform: u32,
+    /// The size in physical pixels (the output's mode; on X11 the same as
+    /// width × height, which are root-window pixels).
+    pub physical: (u32, u32),
 }
 
 impl Monitor {
@@ -112,6 +122,10 @@ impl ScreenState {
             name: "all".into(),
             output: None,
             primary: false,
+            description: None,
+            scale: 1,
+            transform: 0,
+            physical: (w, h),
         }];
         if !self.randr_monitors {
             return Ok(out);
@@ -136,6 +150,10 @@ impl ScreenState {
                 name,
                 output,
                 primary: m.primary,
+                description: None,
+                scale: 1,
+                transform: 0,
+                physical: (m.width as u32, m.height as u32),
             });
         }
         Ok(out)

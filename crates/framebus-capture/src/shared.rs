@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  grab_shared(display, target, …) ──▶ PROCESS: SharedGrabber (Auto backend)
-//!     display: argument, else $DISPLAY (resolve_display: a clear error without either)
+//!     display: argument, else $WAYLAND_DISPLAY / $DISPLAY (resolve_target)
 //!     ├─ no grabber yet, or one for another display ─▶ Grabber::open
 //!     ├─ target.resolve (monitor index → its region now) ─▶ Grabber::grab
 //!     └─ X error (server gone, restarted…) ─▶ drop the connection; if it was an
@@ -13,7 +13,7 @@
 //! The policy lives here, not in the bindings, so `framebus.grab()` and any
 //! other front-end are one call. Depends on `grabber` and `connection`.
 
-use crate::connection::resolve_display;
+use crate::grabber::resolve_target;
 use crate::{BackendChoice, CaptureError, Grabber, Region, Result};
 use framebus_core::{Frame, FramePool};
 use std::sync::{Mutex, MutexGuard};
@@ -93,7 +93,7 @@ impl SharedGrabber {
         pool: Option<&FramePool>,
         default_pool: FramePool,
     ) -> Result<Frame> {
-        let name = resolve_display(display)?;
+        let name = resolve_target(display, self.choice)?.name().to_owned();
         let pool = pool.unwrap_or(&default_pool);
         let mut slot = self.lock();
         let reused = slot.as_ref().is_some_and(|g| g.display() == name);
@@ -113,10 +113,12 @@ impl SharedGrabber {
                 .resolve(g)
                 .and_then(|r| g.grab(r, cursor, Some(pool)));
             match result {
-                Err(CaptureError::X { .. }) if reused && attempt == 0 => {
+                Err(CaptureError::X { .. } | CaptureError::Wayland { .. })
+                    if reused && attempt == 0 =>
+                {
                     *slot = None; // maybe the server restarted: one fresh try
                 }
-                Err(e @ CaptureError::X { .. }) => {
+                Err(e @ (CaptureError::X { .. } | CaptureError::Wayland { .. })) => {
                     *slot = None; // reconnect on the next call
                     return Err(e);
                 }

@@ -213,12 +213,17 @@ fn monitors_to_py<'py>(py: Python<'py>, monitors: Vec<Monitor>) -> PyResult<Boun
         d.set_item("name", m.name)?;
         d.set_item("output", m.output)?;
         d.set_item("is_primary", m.primary)?;
+        d.set_item("description", m.description)?;
+        d.set_item("scale", m.scale)?;
+        d.set_item("transform", m.transform)?;
+        d.set_item("physical_width", m.physical.0)?;
+        d.set_item("physical_height", m.physical.1)?;
         list.append(d)?;
     }
     Ok(list)
 }
 
-/// A reusable connection to an X display that grabs into pool slots.
+/// A reusable connection to a display (X11 or Wayland) that grabs into pool slots.
 #[pyclass(name = "Grabber", module = "framebus", frozen)]
 pub struct PyGrabber {
     inner: Mutex<Option<Grabber>>,
@@ -246,7 +251,10 @@ impl PyGrabber {
 
 #[pymethods]
 impl PyGrabber {
-    /// `backend`: "auto" (MIT-SHM, else XGetImage), "xshm" or "xgetimage".
+    /// `display`: an X display when it contains ':' (":1"), else a Wayland
+    /// socket (a name under $XDG_RUNTIME_DIR or a path); None: $WAYLAND_DISPLAY,
+    /// else $DISPLAY. `backend`: "auto", "x11", "xshm", "xgetimage", "wayland",
+    /// "ext-image-copy", "wlr-screencopy" or "portal" (docs/capture.md).
     /// `incremental=True`: copy only what changed since the slot's pixels
     /// were grabbed (XDamage), and give each frame its `damage`; without
     /// `pool=` such a grabber gets a private pool (other writers of a shared
