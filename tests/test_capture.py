@@ -259,6 +259,11 @@ def test_monitors_from_randr_setmonitor_and_resize_without_reopening(xvfb_factor
         "name": "all",
         "output": None,
         "is_primary": False,
+        "description": None,
+        "scale": 1,
+        "transform": 0,
+        "physical_width": 800,
+        "physical_height": 600,
     }
     assert [m["name"] for m in mons[1:]] == ["screen"]
     r = x.run("xrandr", "--setmonitor", "LEFT", "400/100x600/100+0+0", "none")
