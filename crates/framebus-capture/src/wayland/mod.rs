@@ -18,6 +18,7 @@
 //! Coordinates: monitors report the compositor's logical layout
 //! (xdg-output); frames are in the output's physical (buffer) pixels.
 
+pub(crate) mod ext_copy;
 pub(crate) mod wlr_screencopy;
 
 use crate::source::Source;
