@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! framebus-wl-testcompositor --socket NAME|PATH [--no-default-output]
-//!                            [--output "NAME WxH X Y [SCALE]"]... [--format FMT[,FMT...]]
+//!                            [--output "NAME WxH X Y [SCALE [TRANSFORM]]"]...
+//!                            [--format FMT[,FMT...]]
 //! ```
 //! Prints `READY` once listening. Commands (one per line, each answered `OK ...` or
-//! `ERR reason`): `output NAME WxH X Y [SCALE]`, `remove NAME`,
+//! `ERR reason`): `output NAME WxH X Y [SCALE [TRANSFORM]]` (wl_output.transform 0-7),
+//! `remove NAME`,
 //! `fill NAME X Y W H RRGGBBAA`, `pattern NAME SEED`, `format FMT[,FMT...]` (exactly the shm
 //! formats sessions offer, in order; default `XRGB8888,ARGB8888`), `outputs`,
 //! `stats` (`OK bytes_written=N frames=N failed=N sessions=N`). Exits on SIGTERM, SIGINT or
@@ -65,7 +67,7 @@ fn parse_args() -> Result<Args, String> {
             "--output" => args.outputs.push(value("--output")?),
             "--format" => args.format = Some(value("--format")?),
             "-h" | "--help" => {
-                println!("usage: framebus-wl-testcompositor --socket NAME|PATH [--no-default-output] [--output \"NAME WxH X Y [SCALE]\"]... [--format FMT[,FMT...]]");
+                println!("usage: framebus-wl-testcompositor --socket NAME|PATH [--no-default-output] [--output \"NAME WxH X Y [SCALE [TRANSFORM]]\"]... [--format FMT[,FMT...]]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -117,7 +119,16 @@ fn run() -> Result<(), String> {
     dh.create_global::<State, ExtOutputImageCaptureSourceManagerV1, ()>(1, ());
     dh.create_global::<State, ExtImageCopyCaptureManagerV1, ()>(1, ());
     if args.default_output {
-        state.add_output(&dh, "HEADLESS-1", 1920, 1080, 0, 0, 1)?;
+        state.add_output(
+            &dh,
+            "HEADLESS-1",
+            1920,
+            1080,
+            0,
+            0,
+            1,
+            wayland_server::protocol::wl_output::Transform::Normal,
+        )?;
     }
     for o in &args.outputs {
         state

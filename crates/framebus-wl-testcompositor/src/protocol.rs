@@ -47,7 +47,7 @@ impl GlobalDispatch<WlOutput, u32> for State {
             wl_output::Subpixel::Unknown,
             "framebus".into(),
             "headless test output".into(),
-            wl_output::Transform::Normal,
+            o.transform,
         );
         wl.mode(
             wl_output::Mode::Current | wl_output::Mode::Preferred,

@@ -105,6 +105,9 @@ pub struct Output {
     pub x: i32,
     pub y: i32,
     pub scale: i32,
+    /// wl_output.transform: sent in geometry and as every frame's `transform`; odd values
+    /// swap the logical (xdg-output) width and height. The framebuffer stays in buffer pixels.
+    pub transform: wl_output::Transform,
     pub fb: Vec<u8>,
     pub seq: u64,
     pub damage_log: Vec<(u64, Rect)>,
@@ -115,10 +118,15 @@ pub struct Output {
 
 impl Output {
     pub fn logical_size(&self) -> (i32, i32) {
-        (
+        let (w, h) = (
             self.width as i32 / self.scale,
             self.height as i32 / self.scale,
-        )
+        );
+        if u32::from(self.transform) % 2 == 1 {
+            (h, w)
+        } else {
+            (w, h)
+        }
     }
 
     fn record(&mut self, rect: Rect) {
@@ -236,11 +244,20 @@ impl State {
                     .split_once('x')
                     .ok_or_else(|| format!("size is not WIDTHxHEIGHT: {size}"))?;
                 let (w, h) = (int(w)?, int(h)?);
-                let scale = match rest {
-                    [] => 1,
-                    [s] => int(s)?,
-                    _ => return Err("usage: output NAME WIDTHxHEIGHT X Y [scale]".into()),
+                let (scale, transform) = match rest {
+                    [] => (1, 0),
+                    [s] => (int(s)?, 0),
+                    [s, t] => (int(s)?, int(t)?),
+                    _ => {
+                        return Err(
+                            "usage: output NAME WIDTHxHEIGHT X Y [SCALE [TRANSFORM 0-7]]".into(),
+                        )
+                    }
                 };
+                let transform = u32::try_from(transform)
+                    .ok()
+                    .and_then(|t| wl_output::Transform::try_from(t).ok())
+                    .ok_or_else(|| format!("transform {transform} is not 0-7"))?;
                 if !(1..=16384).contains(&w)
                     || !(1..=16384).contains(&h)
                     || !(1..=8).contains(&scale)
@@ -259,6 +276,7 @@ impl State {
                     x as i32,
                     y as i32,
                     scale as i32,
+                    transform,
                 )?;
                 Ok(String::new())
             }
@@ -358,6 +376,7 @@ impl State {
         x: i32,
         y: i32,
         scale: i32,
+        transform: wl_output::Transform,
     ) -> Result<(), String> {
         if self.outputs.iter().any(|o| o.name == name) {
             return Err(format!("output {name} exists"));
@@ -377,6 +396,7 @@ impl State {
             x,
             y,
             scale,
+            transform,
             fb,
             seq: 0,
             damage_log: Vec::new(),
@@ -584,7 +604,7 @@ impl State {
             }
         };
         let (seq, changed_at) = (out.seq, out.changed_at);
-        f.resource.transform(wl_output::Transform::Normal);
+        f.resource.transform(out.transform);
         for r in &frame_damage {
             f.resource
                 .damage(r.x as i32, r.y as i32, r.w as i32, r.h as i32);

@@ -576,6 +576,67 @@ fn outputs_describe_themselves() {
     );
 }
 
+#[test]
+fn rotated_outputs_report_their_transform() {
+    let mut comp = Compositor::start(&["--no-default-output", "--output", "R 40x30 0 0 1 1"]);
+    assert_eq!(comp.cmd("outputs"), "OK R=40x30+0+0@1");
+    assert!(comp
+        .cmd("output X 4x4 0 0 1 9")
+        .starts_with("ERR transform 9"));
+    let mut conn = Conn::connect(&comp.socket);
+    let out = conn.output("R");
+    let session = conn.session(&out);
+    assert_eq!(
+        conn.state.size,
+        Some((40, 30)),
+        "buffer size stays in buffer pixels"
+    );
+    let buf = Buffer::new(&conn, 40, 30, wl_shm::Format::Xrgb8888);
+    let frame = conn.start_capture(&session, &buf.buffer, &[(0, 0, 40, 30)]);
+    while !conn.state.ready {
+        conn.queue.blocking_dispatch(&mut conn.state).unwrap();
+    }
+    assert_eq!(conn.state.transform, Some(wl_output::Transform::_90 as u32));
+    frame.destroy();
+}
+
+#[test]
+fn sigterm_and_stdin_eof_exit_cleanly() {
+    let mut comp = Compositor::start(&[]);
+    let socket = comp.socket.clone();
+    assert!(std::path::Path::new(&socket).exists());
+    let pid = rustix::process::Pid::from_child(&comp.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = comp.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !std::path::Path::new(&socket).exists(),
+        "the socket is removed"
+    );
+
+    // stdin closed: exits too.
+    let dir = std::env::temp_dir().join(format!("fb-wltc-eof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("wayland-eof");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_framebus-wl-testcompositor"))
+        .arg("--socket")
+        .arg(&socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "READY\n");
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ------------------------------------------------------------------ client dispatch
 
 impl Dispatch<wl_registry::WlRegistry, GlobalListContents> for Client {

@@ -475,3 +475,37 @@ fn a_compositor_killed_mid_capture_is_an_error_at_once() {
     assert!(src.grab_with(None, false, None, None).is_err());
     assert!(t0.elapsed() < Duration::from_secs(1));
 }
+
+#[test]
+fn rotated_outputs_are_refused_clearly() {
+    let Some(comp) = Comp::start(&[
+        "--no-default-output",
+        "--output",
+        "A 16x8 0 0",
+        "--output",
+        "R 40x30 16 0 1 1",
+    ]) else {
+        return;
+    };
+    let mut src = comp.source(FramePool::default());
+    let mons = src.monitors().unwrap();
+    assert_eq!(
+        mons[2].region(),
+        Region::new(16, 0, 30, 40),
+        "logical size is turned"
+    );
+    let err = src
+        .grab_with(Some(mons[2].region()), false, None, None)
+        .unwrap_err();
+    assert!(
+        matches!(err, CaptureError::BackendUnavailable { .. })
+            && err.to_string().contains("transform 1"),
+        "{err}"
+    );
+    // The other output is unaffected.
+    check(
+        &src.grab_with(Some(mons[1].region()), false, None, None)
+            .unwrap(),
+        |_, _| BLACK,
+    );
+}
