@@ -343,6 +343,16 @@ impl State {
                 }
                 Ok(String::new())
             }
+            ["freeze", ms] => {
+                // A compositor that stops answering (tests of client timeouts): the whole
+                // loop sleeps, then replies.
+                let ms = int(ms)?;
+                if !(0..=60_000).contains(&ms) {
+                    return Err(format!("freeze takes 0-60000 ms, not {ms}"));
+                }
+                std::thread::sleep(Duration::from_millis(ms as u64));
+                Ok(String::new())
+            }
             ["stats"] => Ok(format!(
                 "bytes_written={} frames={} failed={} sessions={}",
                 self.bytes_written,

@@ -47,8 +47,10 @@ use crate::source::Source;
 use crate::{Backend, CaptureError, Monitor, Region, Result};
 use framebus_core::{Exhausted, Frame, FrameLayout, FramePool, Lease, PixelFormat};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use wayland_client::protocol::wl_callback;
 use wayland_client::{Connection, Dispatch, QueueHandle, WEnum};
 use wayland_protocols::ext::image_capture_source::v1::client::{
     ext_image_capture_source_v1 as source_v1,
@@ -797,15 +799,40 @@ impl ExtCopySource {
         )
     }
 
+    /// A round trip bounded by [`FRAME_TIMEOUT`] (a compositor that stopped answering is an
+    /// error, not a hang).
+    fn roundtrip(&mut self) -> Result<()> {
+        use wayland_client::Proxy;
+        let done = Arc::new(AtomicBool::new(false));
+        let backend = self
+            .wl
+            .globals
+            .registry()
+            .backend()
+            .upgrade()
+            .ok_or_else(|| wl_err("round trip", "the connection to the compositor is gone"))?;
+        Connection::from_backend(backend)
+            .display()
+            .sync(&self.wl.qh, SyncDone(done.clone()));
+        if self
+            .wl
+            .wait_until(FRAME_TIMEOUT, |_: &WlState| done.load(Ordering::Acquire))?
+        {
+            Ok(())
+        } else {
+            Err(self.stuck("waiting for a round trip"))
+        }
+    }
+
     /// A round trip, and another while a new output has not described itself yet (its
     /// global arrives in one, its description after binding it, in the next).
     fn sync_outputs(&mut self) -> Result<()> {
-        self.wl.roundtrip()?;
+        self.roundtrip()?;
         for _ in 0..2 {
             if self.wl.state.outputs.iter().all(|o| o.done) {
                 break;
             }
-            self.wl.roundtrip()?;
+            self.roundtrip()?;
         }
         Ok(())
     }
@@ -1135,6 +1162,24 @@ impl Drop for ExtCopySource {
         self.manager.destroy();
         self.sources.destroy();
         let _ = self.wl.queue.flush();
+    }
+}
+
+/// The user data of a `wl_display.sync` callback: set when it is done.
+pub(crate) struct SyncDone(Arc<AtomicBool>);
+
+impl Dispatch<wl_callback::WlCallback, SyncDone> for WlState {
+    fn event(
+        _: &mut Self,
+        _: &wl_callback::WlCallback,
+        event: wl_callback::Event,
+        data: &SyncDone,
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wl_callback::Event::Done { .. } = event {
+            data.0.store(true, Ordering::Release);
+        }
     }
 }
 

@@ -509,3 +509,31 @@ fn rotated_outputs_are_refused_clearly() {
         |_, _| BLACK,
     );
 }
+
+#[test]
+fn a_compositor_that_stops_answering_is_an_error_after_the_frame_timeout() {
+    let Some(mut comp) = Comp::start(&["--no-default-output", "--output", "A 16x8 0 0"]) else {
+        return;
+    };
+    let mut src = comp.source(FramePool::default());
+    src.grab_with(None, false, None, None).unwrap();
+    // Frozen for longer than FRAME_TIMEOUT; the reply is read afterwards.
+    let freeze = FRAME_TIMEOUT + Duration::from_secs(2);
+    writeln!(comp.stdin, "freeze {}", freeze.as_millis()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    let err = src.grab_with(None, false, None, None).unwrap_err();
+    let took = t0.elapsed();
+    assert!(
+        took >= FRAME_TIMEOUT - Duration::from_millis(200) && took < freeze,
+        "{took:?}"
+    );
+    assert!(err.to_string().contains("did not answer"), "{err}");
+    let mut reply = String::new();
+    comp.stdout.read_line(&mut reply).unwrap();
+    assert_eq!(reply, "OK\n");
+    // Answering again: grabs work again.
+    check(&src.grab_with(None, false, None, None).unwrap(), |_, _| {
+        BLACK
+    });
+}
