@@ -537,3 +537,45 @@ fn a_compositor_that_stops_answering_is_an_error_after_the_frame_timeout() {
         BLACK
     });
 }
+
+#[test]
+fn an_acquire_by_someone_else_makes_the_next_copy_whole() {
+    let Some(mut comp) = Comp::start(&["--no-default-output", "--output", "A 64x48 0 0"]) else {
+        return;
+    };
+    comp.cmd("pattern A 6");
+    let full = 64 * 48 * 4;
+    let pool = FramePool::default();
+    let mut src = comp.source(pool.clone());
+    drop(src.grab_with(None, false, None, None).unwrap());
+    comp.cmd("fill A 0 0 10 10 ff0000ff");
+    drop(src.grab_with(None, false, None, None).unwrap());
+    assert_eq!(comp.bytes_written(), 2 * full);
+    // Someone else takes a slot from the same pool: a free slot may have been written.
+    drop(pool.acquire(4096).unwrap());
+    comp.cmd("fill A 30 30 5 5 00ff00ff");
+    drop(src.grab_with(None, false, None, None).unwrap());
+    assert_eq!(
+        comp.bytes_written(),
+        2 * full + (100 + 25) * 4,
+        "armed before the acquire"
+    );
+    comp.cmd("fill A 1 40 1 1 ffffffff");
+    let f = src.grab_with(None, false, None, None).unwrap();
+    assert_eq!(
+        comp.bytes_written(),
+        3 * full + (100 + 25) * 4,
+        "armed after it: copied whole"
+    );
+    check(&f, |x, y| {
+        if x < 10 && y < 10 {
+            [0, 0, 0xff, 0xff]
+        } else if (30..35).contains(&x) && (30..35).contains(&y) {
+            [0, 0xff, 0, 0xff]
+        } else if (x, y) == (1, 40) {
+            [0xff; 4]
+        } else {
+            pattern(x, y, 6)
+        }
+    });
+}
