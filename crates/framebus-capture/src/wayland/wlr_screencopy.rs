@@ -34,6 +34,10 @@ use wayland_protocols_wlr::screencopy::v1::client::{
     zwlr_screencopy_frame_v1 as frame_v1, zwlr_screencopy_manager_v1 as manager_v1,
 };
 
+/// How long the first on-change frame waits for `copy_with_damage` before
+/// taking a plain `copy`.
+const FIRST_WAIT: Duration = Duration::from_millis(250);
+
 /// Buffer constraints: (wl_shm format, width, height, stride).
 type Constraint = (u32, u32, u32, u32);
 
@@ -693,11 +697,21 @@ impl Source for WlrSource {
     ) -> Result<Option<Frame>> {
         self.track_damage = true;
         if self.last_changed_region != Some(region) {
-            // The first frame of a region always comes, at once.
+            // The first frame of a region always comes, at once. wlroots
+            // answers a client's first `copy_with_damage` of an output at
+            // once, all damaged, and starts its damage history there (a plain
+            // `copy` first would make the next request return at once, with
+            // nothing changed); a compositor that waits instead gets a `copy`.
             self.cancel_pending();
-            let frame = self.grab_with(Some(region), with_cursor, pool, policy)?;
             self.last_changed_region = Some(region);
-            return Ok(Some(frame));
+            if let Some(f) =
+                self.grab_when_changed(region, with_cursor, pool, policy, FIRST_WAIT)?
+            {
+                return Ok(Some(f));
+            }
+            return self
+                .grab_with(Some(region), with_cursor, pool, policy)
+                .map(Some);
         }
         if self
             .pending
