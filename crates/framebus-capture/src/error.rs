@@ -48,6 +48,9 @@ pub enum CaptureError {
     /// connection broke (the compositor went away).
     #[error("Wayland {op} failed: {detail}")]
     Wayland { op: &'static str, detail: String },
+    /// A step of the ScreenCast portal (D-Bus) or of its PipeWire stream failed.
+    #[error("screen-cast portal: {step} failed: {detail}")]
+    Portal { step: &'static str, detail: String },
     /// The display could not be opened.
     #[error("cannot open X display {display:?}: {reason}")]
     Connect { display: String, reason: String },

@@ -29,6 +29,7 @@ mod damage;
 mod error;
 mod grabber;
 mod monitors;
+mod portal;
 mod region;
 mod shared;
 mod shm;
@@ -45,5 +46,6 @@ pub use continuous::{
 pub use error::{CaptureError, Result};
 pub use grabber::{resolve_target, DisplayTarget, Grabber};
 pub use monitors::Monitor;
+pub use portal::{PortalOptions, PortalSource, PortalStats, PortalStream};
 pub use region::Region;
 pub use shared::{close_shared, grab_shared, SharedGrabber, Target};

@@ -6,6 +6,13 @@
 //! socket) or written to a pipe, with no copy. Dropping a slot unmaps it and
 //! closes the fd; once no other process maps it, the kernel frees the pages.
 //!
+//! A slot can also be **owned by another allocator** ([`Slot::from_owner`],
+//! the idea of `bytes::Bytes::from_owner`): memory framebus did not map — a
+//! PipeWire buffer, a driver's mapping — wrapped so that it travels through
+//! the same `Lease`/`Frame` machinery. Dropping such a slot does not unmap
+//! anything: it drops the owner, whose own `Drop` hands the memory back (for
+//! PipeWire: queues the buffer back to the stream).
+//!
 //! This module knows nothing about pools or reference counts: see `lease`.
 
 use crate::{Error, Result};
@@ -43,6 +50,17 @@ pub struct Slot {
     /// Dropped with the slot: holders of [`Slot::liveness`] learn that the
     /// mapping (and our memfd) are gone, e.g. to detach an X server segment.
     alive: Arc<()>,
+    /// For memory of another allocator: what releases it (instead of munmap).
+    owner: Option<Owner>,
+}
+
+/// What releases a foreign slot's memory (see [`Slot::from_owner`]).
+struct Owner(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<another allocator>")
+    }
 }
 
 // SAFETY: a Slot is an owned mapping; the pointer is valid for `capacity` bytes
@@ -169,7 +187,46 @@ impl Slot {
             huge,
             writable,
             alive: Arc::new(()),
+            owner: None,
         })
+    }
+
+    /// Wrap `len` bytes at `ptr` that another allocator owns, read-only.
+    ///
+    /// The slot never unmaps or frees `ptr`: when it is dropped (for a slot
+    /// in a [`crate::Lease`], when the last clone goes) it drops `owner`
+    /// exactly once, on that thread, and `owner`'s `Drop` gives the memory
+    /// back to its allocator. `fd`, if given, is what [`Slot::fd`] returns: a
+    /// file whose offset 0 is `ptr` (leave it `None` when the bytes start
+    /// elsewhere in the file, so nobody maps the wrong bytes).
+    ///
+    /// # Safety
+    /// * `ptr` must be valid for reads of `len` bytes, from any thread, until
+    ///   `owner` is dropped, and `len` must be at least 1.
+    /// * Nobody may write those bytes while the slot lives (it is shared
+    ///   read-only through leases: frames, buffer views, DLPack capsules).
+    /// * `owner`'s `Drop` must not need the Python GIL nor block for long.
+    pub unsafe fn from_owner(
+        ptr: NonNull<u8>,
+        len: usize,
+        fd: Option<OwnedFd>,
+        owner: Box<dyn Send + Sync>,
+    ) -> Slot {
+        Slot {
+            ptr,
+            capacity: len,
+            fd,
+            id: NEXT_SLOT_ID.fetch_add(1, Ordering::Relaxed),
+            huge: false,
+            writable: false,
+            alive: Arc::new(()),
+            owner: Some(Owner(owner)),
+        }
+    }
+
+    /// True for a slot made by [`Slot::from_owner`] (memory of another allocator).
+    pub fn is_foreign(&self) -> bool {
+        self.owner.is_some()
     }
 
     /// Start of the mapping (page-aligned).
@@ -212,6 +269,11 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(owner) = self.owner.take() {
+            // Another allocator's memory: its owner gives it back.
+            drop(owner);
+            return;
+        }
         // SAFETY: ptr/capacity are exactly the mapping created in `map`, and Drop
         // runs once; every Lease that could hand out this pointer is gone (a Slot
         // is owned by at most one LeaseInner or pool free list at a time).
@@ -289,6 +351,61 @@ mod tests {
         assert!(token.upgrade().is_some());
         drop(s);
         assert!(token.upgrade().is_none());
+    }
+
+    struct CountingOwner(
+        Arc<std::sync::atomic::AtomicUsize>,
+        #[allow(dead_code)] Box<[u8]>,
+    );
+    impl Drop for CountingOwner {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn foreign(drops: &Arc<std::sync::atomic::AtomicUsize>) -> Slot {
+        let mut mem = vec![7u8; 100].into_boxed_slice();
+        let ptr = NonNull::new(mem.as_mut_ptr()).unwrap();
+        // SAFETY: `mem` lives inside the owner, so it is valid until the owner
+        // drops; nothing writes it.
+        unsafe { Slot::from_owner(ptr, 100, None, Box::new(CountingOwner(drops.clone(), mem))) }
+    }
+
+    #[test]
+    fn foreign_slot_drops_its_owner_exactly_once_after_the_last_lease() {
+        let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let slot = foreign(&drops);
+        assert!(slot.is_foreign() && !slot.is_writable() && slot.fd().is_none());
+        let lease = crate::Lease::detached(slot);
+        // SAFETY: read-only, no writer.
+        assert_eq!(unsafe { lease.as_slice() }, &[7u8; 100][..]);
+        let clones: Vec<_> = (0..8).map(|_| lease.clone()).collect();
+        drop(lease);
+        assert_eq!(drops.load(Ordering::SeqCst), 0);
+        let handles: Vec<_> = clones
+            .into_iter()
+            .map(|c| std::thread::spawn(move || drop(c)))
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn foreign_slot_in_a_frame_is_read_only_and_released_with_it() {
+        let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let lease = crate::Lease::detached(foreign(&drops));
+        let layout = crate::FrameLayout::new(5, 5, crate::PixelFormat::Bgra, None).unwrap();
+        let frame = crate::Frame::new(lease, layout).unwrap();
+        assert!(!frame.is_writable());
+        let mut lease = frame.clone().into_lease();
+        assert!(
+            lease.get_mut().is_none(),
+            "foreign memory is never handed out mutably"
+        );
+        drop((frame, lease));
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
     #[test]

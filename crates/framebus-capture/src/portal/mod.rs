@@ -1,0 +1,351 @@
+//! The ScreenCast portal backend: any desktop with an `xdg-desktop-portal`
+//! (GNOME, KDE, wlroots through xdg-desktop-portal-wlr) gives us a PipeWire
+//! stream of a monitor or a window, and its buffers become [`Frame`]s.
+//!
+//! ```text
+//!  PortalSource::open
+//!     dbus  CreateSession → SelectSources (types, cursor_mode, persist_mode=2,
+//!           restore_token from $XDG_STATE_HOME/framebus/) → Start → OpenPipeWireRemote
+//!     pw    libpipewire (dlopen'd) stream on that fd: EnumFormat BGRx/BGRA,
+//!           memfd buffers mapped by us, the newest one kept
+//!  grab()
+//!     whole stream, and the producer has buffers to spare → zero copy: the
+//!        buffer becomes a foreign Slot (Slot::from_owner) whose last lease
+//!        queues it back to PipeWire
+//!     otherwise (a region, too few buffers, DMA-BUF or plain-memory buffers)
+//!        → one copy into a pool slot, counted in `stats().copies` and said in
+//!        `backend_reason()`
+//! ```
+//!
+//! Coordinates are the stream's: (0, 0) is its top-left pixel; where the
+//! portal reports it, the stream's place on the desktop is in
+//! [`PortalSource::streams`].
+
+pub(crate) mod dbus;
+pub(crate) mod pod;
+pub(crate) mod pw;
+
+use crate::{CaptureError, Monitor, Region, Result};
+use framebus_core::{Exhausted, Frame, FrameLayout, FramePool, Lease, PixelFormat, Slot};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use dbus::PortalStream;
+
+/// What to ask the portal for.
+#[derive(Clone, Debug)]
+pub struct PortalOptions {
+    /// Offer monitors to the user.
+    pub monitors: bool,
+    /// Offer windows to the user.
+    pub windows: bool,
+    /// Ask for the cursor drawn into the frames (if the portal can).
+    pub cursor: bool,
+    /// Remember the user's choice (`persist_mode = 2`, token kept under
+    /// `$XDG_STATE_HOME/framebus/`), so the next run does not ask again.
+    pub restore: bool,
+    /// Time allowed for each portal answer, including the user's choice in
+    /// the compositor's dialog.
+    pub portal_timeout: Duration,
+    /// Time allowed for the first frame to arrive.
+    pub first_frame_timeout: Duration,
+}
+
+impl Default for PortalOptions {
+    fn default() -> Self {
+        PortalOptions {
+            monitors: true,
+            windows: false,
+            cursor: false,
+            restore: true,
+            portal_timeout: Duration::from_secs(120),
+            first_frame_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Counters of a portal source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortalStats {
+    /// Frames handed out as PipeWire's own buffer (no copy).
+    pub zero_copy: u64,
+    /// Frames copied once into a pool slot.
+    pub copies: u64,
+    /// Buffers the PipeWire stream has.
+    pub buffers: usize,
+    /// Buffers held by frames (or kept as the newest) right now.
+    pub held: usize,
+}
+
+/// A capture source on the ScreenCast portal. Dropping it ends the stream and
+/// closes the portal session (frames still held keep their buffers mapped).
+pub struct PortalSource {
+    pool: FramePool,
+    // field order = drop order: the stream first, then the session
+    stream: Arc<pw::Stream>,
+    session: dbus::Session,
+    streams: Vec<PortalStream>,
+    restored_with_token: bool,
+    cursor: bool,
+    first_frame_timeout: Duration,
+    last_seq: u64,
+    stats: PortalStats,
+    reason: Option<String>,
+}
+
+impl std::fmt::Debug for PortalSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PortalSource")
+            .field("streams", &self.streams)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Why a frame is not PipeWire's own buffer.
+fn portal_err(step: &'static str, detail: impl Into<String>) -> CaptureError {
+    CaptureError::Portal {
+        step,
+        detail: detail.into(),
+    }
+}
+
+impl PortalSource {
+    /// Open a portal session (which may show the compositor's picker, unless
+    /// a saved restore token is accepted) and connect its PipeWire stream.
+    pub fn open(pool: FramePool, opts: PortalOptions) -> Result<PortalSource> {
+        let source_types = (opts.monitors as u32 * dbus::SOURCE_MONITOR)
+            | (opts.windows as u32 * dbus::SOURCE_WINDOW);
+        if source_types == 0 {
+            return Err(CaptureError::BadArgument(
+                "the portal needs monitors or windows (or both) to offer".into(),
+            ));
+        }
+        // Fail early, before any dialog, when PipeWire is not there.
+        pw::available().map_err(|e| portal_err("load PipeWire", e))?;
+        let started = dbus::start(&dbus::Request {
+            source_types,
+            cursor: opts.cursor,
+            restore: opts.restore,
+            timeout: opts.portal_timeout,
+        })?;
+        let node = started.streams[0].node_id;
+        let stream = pw::Stream::connect(started.fd, node)?;
+        Ok(PortalSource {
+            pool,
+            stream,
+            session: started.session,
+            streams: started.streams,
+            restored_with_token: started.restored_with_token,
+            cursor: opts.cursor,
+            first_frame_timeout: opts.first_frame_timeout,
+            last_seq: 0,
+            stats: PortalStats::default(),
+            reason: None,
+        })
+    }
+
+    /// The streams the portal started (node id, desktop position and size).
+    pub fn streams(&self) -> &[PortalStream] {
+        &self.streams
+    }
+
+    /// True when the session was started with a saved restore token.
+    pub fn restored_with_token(&self) -> bool {
+        self.restored_with_token
+    }
+
+    /// Where the restore token is kept.
+    pub fn token_path() -> Option<std::path::PathBuf> {
+        dbus::token_path()
+    }
+
+    /// The pool frames come from by default.
+    pub fn pool(&self) -> &FramePool {
+        &self.pool
+    }
+
+    /// The open portal session's object path.
+    pub fn session_handle(&self) -> &str {
+        self.session.handle()
+    }
+
+    /// Counters: zero-copy frames, copies, buffers.
+    pub fn stats(&self) -> PortalStats {
+        let (buffers, held) = self.stream.buffer_counts();
+        PortalStats {
+            buffers,
+            held,
+            ..self.stats
+        }
+    }
+
+    /// Why frames are (also) copied, when they are.
+    pub fn backend_reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    fn wait_first(&self) -> Result<()> {
+        if self.stream.seq() > 0 {
+            return Ok(());
+        }
+        if !self.stream.wait_frame(0, self.first_frame_timeout)? {
+            return Err(portal_err(
+                "waiting for the first frame",
+                format!(
+                    "no frame from PipeWire within {:.1} s (stream {}; is a session manager \
+                     such as WirePlumber running?)",
+                    self.first_frame_timeout.as_secs_f64(),
+                    if self.stream.streaming() {
+                        "streaming"
+                    } else {
+                        "not streaming"
+                    }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Size of the stream (waits for the first frame).
+    pub fn screen_size(&mut self) -> Result<(u32, u32)> {
+        self.wait_first()?;
+        let f = self
+            .stream
+            .format()
+            .ok_or_else(|| portal_err("reading the stream format", "no format negotiated"))?;
+        Ok((f.width, f.height))
+    }
+
+    /// Index 0: the whole stream; then the stream itself as one monitor
+    /// (named after the portal's stream id, or "portal").
+    pub fn monitors(&mut self) -> Result<Vec<Monitor>> {
+        let (w, h) = self.screen_size()?;
+        let name = self.streams[0]
+            .id
+            .clone()
+            .unwrap_or_else(|| "portal".into());
+        let m = |name: String| Monitor {
+            left: 0,
+            top: 0,
+            width: w,
+            height: h,
+            name,
+            output: None,
+            primary: false,
+            description: Some("xdg-desktop-portal ScreenCast stream".into()),
+            scale: 1,
+            transform: 0,
+            physical: (w, h),
+        };
+        Ok(vec![
+            m("all".into()),
+            Monitor {
+                primary: true,
+                ..m(name)
+            },
+        ])
+    }
+
+    /// The newest frame of the stream. `region` crops (a copy, unless it is
+    /// the whole stream); `with_cursor` must match what the session was
+    /// opened with (the portal decides the cursor per session).
+    pub fn grab(
+        &mut self,
+        region: Option<Region>,
+        with_cursor: bool,
+        pool: Option<&FramePool>,
+        policy: Option<Exhausted>,
+    ) -> Result<Frame> {
+        if with_cursor && !self.cursor {
+            return Err(CaptureError::BadArgument(
+                "the portal session was opened without the cursor: open the portal source \
+                 with cursor=true to capture it"
+                    .into(),
+            ));
+        }
+        self.wait_first()?;
+        let hold = self.stream.latest()?;
+        let (w, h) = (hold.format.width, hold.format.height);
+        let region = region.unwrap_or(Region::new(0, 0, w, h));
+        region.check_inside(w, h)?;
+        self.last_seq = hold.seq;
+        let (seq, ts) = (hold.seq, hold.timestamp_ns);
+        let whole = region == Region::new(0, 0, w, h);
+        let (buffers, held) = self.stream.buffer_counts();
+        // The producer must keep at least two buffers to draw into.
+        let spare = held + 2 <= buffers;
+        if whole && hold.mappable() && spare && hold.len >= hold.stride * h as usize {
+            let layout =
+                FrameLayout::new(w as usize, h as usize, PixelFormat::Bgra, Some(hold.stride))?;
+            let (ptr, len) = (hold.ptr, hold.len);
+            // SAFETY: `hold` keeps our read-only mapping of the buffer (an
+            // Arc<Mapping>) and the buffer out of PipeWire's hands until it is
+            // dropped, which is what the slot's owner drop does; the producer
+            // writes a buffer only after it is queued back.
+            let slot = unsafe { Slot::from_owner(ptr, len, None, Box::new(hold)) };
+            let frame = Frame::new(Lease::detached(slot), layout)?
+                .with_meta(ts, seq)
+                .into_readonly();
+            self.stats.zero_copy += 1;
+            return Ok(frame);
+        }
+        let pool = pool.unwrap_or(&self.pool);
+        let layout = FrameLayout::new(
+            region.width as usize,
+            region.height as usize,
+            PixelFormat::Bgra,
+            None,
+        )?;
+        let mut lease = match policy {
+            Some(p) => pool.acquire_with(layout.byte_len(), p)?,
+            None => pool.acquire(layout.byte_len())?,
+        };
+        let dst = lease
+            .get_mut()
+            .ok_or_else(|| portal_err("copying a frame", "a fresh pool slot was shared"))?;
+        pw::Stream::copy_rows(
+            &hold,
+            region.left as usize * 4,
+            region.width as usize * 4,
+            region.top as usize..region.top as usize + region.height as usize,
+            dst,
+            layout.stride,
+        );
+        drop(hold);
+        self.stats.copies += 1;
+        if !whole {
+            // a crop is a copy by nature; nothing to explain
+        } else {
+            self.reason = Some(if !spare {
+                format!(
+                    "portal: the producer has {buffers} PipeWire buffers and frames already \
+                     hold {}; holding more would leave it fewer than 2 to draw into, so frames \
+                     past that are copied once into a pool slot (counted in stats().copies)",
+                    held.saturating_sub(1)
+                )
+            } else if self.stream.saw_dmabuf() {
+                "portal: DMA-BUF buffers are copied once into a pool slot (DMA_BUF_IOCTL_SYNC \
+                 around the read; counted in stats().copies)"
+                    .to_string()
+            } else {
+                "portal: the buffers are not memfds framebus can map, so each frame is copied \
+                 once into a pool slot (counted in stats().copies)"
+                    .to_string()
+            });
+        }
+        Ok(Frame::new(lease, layout)?
+            .with_meta(ts, seq)
+            .into_readonly())
+    }
+
+    /// Wait up to `timeout` for a frame newer than the last one grabbed.
+    pub fn wait_for_change(&mut self, timeout: Duration) -> Result<bool> {
+        self.stream.wait_frame(self.last_seq, timeout)
+    }
+
+    /// Whether a frame newer than the last grab has arrived (does not block).
+    pub fn changed_since_last(&self) -> bool {
+        self.stream.seq() > self.last_seq
+    }
+}
