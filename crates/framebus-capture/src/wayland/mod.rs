@@ -52,15 +52,18 @@ pub(crate) fn open(
             Ok(wl) => {
                 let has = |name: &str| wl.has_global(name);
                 if wants(BackendChoice::ExtImageCopy) {
-                    // ext-image-copy-capture is not offered by this build's
-                    // compositors under test yet: see docs/wayland.md.
-                    let why = if has("ext_image_copy_capture_manager_v1") {
-                        "this build has no ext-image-copy-capture client yet".to_owned()
-                    } else {
-                        "the compositor does not advertise ext_image_copy_capture_manager_v1"
-                            .to_owned()
-                    };
-                    tried.push(("ext-image-copy", why));
+                    if has("ext_image_copy_capture_manager_v1")
+                        && has("ext_output_image_capture_source_manager_v1")
+                    {
+                        return ext_copy::ExtCopySource::open(wl, pool, None)
+                            .map(|s| Box::new(s) as Box<dyn Source>);
+                    }
+                    tried.push((
+                        "ext-image-copy",
+                        "the compositor does not advertise ext_image_copy_capture_manager_v1 \
+                         with ext_output_image_capture_source_manager_v1"
+                            .to_owned(),
+                    ));
                 }
                 if wants(BackendChoice::WlrScreencopy) {
                     if has("zwlr_screencopy_manager_v1") {
