@@ -220,6 +220,9 @@ pub(crate) struct ExtCopySource {
     last_damage: Option<Vec<Region>>,
     last_region: Option<Region>,
     partial_copies: u64,
+    /// Slots of frames destroyed while in flight, kept until a round trip shows the
+    /// compositor read the `destroy` (it writes them no more).
+    retired: Vec<Lease>,
     full_copies: u64,
 }
 
@@ -252,6 +255,7 @@ impl ExtCopySource {
             last_damage: None,
             last_region: None,
             partial_copies: 0,
+            retired: Vec::new(),
             full_copies: 0,
         })
     }
@@ -717,7 +721,17 @@ impl ExtCopySource {
         let s = self.sessions.remove(i);
         if let Some(a) = s.armed {
             a.proxy.destroy();
-            self.wl.state.frames.remove(&a.id);
+            let ended = self
+                .wl
+                .state
+                .frames
+                .remove(&a.id)
+                .is_some_and(|f| f.ready.is_some() || f.failed.is_some());
+            if !ended {
+                // The compositor may still write it until it reads the `destroy`: the slot
+                // goes back to the pool only after the next round trip.
+                self.retired.push(a.lease);
+            }
         }
         s.proxy.destroy();
         s.source.destroy();
@@ -818,6 +832,7 @@ impl ExtCopySource {
             .wl
             .wait_until(FRAME_TIMEOUT, |_: &WlState| done.load(Ordering::Acquire))?
         {
+            self.retired.clear();
             Ok(())
         } else {
             Err(self.stuck("waiting for a round trip"))
@@ -1158,9 +1173,14 @@ impl Drop for ExtCopySource {
         while !self.sessions.is_empty() {
             self.close_session(0);
         }
-        self.buffers.clear();
         self.manager.destroy();
         self.sources.destroy();
+        if !self.retired.is_empty() {
+            // Bounded; a compositor that is gone writes nothing either.
+            let _ = self.roundtrip();
+            self.retired.clear();
+        }
+        self.buffers.clear();
         let _ = self.wl.queue.flush();
     }
 }
