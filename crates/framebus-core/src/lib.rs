@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use format::{FrameLayout, PixelFormat};
 pub use frame::Frame;
 pub use lease::{Lease, SlotHome};
-pub use pool::{default_max_bytes, Exhausted, FramePool, PoolConfig, PoolStats};
+pub use pool::{default_max_bytes, Exhausted, FramePool, PoolConfig, PoolStats, SlotHook};
 pub use slot::{page_size, Slot};
 pub use strided::{Expected, RowSpan, StridedView};
 

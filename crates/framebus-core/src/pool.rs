@@ -27,7 +27,16 @@
 //!   pool's mutex (a few instructions of bookkeeping) leaves the child's copy
 //!   locked; fork from a thread that owns the pool's users, or before them.
 //!
-//! Locking: one mutex around the bookkeeping; `mmap`/`munmap` run outside it.
+//! * Slot hooks: [`FramePool::with_hook`] gives the pool a [`SlotHook`] that
+//!   hears of every slot right after it is mapped and right before it is
+//!   unmapped (eviction, trim, close, the pool's own drop) — how a feature
+//!   crate pins each slot once for the whole life of its mapping (framebus-cuda
+//!   registers it with `cuMemHostRegister`) without the core knowing about it.
+//!   Slots inherited through `fork` are dropped in the child without the hook
+//!   (the registration belongs to the parent's driver context).
+//!
+//! Locking: one mutex around the bookkeeping; `mmap`/`munmap` and the hook's
+//! calls run outside it.
 //! Nothing here touches Python, so dropping a lease never needs the GIL.
 
 use crate::lease::LeaseInner;
@@ -97,6 +106,21 @@ impl Default for PoolConfig {
     }
 }
 
+/// Told about every slot a pool maps and unmaps (see [`FramePool::with_hook`]).
+///
+/// `on_map` runs once per slot, after `mmap` and before the slot is first
+/// leased; `on_unmap` runs once per slot that `on_map` saw, before `munmap`,
+/// when no lease of it is left. Both run on the thread that maps or unmaps,
+/// without the pool's lock; they must not call back into the same pool. A hook
+/// cannot refuse a slot: a failure is the hook's to record (the slot is then
+/// used as it is).
+pub trait SlotHook: Send + Sync + 'static {
+    /// `len` bytes at `ptr` were just mapped for the pool.
+    fn on_map(&self, ptr: std::ptr::NonNull<u8>, len: usize);
+    /// `len` bytes at `ptr` are about to be unmapped.
+    fn on_unmap(&self, ptr: std::ptr::NonNull<u8>, len: usize);
+}
+
 /// A snapshot of a pool's accounting. Every number is exact at the instant of the call.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -151,6 +175,35 @@ pub(crate) struct PoolShared {
     config: PoolConfig,
     state: Mutex<PoolState>,
     released: Condvar,
+    hook: Option<Arc<dyn SlotHook>>,
+}
+
+impl PoolShared {
+    /// Unmap `slots` (outside the lock), telling the hook first.
+    fn unmap(&self, slots: Vec<Slot>) {
+        if let Some(h) = &self.hook {
+            for s in &slots {
+                if let Some(p) = std::ptr::NonNull::new(s.as_ptr()) {
+                    h.on_unmap(p, s.capacity());
+                }
+            }
+        }
+        drop(slots);
+    }
+}
+
+impl Drop for PoolShared {
+    fn drop(&mut self) {
+        // The last handle and the last lease are gone: unmap the free slots
+        // (those of this process's generation; a forked child's were dropped).
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let free = if st.generation == crate::fork::generation() {
+            std::mem::take(&mut st.free)
+        } else {
+            Vec::new()
+        };
+        self.unmap(free);
+    }
 }
 
 /// A bounded pool of fd-backed frame slots. Clones share the same pool.
@@ -176,6 +229,16 @@ impl Default for FramePool {
 
 impl FramePool {
     pub fn new(config: PoolConfig) -> FramePool {
+        FramePool::build(config, None)
+    }
+
+    /// A pool whose `hook` hears of every slot mapped and unmapped (see
+    /// [`SlotHook`]).
+    pub fn with_hook(config: PoolConfig, hook: Arc<dyn SlotHook>) -> FramePool {
+        FramePool::build(config, Some(hook))
+    }
+
+    fn build(config: PoolConfig, hook: Option<Arc<dyn SlotHook>>) -> FramePool {
         FramePool {
             shared: Arc::new(PoolShared {
                 config,
@@ -184,8 +247,14 @@ impl FramePool {
                     ..PoolState::default()
                 }),
                 released: Condvar::new(),
+                hook,
             }),
         }
+    }
+
+    /// The pool's slot hook, if it was made [`FramePool::with_hook`].
+    pub fn hook(&self) -> Option<&Arc<dyn SlotHook>> {
+        self.shared.hook.as_ref()
     }
 
     pub fn config(&self) -> &PoolConfig {
@@ -284,8 +353,13 @@ impl FramePool {
                 st.bytes_mapped += needed;
                 st.slots_mapped += 1;
                 drop(st);
-                drop(evicted); // munmap outside the lock
+                self.shared.unmap(evicted); // munmap outside the lock
                 let made = Slot::new(needed, cfg.huge_pages);
+                if let (Ok(slot), Some(h)) = (&made, &self.shared.hook) {
+                    if let Some(p) = std::ptr::NonNull::new(slot.as_ptr()) {
+                        h.on_map(p, slot.capacity());
+                    }
+                }
                 let mut st = self.lock();
                 return match made {
                     Ok(slot) => {
@@ -301,7 +375,14 @@ impl FramePool {
                     }
                 };
             }
-            drop(evicted);
+            if !evicted.is_empty() {
+                // Not reached in practice (eviction stops only with room or no
+                // free slot), but an unmap must never skip the hook.
+                drop(st);
+                self.shared.unmap(evicted);
+                st = self.lock();
+                continue;
+            }
             // 3. Everything is in use: wait or fail.
             let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
             if policy == Exhausted::Error || timed_out {
@@ -356,7 +437,7 @@ impl FramePool {
         st.slots_mapped -= free.len();
         st.stats.unmaps += free.len() as u64;
         drop(st);
-        drop(free);
+        self.shared.unmap(free);
         bytes
     }
 
@@ -517,7 +598,7 @@ impl SlotHome for PoolShared {
             st.slots_mapped -= 1;
             st.stats.unmaps += 1;
             drop(st);
-            drop(slot);
+            self.unmap(vec![slot]);
         } else {
             st.free.push(slot);
             drop(st);
@@ -667,6 +748,76 @@ mod tests {
         drop(a);
         let s = p.stats();
         assert_eq!((s.slots, s.bytes_mapped, s.bytes_in_use), (0, 0, 0));
+    }
+
+    /// Records every (ptr, len) mapped and unmapped, and fails the test if a
+    /// slot is unmapped that was not mapped, or twice.
+    #[derive(Default)]
+    struct Recorder {
+        live: Mutex<FxHashMap<usize, usize>>,
+        maps: std::sync::atomic::AtomicUsize,
+        unmaps: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SlotHook for Recorder {
+        fn on_map(&self, ptr: std::ptr::NonNull<u8>, len: usize) {
+            let old = self.live.lock().unwrap().insert(ptr.as_ptr() as usize, len);
+            assert!(old.is_none(), "mapped twice");
+            self.maps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn on_unmap(&self, ptr: std::ptr::NonNull<u8>, len: usize) {
+            // The mapping must still be there: touch it.
+            // SAFETY: on_unmap runs before munmap, the slot has no lease left.
+            unsafe { ptr.as_ptr().write_volatile(1) };
+            let old = self.live.lock().unwrap().remove(&(ptr.as_ptr() as usize));
+            assert_eq!(old, Some(len), "unmapped a slot that was not mapped");
+            self.unmaps
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn slot_hook_sees_every_map_and_unmap_once() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let rec = Arc::new(Recorder::default());
+        let p = FramePool::with_hook(
+            PoolConfig {
+                max_bytes: Some(3 << 20),
+                ..PoolConfig::default()
+            },
+            rec.clone(),
+        );
+        assert!(p.hook().is_some());
+        let a = p.acquire(1 << 20).unwrap();
+        let b = p.acquire(100).unwrap();
+        assert_eq!(rec.maps.load(Relaxed), 2);
+        drop(a);
+        drop(b);
+        // reuse: no new map
+        drop(p.acquire(1 << 20).unwrap());
+        assert_eq!(rec.maps.load(Relaxed), 2);
+        // eviction of both free slots to make room for 3 MiB
+        let big = p.acquire(3 << 20).unwrap();
+        assert_eq!((rec.maps.load(Relaxed), rec.unmaps.load(Relaxed)), (3, 2));
+        drop(big);
+        assert_eq!(p.trim(), 3 << 20);
+        assert_eq!(rec.unmaps.load(Relaxed), 3);
+        // close with a lease out: unmapped (and told) when the lease goes
+        let c = p.acquire(5000).unwrap();
+        let d = p.acquire(5000).unwrap();
+        drop(d);
+        p.close();
+        assert_eq!(rec.unmaps.load(Relaxed), 4);
+        drop(c);
+        assert_eq!(rec.unmaps.load(Relaxed), 5);
+        assert!(rec.live.lock().unwrap().is_empty());
+        // the pool's own drop unmaps its free slots through the hook too
+        let rec2 = Arc::new(Recorder::default());
+        let q = FramePool::with_hook(PoolConfig::default(), rec2.clone());
+        let e = q.acquire(10).unwrap();
+        drop(q);
+        drop(e); // back to the (now handle-less) pool, which then drops
+        assert_eq!((rec2.maps.load(Relaxed), rec2.unmaps.load(Relaxed)), (1, 1));
     }
 
     #[test]
