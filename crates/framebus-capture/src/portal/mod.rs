@@ -25,7 +25,8 @@ pub(crate) mod dbus;
 pub(crate) mod pod;
 pub(crate) mod pw;
 
-use crate::{CaptureError, Monitor, Region, Result};
+use crate::source::Source;
+use crate::{Backend, CaptureError, Monitor, Region, Result};
 use framebus_core::{Exhausted, Frame, FrameLayout, FramePool, Lease, PixelFormat, Slot};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +92,10 @@ pub struct PortalSource {
     last_seq: u64,
     stats: PortalStats,
     reason: Option<String>,
+    /// Damage tracking (see [`Source::track_damage`]): the changed
+    /// rectangles of the last grab, and the sequence number it showed.
+    damage: Option<Vec<Region>>,
+    damage_seq: u64,
 }
 
 impl std::fmt::Debug for PortalSource {
@@ -142,6 +147,8 @@ impl PortalSource {
             last_seq: 0,
             stats: PortalStats::default(),
             reason: None,
+            damage: None,
+            damage_seq: 0,
         })
     }
 
@@ -345,7 +352,92 @@ impl PortalSource {
     }
 
     /// Whether a frame newer than the last grab has arrived (does not block).
-    pub fn changed_since_last(&self) -> bool {
+    pub fn has_new_frame(&self) -> bool {
         self.stream.seq() > self.last_seq
+    }
+}
+
+/// Open the portal as a [`Grabber`](crate::Grabber) source (default options:
+/// monitors, no cursor, restore token kept).
+pub(crate) fn open_source(pool: FramePool) -> Result<Box<dyn Source>> {
+    PortalSource::open(pool, PortalOptions::default()).map(|s| Box::new(s) as Box<dyn Source>)
+}
+
+impl Source for PortalSource {
+    fn backend(&self) -> Backend {
+        Backend::Portal
+    }
+
+    fn backend_reason(&self) -> Option<&str> {
+        PortalSource::backend_reason(self)
+    }
+
+    fn display(&self) -> &str {
+        "portal"
+    }
+
+    fn pool(&self) -> &FramePool {
+        &self.pool
+    }
+
+    fn screen_size(&mut self) -> Result<(u32, u32)> {
+        PortalSource::screen_size(self)
+    }
+
+    fn monitors(&mut self) -> Result<Vec<Monitor>> {
+        PortalSource::monitors(self)
+    }
+
+    fn grab_with(
+        &mut self,
+        region: Option<Region>,
+        with_cursor: bool,
+        pool: Option<&FramePool>,
+        policy: Option<Exhausted>,
+    ) -> Result<Frame> {
+        let frame = self.grab(region, with_cursor, pool, policy)?;
+        if let Some(d) = &mut self.damage {
+            // PipeWire gives no damage we read yet: a new frame may have
+            // changed anything (the whole frame), the same frame nothing.
+            d.clear();
+            if frame.seq() != self.damage_seq {
+                d.push(Region::new(
+                    0,
+                    0,
+                    frame.width() as u32,
+                    frame.height() as u32,
+                ));
+            }
+            self.damage_seq = frame.seq();
+        }
+        Ok(frame)
+    }
+
+    fn track_damage(&mut self, _incremental: bool) -> Result<()> {
+        // Frames are PipeWire's buffers or whole copies: never incremental.
+        if self.damage.is_none() {
+            self.damage = Some(Vec::new());
+        }
+        Ok(())
+    }
+
+    fn tracks_damage(&self) -> bool {
+        self.damage.is_some()
+    }
+
+    fn is_incremental(&self) -> bool {
+        false
+    }
+
+    fn last_damage(&self) -> Option<&[Region]> {
+        self.damage.as_deref()
+    }
+
+    fn changed_since_last(&mut self, _region: Option<Region>) -> Result<bool> {
+        Ok(self.has_new_frame())
+    }
+
+    fn wait_for_events(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_for_change(timeout).map(|_| ())
     }
 }

@@ -81,10 +81,10 @@ pub(crate) fn open(
         }
     }
     if wants(BackendChoice::Portal) {
-        tried.push((
-            "portal",
-            "this build has no ScreenCast portal client yet".to_owned(),
-        ));
+        match crate::portal::open_source(pool) {
+            Ok(source) => return Ok(source),
+            Err(e) => tried.push(("portal", e.to_string())),
+        }
     }
     Err(CaptureError::NoBackend {
         display: socket.to_owned(),
