@@ -180,6 +180,15 @@ fn outputs_and_regions_match_the_pattern() {
     assert_eq!(comp.bytes_written(), before);
     assert!(again.seq() > a.seq());
 
+    // Into another pool: a copy of the output's slot, in a slot of that pool.
+    let other = FramePool::default();
+    let copy = src
+        .grab_with(Some(Region::new(0, 0, 64, 48)), false, Some(&other), None)
+        .unwrap();
+    check(&copy, |x, y| pattern(x, y, 5));
+    assert_eq!(other.stats().acquires, 1);
+    assert_ne!(copy.lease().slot_id(), a.lease().slot_id());
+
     let inner = src
         .grab_with(Some(Region::new(10, 5, 20, 10)), false, None, None)
         .unwrap();
