@@ -1046,6 +1046,9 @@ impl Source for ExtCopySource {
         Ok(frame.into_readonly())
     }
 
+    /// Damage always comes with every frame; this only makes [`Source::last_damage`] report
+    /// it. `incremental` (on from the start) sends buffer damage for reused slots; off, every
+    /// slot is copied whole.
     fn track_damage(&mut self, incremental: bool) -> Result<()> {
         self.track_damage = true;
         self.incremental = incremental;
@@ -1068,6 +1071,8 @@ impl Source for ExtCopySource {
         }
     }
 
+    /// (partial, full) copies asked of the compositor: frames armed with buffer damage for
+    /// a reused slot, and frames armed with the whole buffer damaged.
     fn grab_counts(&self) -> (u64, u64) {
         (self.partial_copies, self.full_copies)
     }
