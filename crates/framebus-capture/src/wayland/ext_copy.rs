@@ -38,9 +38,6 @@
 //! the session (the next grab opens a new one if the output still exists);
 //! `failed(buffer_constraints)` reopens it with the new constraints.
 
-// Until `wayland::open` picks this backend, only the tests below use it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use super::{shm_format, wl_err, BufferKey, SlotBuffers, WlConn, WlState, FRAME_TIMEOUT};
 use crate::damage::{simplify, Rect, MAX_FRAME_RECTS};
 use crate::source::Source;
