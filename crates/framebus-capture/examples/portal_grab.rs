@@ -6,7 +6,9 @@
 //! ```
 //! Writes `OUT.bgra` (the whole stream, rows packed), `OUT.crop.bgra` (the
 //! region 10,20 100x50) and prints one JSON line: size, counters, whether a
-//! restore token was used, the token's path and the backend reason.
+//! restore token was used, the token's path, the backend reason, and the
+//! mean time of 50 grabs of the newest frame, whole (`grab_us`: zero copy
+//! while buffers last) and one row short (`copy_us`: one copy).
 //! `--hold N` grabs N more frames while holding all of them (zero copy while
 //! the producer has buffers to spare, copies after that); `--settle MS` waits
 //! until no new frame came for MS ms before the first grab that is written.
@@ -60,60 +62,66 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut run =
-        || -> framebus_capture::Result<()> {
-            let first = src.grab(None, false, None, None)?;
-            let open_ms = t0.elapsed().as_secs_f64() * 1e3;
-            // --settle: until no new frame for that long (at most 20 s), then the newest
-            let first = if settle > 0 {
-                let t = std::time::Instant::now();
-                while src.wait_for_change(Duration::from_millis(settle))?
-                    && t.elapsed() < Duration::from_secs(20)
-                {
-                    drop(src.grab(None, false, None, None)?);
-                }
-                drop(first);
-                src.grab(None, false, None, None)?
-            } else {
-                first
-            };
-            std::fs::write(format!("{out}.bgra"), packed(&first)).map_err(|e| {
-                framebus_capture::CaptureError::BadArgument(format!("writing {out}.bgra: {e}"))
-            })?;
-            let crop = src.grab(Some(Region::new(10, 20, 100, 50)), false, None, None)?;
-            std::fs::write(format!("{out}.crop.bgra"), packed(&crop)).map_err(|e| {
-                framebus_capture::CaptureError::BadArgument(format!("writing {out}.crop.bgra: {e}"))
-            })?;
-            let mut held = vec![first];
-            for _ in 0..hold {
-                let _ = src.wait_for_change(Duration::from_millis(100))?;
-                held.push(src.grab(None, false, None, None)?);
-            }
-            let at_grab: Vec<Vec<u8>> = held.iter().map(packed).collect();
-            std::thread::sleep(Duration::from_millis(300));
-            // frames held meanwhile still show what they showed (no producer wrote them)
-            let same = held.iter().zip(&at_grab).all(|(f, p)| packed(f) == *p);
-            let foreign = held
-                .iter()
-                .filter(|f| f.lease().slot().is_foreign())
-                .count();
-            let s = src.stats();
-            let during = (s.held, s.buffers);
-            drop(held);
-            let after = src.stats().held;
-            // timing: grabs of the newest frame, one at a time
-            let n = 50;
+    let mut run = || -> framebus_capture::Result<()> {
+        let first = src.grab(None, false, None, None)?;
+        let open_ms = t0.elapsed().as_secs_f64() * 1e3;
+        // --settle: until no new frame for that long (at most 20 s), then the newest
+        let first = if settle > 0 {
             let t = std::time::Instant::now();
-            for _ in 0..n {
+            while src.wait_for_change(Duration::from_millis(settle))?
+                && t.elapsed() < Duration::from_secs(20)
+            {
                 drop(src.grab(None, false, None, None)?);
             }
-            let grab_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-            let s2 = src.stats();
-            println!(
+            drop(first);
+            src.grab(None, false, None, None)?
+        } else {
+            first
+        };
+        std::fs::write(format!("{out}.bgra"), packed(&first)).map_err(|e| {
+            framebus_capture::CaptureError::BadArgument(format!("writing {out}.bgra: {e}"))
+        })?;
+        let crop = src.grab(Some(Region::new(10, 20, 100, 50)), false, None, None)?;
+        std::fs::write(format!("{out}.crop.bgra"), packed(&crop)).map_err(|e| {
+            framebus_capture::CaptureError::BadArgument(format!("writing {out}.crop.bgra: {e}"))
+        })?;
+        let mut held = vec![first];
+        for _ in 0..hold {
+            let _ = src.wait_for_change(Duration::from_millis(100))?;
+            held.push(src.grab(None, false, None, None)?);
+        }
+        let at_grab: Vec<Vec<u8>> = held.iter().map(packed).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        // frames held meanwhile still show what they showed (no producer wrote them)
+        let same = held.iter().zip(&at_grab).all(|(f, p)| packed(f) == *p);
+        let foreign = held
+            .iter()
+            .filter(|f| f.lease().slot().is_foreign())
+            .count();
+        let s = src.stats();
+        let during = (s.held, s.buffers);
+        drop(held);
+        let after = src.stats().held;
+        // timing: grabs of the newest frame, one at a time
+        let n = 50;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            drop(src.grab(None, false, None, None)?);
+        }
+        let grab_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        // the copy path: a region one row short of the stream is one copy
+        let (w, h) = src.screen_size()?;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            drop(src.grab(Some(Region::new(0, 0, w, h - 1)), false, None, None)?);
+        }
+        let copy_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let s2 = src.stats();
+        println!(
             "{{\"width\": {}, \"height\": {}, \"zero_copy\": {}, \"copies\": {}, \"buffers\": {}, \
              \"held_during\": {}, \"held_after\": {}, \"foreign_frames\": {}, \"identical\": {}, \
              \"restored\": {}, \"token_path\": {:?}, \"reason\": {:?}, \"open_ms\": {:.1}, \
-             \"grab_us\": {:.1}, \"zero_copy_total\": {}, \"copies_total\": {}}}",
+             \"grab_us\": {:.1}, \"copy_us\": {:.1}, \"zero_copy_total\": {}, \"copies_total\": {}}}",
             src.screen_size()?.0,
             src.screen_size()?.1,
             s.zero_copy,
@@ -128,11 +136,12 @@ fn main() {
             src.backend_reason().unwrap_or(""),
             open_ms,
             grab_us,
+            copy_us,
             s2.zero_copy,
             s2.copies,
         );
-            Ok(())
-        };
+        Ok(())
+    };
     if let Err(e) = run() {
         eprintln!("portal_grab: {e}");
         std::process::exit(1);

@@ -25,10 +25,12 @@
 
 use super::pod::{self, key, Value};
 use crate::{CaptureError, Result};
+use std::cell::UnsafeCell;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -238,6 +240,15 @@ impl Mapping {
             return Err(std::io::Error::other("empty buffer"));
         }
         let owned = fd.try_clone_to_owned()?;
+        if !dmabuf {
+            // reading past the end of a memfd would be SIGBUS: check the size
+            let st = rustix::fs::fstat(&owned)?;
+            if (st.st_size as u64) < (start + map_len) as u64 {
+                return Err(std::io::Error::other(
+                    "the memfd is smaller than the buffer",
+                ));
+            }
+        }
         // SAFETY: a fresh read-only shared mapping chosen by the kernel; it
         // aliases no Rust object. The fd is valid for the call.
         let p = unsafe {
@@ -325,11 +336,14 @@ impl State {
 pub(crate) struct Stream {
     lib: &'static Lib,
     tloop: *mut Opaque,
-    context: *mut Opaque,
-    core: *mut Opaque,
-    stream: *mut Opaque,
-    _hook: Box<[usize; 8]>,
-    _events: Box<PwStreamEvents>,
+    // Set once in `connect` (before the loop thread starts), read anywhere.
+    context: AtomicPtr<Opaque>,
+    core: AtomicPtr<Opaque>,
+    stream: AtomicPtr<Opaque>,
+    /// The `spa_hook` PipeWire links into the stream's listener list (48
+    /// bytes needed; PipeWire writes it, hence the UnsafeCell).
+    hook: Box<UnsafeCell<[usize; 8]>>,
+    events: Box<PwStreamEvents>,
     state: Mutex<State>,
     cond: Condvar,
 }
@@ -386,7 +400,7 @@ impl Drop for Hold {
                         // SAFETY: the buffer is still the stream's (it is in
                         // `buffers`, which remove_buffer updates under this
                         // same lock) and the thread-loop lock is held.
-                        unsafe { (s.lib.stream_queue_buffer)(s.stream, self.buf.0) };
+                        unsafe { (s.lib.stream_queue_buffer)(s.pw(), self.buf.0) };
                     }
                 }
             }
@@ -396,6 +410,10 @@ impl Drop for Hold {
 }
 
 impl Stream {
+    /// The `pw_stream`.
+    fn pw(&self) -> *mut Opaque {
+        self.stream.load(Ordering::Acquire)
+    }
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -442,32 +460,32 @@ impl Stream {
         let s = Arc::new(Stream {
             lib,
             tloop,
-            context: ptr::null_mut(),
-            core: ptr::null_mut(),
-            stream: ptr::null_mut(),
-            _hook: Box::new([0; 8]),
-            _events: events,
+            context: AtomicPtr::new(ptr::null_mut()),
+            core: AtomicPtr::new(ptr::null_mut()),
+            stream: AtomicPtr::new(ptr::null_mut()),
+            hook: Box::new(UnsafeCell::new([0; 8])),
+            events,
             state: Mutex::default(),
             cond: Condvar::new(),
         });
-        // Fill in the objects before anything can call back: nothing runs
-        // on the loop until pw_thread_loop_start.
-        let raw = Arc::as_ptr(&s) as *mut Stream;
-        // SAFETY: we hold the only reference besides `raw`, no other thread
-        // exists yet; the fields are written once before being shared.
-        let sm = unsafe { &mut *raw };
+        // The callbacks' data: valid while `s` lives (Drop removes the hook
+        // before the Stream goes away). Nothing runs on the loop before
+        // pw_thread_loop_start, but PipeWire may call back synchronously.
+        let raw = Arc::as_ptr(&s) as *mut c_void;
         // SAFETY: tloop is valid.
         let loop_ = unsafe { (lib.thread_loop_get_loop)(tloop) };
         // SAFETY: a valid loop, no props.
-        sm.context = unsafe { (lib.context_new)(loop_, ptr::null_mut(), 0) };
-        if sm.context.is_null() {
+        let context = unsafe { (lib.context_new)(loop_, ptr::null_mut(), 0) };
+        s.context.store(context, Ordering::Release);
+        if context.is_null() {
             return Err(fail("create the PipeWire context", "pw_context_new failed"));
         }
         let raw_fd = fd.into_raw_fd();
         // SAFETY: valid context; PipeWire takes ownership of the fd (closes it
         // on disconnect or failure).
-        sm.core = unsafe { (lib.context_connect_fd)(sm.context, raw_fd, ptr::null_mut(), 0) };
-        if sm.core.is_null() {
+        let core = unsafe { (lib.context_connect_fd)(context, raw_fd, ptr::null_mut(), 0) };
+        s.core.store(core, Ordering::Release);
+        if core.is_null() {
             return Err(fail(
                 "connect to the portal's PipeWire remote",
                 &std::io::Error::last_os_error().to_string(),
@@ -479,34 +497,28 @@ impl Stream {
         .unwrap_or_default();
         let sname = CString::new("framebus-screencast").unwrap_or_default();
         // SAFETY: valid core and strings; pw_stream_new takes the properties.
-        sm.stream = unsafe {
+        let stream = unsafe {
             (lib.stream_new)(
-                sm.core,
+                core,
                 sname.as_ptr(),
                 (lib.properties_new_string)(props.as_ptr()),
             )
         };
-        if sm.stream.is_null() {
+        s.stream.store(stream, Ordering::Release);
+        if stream.is_null() {
             return Err(fail("create the PipeWire stream", "pw_stream_new failed"));
         }
-        // SAFETY: the hook storage (48 bytes needed, 64 given, zeroed) and the
-        // events live in `s` as long as the stream; `raw` is the data pointer
-        // the callbacks get, valid until Drop destroys the stream first.
-        unsafe {
-            (lib.stream_add_listener)(
-                sm.stream,
-                sm._hook.as_mut_ptr().cast(),
-                &*sm._events,
-                raw.cast(),
-            )
-        };
+        // SAFETY: the hook storage (zeroed, large enough) and the events live
+        // in `s` as long as the stream is listened to; `raw` is the data
+        // pointer the callbacks get (see above).
+        unsafe { (lib.stream_add_listener)(stream, s.hook.get().cast(), &*s.events, raw) };
         let enum_format = aligned(&enum_format_pod());
         let mut params = [enum_format.as_ptr() as *const c_void];
         // SAFETY: a valid stream; params point at a well-formed pod that
         // outlives the call (PipeWire copies it).
         let rc = unsafe {
             (lib.stream_connect)(
-                sm.stream,
+                stream,
                 SPA_DIRECTION_INPUT,
                 node_id,
                 PW_STREAM_FLAG_AUTOCONNECT,
@@ -718,22 +730,55 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         let l = self.lib;
+        let (stream, core, context) = (
+            *self.stream.get_mut(),
+            *self.core.get_mut(),
+            *self.context.get_mut(),
+        );
         // SAFETY: no Hold exists (each owns an Arc<Stream>) and we are not on
-        // the loop thread (callbacks own no Arc). After stop no callback runs,
-        // so the objects can be torn down from here, children first.
+        // the loop thread (callbacks own no Arc). After stop no callback runs
+        // on the loop; the hook is unlinked before the stream is touched, so
+        // no callback sees this Stream again. Then children before parents.
         unsafe {
             (l.thread_loop_stop)(self.tloop);
-            if !self.stream.is_null() {
-                (l.stream_disconnect)(self.stream);
-                (l.stream_destroy)(self.stream);
+            hook_remove(self.hook.get().cast());
+            if !stream.is_null() {
+                (l.stream_disconnect)(stream);
+                (l.stream_destroy)(stream);
             }
-            if !self.core.is_null() {
-                (l.core_disconnect)(self.core);
+            if !core.is_null() {
+                (l.core_disconnect)(core);
             }
-            if !self.context.is_null() {
-                (l.context_destroy)(self.context);
+            if !context.is_null() {
+                (l.context_destroy)(context);
             }
             (l.thread_loop_destroy)(self.tloop);
+        }
+    }
+}
+
+/// `spa_hook_remove` (an inline function in spa/utils/hook.h): unlink the
+/// hook from its list (`struct spa_list { next, prev }` at its start) and
+/// call its `removed` callback (the 5th word) if any.
+///
+/// # Safety
+/// `hook` points at a `spa_hook` that is linked into a live list, or zeroed.
+unsafe fn hook_remove(hook: *mut usize) {
+    // SAFETY: the caller's contract; the words are the hook's link, cb and
+    // removed fields in that order.
+    unsafe {
+        let next = *hook as *mut usize;
+        let prev = *hook.add(1) as *mut usize;
+        if !next.is_null() && !prev.is_null() {
+            *prev = next as usize; // prev->next = next
+            *next.add(1) = prev as usize; // next->prev = prev
+            *hook = 0;
+            *hook.add(1) = 0;
+        }
+        let removed = *hook.add(4);
+        if removed != 0 {
+            let f: unsafe extern "C" fn(*mut usize) = std::mem::transmute(removed);
+            f(hook);
         }
     }
 }
@@ -905,7 +950,7 @@ unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const 
             let b = aligned(&buffers_pod());
             let mut params = [b.as_ptr() as *const c_void];
             // SAFETY: on the loop thread (lock held); a valid pod, copied.
-            unsafe { (s.lib.stream_update_params)(s.stream, params.as_mut_ptr(), 1) };
+            unsafe { (s.lib.stream_update_params)(s.pw(), params.as_mut_ptr(), 1) };
         }
         Err(e) => {
             let mut st = s.state();
@@ -965,7 +1010,7 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
     let mut newest: *mut PwBuffer = ptr::null_mut();
     loop {
         // SAFETY: on the loop thread, a valid stream.
-        let b = unsafe { (l.stream_dequeue_buffer)(s.stream) };
+        let b = unsafe { (l.stream_dequeue_buffer)(s.pw()) };
         if b.is_null() {
             break;
         }
@@ -980,12 +1025,12 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
         };
         if !usable {
             // SAFETY: ours to queue back, on the loop thread.
-            unsafe { (l.stream_queue_buffer)(s.stream, b) };
+            unsafe { (l.stream_queue_buffer)(s.pw(), b) };
             continue;
         }
         if !newest.is_null() {
             // SAFETY: as above.
-            unsafe { (l.stream_queue_buffer)(s.stream, newest) };
+            unsafe { (l.stream_queue_buffer)(s.pw(), newest) };
         }
         newest = b;
     }
@@ -1000,7 +1045,7 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
             st.out.insert(old.buf, old.held);
         } else {
             // SAFETY: not held by anyone: back to PipeWire, on the loop thread.
-            unsafe { (l.stream_queue_buffer)(s.stream, old.buf.0) };
+            unsafe { (l.stream_queue_buffer)(s.pw(), old.buf.0) };
         }
     }
     st.latest = Some(Latest {
