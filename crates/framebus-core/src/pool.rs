@@ -119,6 +119,11 @@ pub trait SlotHook: Send + Sync + 'static {
     fn on_map(&self, ptr: std::ptr::NonNull<u8>, len: usize);
     /// `len` bytes at `ptr` are about to be unmapped.
     fn on_unmap(&self, ptr: std::ptr::NonNull<u8>, len: usize);
+    /// What the hook wants shown beside the pool's stats (name, value), e.g.
+    /// pinned bytes and the time spent registering. None by default.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// A snapshot of a pool's accounting. Every number is exact at the instant of the call.

@@ -1,0 +1,390 @@
+//! `CudaFrame`: a device buffer lease plus geometry, and the three ways
+//! frames move: [`upload`] (host frame → device, optionally converted),
+//! [`CudaFrame::download`] (device → a host pool slot) and [`CudaFrame::export`]
+//! (to DLPack / `__cuda_array_interface__` consumers).
+//!
+//! Ordering rules (docs/gpu.md):
+//! 1. An upload queues `cuMemcpyHtoDAsync` (and a conversion kernel) on a
+//!    stream and records the frame's **ready event** after them. The host
+//!    frame's lease is handed to [`crate::device::hold_until`] with that event:
+//!    the slot returns to its pool only after the copy has completed.
+//! 2. A consumer that names its stream is made to wait for the ready event
+//!    (`cuStreamWaitEvent`) — no host synchronisation.
+//! 3. A device buffer returns to its pool when the last export and the frame
+//!    are gone, and is reused only after every fence completed (see
+//!    [`crate::pool`]).
+
+use crate::device::{self, Device, Event, StreamHandle};
+use crate::driver::check;
+use crate::error::{CudaError, Result};
+use crate::kernels::{self, Kernel};
+use crate::pool::{DeviceLease, DevicePool, Fence};
+use framebus_core::{Frame, FramePool, PixelFormat};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pixel formats a `CudaFrame` can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceFormat {
+    /// An 8-bit packed host format copied as it is.
+    Packed(PixelFormat),
+    /// Planar RGB float32, `(3, h, w)`, normalised with mean/std.
+    RgbF32Chw,
+}
+
+impl DeviceFormat {
+    /// Parse a format name: a host packed format or `"RGB_F32_CHW"`.
+    pub fn parse(s: &str) -> Result<DeviceFormat> {
+        if s.eq_ignore_ascii_case("RGB_F32_CHW") {
+            return Ok(DeviceFormat::RgbF32Chw);
+        }
+        let f: PixelFormat = s.parse()?;
+        DeviceFormat::packed(f)
+    }
+
+    fn packed(f: PixelFormat) -> Result<DeviceFormat> {
+        use PixelFormat as P;
+        match f {
+            P::Bgra | P::Bgrx | P::Rgba | P::Rgb | P::Bgr | P::Gray8 => Ok(DeviceFormat::Packed(f)),
+            _ => Err(CudaError::invalid(
+                "format",
+                format!("{:?}", f.name()),
+                "a CudaFrame holds BGRA, BGRX, RGBA, RGB, BGR, GRAY8 or RGB_F32_CHW",
+            )),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeviceFormat::Packed(f) => f.name(),
+            DeviceFormat::RgbF32Chw => "RGB_F32_CHW",
+        }
+    }
+
+    /// Bytes of one sample (DLPack item size).
+    pub fn sample_bytes(&self) -> usize {
+        match self {
+            DeviceFormat::Packed(_) => 1,
+            DeviceFormat::RgbF32Chw => 4,
+        }
+    }
+
+    /// True for float samples.
+    pub fn is_float(&self) -> bool {
+        matches!(self, DeviceFormat::RgbF32Chw)
+    }
+
+    fn channels(&self) -> usize {
+        match self {
+            DeviceFormat::Packed(f) => f.bytes_per_pixel(),
+            DeviceFormat::RgbF32Chw => 3,
+        }
+    }
+}
+
+/// A frame in device memory.
+#[derive(Clone)]
+pub struct CudaFrame {
+    lease: DeviceLease,
+    pub width: usize,
+    pub height: usize,
+    /// Bytes from one row to the next (for RGB_F32_CHW: `4 * width`).
+    pub pitch: usize,
+    pub format: DeviceFormat,
+    pub timestamp_ns: u64,
+    pub seq: u64,
+    /// Completes when the contents are ready.
+    ready: Arc<Event>,
+    /// The stream the contents were produced on.
+    pub stream: StreamHandle,
+}
+
+impl std::fmt::Debug for CudaFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CudaFrame({}x{} {} on cuda:{})",
+            self.width,
+            self.height,
+            self.format.name(),
+            self.lease.device().index
+        )
+    }
+}
+
+/// What [`upload`] does.
+#[derive(Clone, Debug)]
+pub struct Upload {
+    /// The caller's stream, or `None` for framebus's stream of the device.
+    pub stream: Option<StreamHandle>,
+    /// Convert to this format on the GPU (`None`: copy as it is).
+    pub format: Option<DeviceFormat>,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for Upload {
+    fn default() -> Self {
+        Upload {
+            stream: None,
+            format: None,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+}
+
+/// Copy `frame` into a buffer of `pool` on `pool`'s device, asynchronously,
+/// converting it on the way when asked. Returns at once; the result's ready
+/// event completes when the copy (and kernel) have. The host frame's lease is
+/// held until then (module doc, rule 1).
+pub fn upload(frame: &Frame, pool: &DevicePool, opts: &Upload) -> Result<CudaFrame> {
+    let dev = pool.device().clone();
+    let l = *frame.layout();
+    let src_fmt = DeviceFormat::packed(l.format)?;
+    let target = opts.format.unwrap_or(src_fmt);
+    if let Some(s) = opts.std.iter().find(|s| **s == 0.0 || !s.is_finite()) {
+        return Err(CudaError::invalid("std", s, "must be finite and non-zero"));
+    }
+    if let Some(m) = opts.mean.iter().find(|m| !m.is_finite()) {
+        return Err(CudaError::invalid("mean", m, "must be finite"));
+    }
+    let kernel = if target == src_fmt {
+        None
+    } else {
+        if !matches!(l.format, PixelFormat::Bgra | PixelFormat::Bgrx) {
+            return Err(CudaError::invalid(
+                "format",
+                format!("{:?}", target.name()),
+                format!(
+                    "GPU conversion reads BGRA or BGRX frames, this one is {}",
+                    l.format.name()
+                ),
+            ));
+        }
+        Some(match target {
+            DeviceFormat::Packed(PixelFormat::Rgb) => Kernel::Rgb,
+            DeviceFormat::Packed(PixelFormat::Bgr) => Kernel::Bgr,
+            DeviceFormat::Packed(PixelFormat::Gray8) => Kernel::Gray,
+            DeviceFormat::RgbF32Chw => Kernel::RgbF32Chw,
+            // BGRA <-> BGRX: the same bytes.
+            DeviceFormat::Packed(PixelFormat::Bgra | PixelFormat::Bgrx) => {
+                return upload(
+                    frame,
+                    pool,
+                    &Upload {
+                        format: None,
+                        ..opts.clone()
+                    },
+                )
+                .map(|mut c| {
+                    c.format = target;
+                    c
+                })
+            }
+            t => {
+                return Err(CudaError::invalid(
+                    "format",
+                    format!("{:?}", t.name()),
+                    "GPU conversion makes RGB, BGR, GRAY8 or RGB_F32_CHW",
+                ))
+            }
+        })
+    };
+    let api = dev.bind()?;
+    let stream = match opts.stream {
+        Some(s) => s,
+        None => dev.stream()?,
+    };
+    let bytes = l.byte_len();
+    let staging = pool.acquire(bytes)?;
+    // SAFETY: the source is `bytes` readable bytes of a live slot whose lease
+    // we keep (hold_until below) until the copy's event has completed;
+    // `staging` is a device buffer of at least `bytes` bytes.
+    let r = unsafe {
+        (api.memcpy_htod_async)(
+            staging.ptr(),
+            frame.as_ptr() as *const std::ffi::c_void,
+            bytes,
+            stream as crate::driver::CUstream,
+        )
+    };
+    check(api, "cuMemcpyHtoDAsync", r, || {
+        format!("{bytes} bytes to cuda:{}", dev.index)
+    })?;
+    let (out, pitch) = match kernel {
+        None => (staging.clone(), l.stride),
+        Some(k) => {
+            let (pitch, len) = match k {
+                Kernel::RgbF32Chw => (4 * l.width, 12 * l.width * l.height),
+                Kernel::Gray => (l.width, l.width * l.height),
+                _ => (3 * l.width, 3 * l.width * l.height),
+            };
+            let out = pool.acquire(len)?;
+            kernels::launch(
+                &dev,
+                k,
+                stream,
+                staging.ptr(),
+                l.stride,
+                out.ptr(),
+                pitch,
+                l.width,
+                l.height,
+                opts.mean,
+                opts.std,
+            )?;
+            (out, pitch)
+        }
+    };
+    let ready = Event::record_on(&dev, stream)?;
+    staging.add_fence(Fence::Event(ready.clone()));
+    out.add_fence(Fence::Event(ready.clone()));
+    drop(staging);
+    device::hold_until(ready.clone(), Box::new(frame.clone()));
+    Ok(CudaFrame {
+        lease: out,
+        width: l.width,
+        height: l.height,
+        pitch,
+        format: target,
+        timestamp_ns: frame.timestamp_ns(),
+        seq: frame.seq(),
+        ready,
+        stream,
+    })
+}
+
+/// A download in flight: the host frame and the event of its copy.
+pub struct Download {
+    frame: Frame,
+    done: Arc<Event>,
+}
+
+impl Download {
+    /// Wait up to `slice`; the frame once the copy has completed.
+    pub fn wait(&self, slice: Duration) -> Result<bool> {
+        self.done.wait_for(slice)
+    }
+    /// The host frame (call after [`Download::wait`] returned true).
+    pub fn into_frame(self) -> Frame {
+        self.frame
+    }
+}
+
+/// How a consumer of an export synchronises (the DLPack `stream` argument).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consumer {
+    /// The consumer's work goes on this stream: it waits for the ready event
+    /// now, and an event recorded on it when the export is released fences
+    /// the buffer's reuse.
+    Stream(StreamHandle),
+    /// No synchronisation (`stream=-1`, or CAI): the consumer synchronises
+    /// itself; the buffer's reuse is fenced by a context synchronisation.
+    Unsynchronised,
+}
+
+/// One export's claim on a frame's buffer; dropping it releases the export
+/// (from any thread, without the GIL).
+pub struct ExportGuard {
+    lease: DeviceLease,
+    consumer: Consumer,
+}
+
+impl Drop for ExportGuard {
+    fn drop(&mut self) {
+        let fence = match self.consumer {
+            Consumer::Stream(s) => Event::record_on(self.lease.device(), s)
+                .map(Fence::Event)
+                .unwrap_or(Fence::Context),
+            Consumer::Unsynchronised => Fence::Context,
+        };
+        self.lease.add_fence(fence);
+    }
+}
+
+impl CudaFrame {
+    pub fn device(&self) -> &Arc<Device> {
+        self.lease.device()
+    }
+    pub fn ptr(&self) -> u64 {
+        self.lease.ptr()
+    }
+    pub fn lease(&self) -> &DeviceLease {
+        &self.lease
+    }
+    /// Bytes of the image (`pitch * height`, times 3 planes for CHW).
+    pub fn byte_len(&self) -> usize {
+        match self.format {
+            DeviceFormat::RgbF32Chw => 3 * self.pitch * self.height,
+            _ => self.pitch * self.height,
+        }
+    }
+    /// Shape in samples: `(h, w, c)`, `(h, w)` for GRAY8, `(3, h, w)` for CHW.
+    pub fn shape(&self) -> Vec<usize> {
+        match self.format {
+            DeviceFormat::RgbF32Chw => vec![3, self.height, self.width],
+            f if f.channels() == 1 => vec![self.height, self.width],
+            f => vec![self.height, self.width, f.channels()],
+        }
+    }
+    /// Strides in samples, matching [`CudaFrame::shape`].
+    pub fn strides(&self) -> Vec<usize> {
+        match self.format {
+            DeviceFormat::RgbF32Chw => vec![self.width * self.height, self.width, 1],
+            f if f.channels() == 1 => vec![self.pitch, 1],
+            f => vec![self.pitch, f.channels(), 1],
+        }
+    }
+    /// True once the contents are ready (the ready event completed).
+    pub fn is_ready(&self) -> Result<bool> {
+        self.ready.query()
+    }
+    /// Wait up to `limit` for the contents; true when ready.
+    pub fn wait_ready(&self, limit: Duration) -> Result<bool> {
+        self.ready.wait_for(limit)
+    }
+    /// A claim for one consumer, after making its stream wait for the contents.
+    pub fn export(&self, consumer: Consumer) -> Result<ExportGuard> {
+        if let Consumer::Stream(s) = consumer {
+            self.device().stream_wait(s, &self.ready)?;
+        }
+        Ok(ExportGuard {
+            lease: self.lease.clone(),
+            consumer,
+        })
+    }
+    /// Start copying the frame into a slot of `pool` (8-bit formats only).
+    pub fn download(&self, pool: &FramePool) -> Result<Download> {
+        let DeviceFormat::Packed(fmt) = self.format else {
+            return Err(CudaError::invalid(
+                "format",
+                "\"RGB_F32_CHW\"",
+                "to_host copies 8-bit frames; read float tensors through DLPack",
+            ));
+        };
+        let frame = pool.acquire_frame(self.width, self.height, fmt, Some(self.pitch))?;
+        let dev = self.device().clone();
+        let stream = dev.stream()?;
+        dev.stream_wait(stream, &self.ready)?;
+        let api = dev.bind()?;
+        let bytes = self.byte_len();
+        // SAFETY: the frame's slot has room for `bytes` (same layout) and we
+        // own it until the copy completed (the Download keeps it); the device
+        // buffer is kept by the fence below and by `self`.
+        let r = unsafe {
+            (api.memcpy_dtoh_async)(
+                frame.as_ptr().cast(),
+                self.lease.ptr(),
+                bytes,
+                stream as crate::driver::CUstream,
+            )
+        };
+        check(api, "cuMemcpyDtoHAsync", r, || {
+            format!("{bytes} bytes from cuda:{}", dev.index)
+        })?;
+        let done = Event::record_on(&dev, stream)?;
+        self.lease.add_fence(Fence::Event(done.clone()));
+        Ok(Download { frame, done })
+    }
+}
