@@ -851,6 +851,7 @@ impl ExtCopySource {
 
     fn settle(&mut self) -> Result<()> {
         self.buffers.sweep();
+        self.slots.retain(|_, r| r.alive.strong_count() > 0);
         // Everything sent before is processed and everything the compositor sent is read:
         // an armed frame that is not ready now saw no change.
         self.sync_outputs()?;

@@ -588,3 +588,61 @@ fn an_acquire_by_someone_else_makes_the_next_copy_whole() {
         }
     });
 }
+
+#[test]
+fn slots_pools_and_fds_stay_flat_over_many_grabs() {
+    let Some(mut comp) = Comp::start(&["--no-default-output", "--output", "A 64x48 0 0"]) else {
+        return;
+    };
+    let pool = FramePool::default();
+    let mut src = comp.source(pool.clone());
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let mut baseline = None;
+    for i in 0..600u32 {
+        if i % 2 == 0 {
+            comp.cmd(&format!("fill A {} {} 3 3 {:06x}ff", i % 60, i % 40, i));
+        }
+        let region = match i % 3 {
+            0 => None,
+            1 => Some(Region::new(5, 5, 20, 20)),
+            _ => Some(Region::new(0, 0, 64, 48)),
+        };
+        let f = src.grab_with(region, false, None, None).unwrap();
+        if i % 2 == 0 {
+            // The fill's top-left pixel, where the frame shows it.
+            let (left, top) = region.map_or((0, 0), |r| (r.left as u32, r.top as u32));
+            let (x, y) = ((i % 60).checked_sub(left), (i % 40).checked_sub(top));
+            if let (Some(x), Some(y)) = (x, y) {
+                if x < f.layout().width as u32 && y < f.layout().height as u32 {
+                    let b = i.to_be_bytes();
+                    assert_eq!(px(&f, x, y), [b[3], b[2], b[1], 0xff], "grab {i}");
+                }
+            }
+        }
+        drop(f);
+        if i == 100 {
+            baseline = Some(fds());
+        }
+    }
+    assert!(
+        fds() <= baseline.unwrap() + 2,
+        "fds grew: {} -> {}",
+        baseline.unwrap(),
+        fds()
+    );
+    assert!(
+        src.attached_segments() <= 4,
+        "{} wl_shm pools",
+        src.attached_segments()
+    );
+    assert!(
+        src.tracked_slots() <= 4,
+        "{} slots tracked",
+        src.tracked_slots()
+    );
+    assert!(
+        pool.stats().slots <= 4,
+        "{} slots mapped",
+        pool.stats().slots
+    );
+}
