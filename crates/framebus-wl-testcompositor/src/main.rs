@@ -9,8 +9,8 @@
 //! ```
 //! Prints `READY` once listening. Commands (one per line, each answered `OK ...` or
 //! `ERR reason`): `output NAME WxH X Y [SCALE [TRANSFORM]]` (wl_output.transform 0-7),
-//! `remove NAME`, `fill NAME X Y W H RRGGBBAA`, `pattern NAME SEED`, `freeze MS` (stop
-//! answering anyone for MS ms), `format FMT[,FMT...]` (exactly the shm formats sessions
+//! `remove NAME`, `fill NAME X Y W H RRGGBBAA`, `pattern NAME SEED`, `freeze MS` (reply, then
+//! stop answering anyone for MS ms), `format FMT[,FMT...]` (exactly the shm formats sessions
 //! offer, in order; default `XRGB8888,ARGB8888`), `outputs`,
 //! `stats` (`OK bytes_written=N frames=N failed=N sessions=N`). Exits on SIGTERM, SIGINT or
 //! stdin EOF. The pattern formula is in `state::pattern_rgba`.
@@ -218,6 +218,9 @@ fn run() -> Result<(), String> {
                     .is_err()
                 {
                     stdin_open = false;
+                }
+                if let Some(d) = state.freeze.take() {
+                    std::thread::sleep(d);
                 }
             }
         }

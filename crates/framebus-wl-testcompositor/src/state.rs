@@ -202,6 +202,8 @@ pub struct State {
     /// Disabled globals of removed outputs, destroyed a little later (clients binding them
     /// in the meantime must not hit a protocol error).
     pub dying_globals: Vec<(GlobalId, Instant)>,
+    /// Set by `freeze`: how long the loop sleeps after replying.
+    pub freeze: Option<Duration>,
 }
 
 pub fn monotonic() -> Duration {
@@ -227,6 +229,7 @@ impl State {
             frames_ready: 0,
             frames_failed: 0,
             dying_globals: Vec::new(),
+            freeze: None,
         }
     }
 
@@ -345,12 +348,12 @@ impl State {
             }
             ["freeze", ms] => {
                 // A compositor that stops answering (tests of client timeouts): the whole
-                // loop sleeps, then replies.
+                // loop sleeps right after this reply, so "OK" means "frozen now".
                 let ms = int(ms)?;
                 if !(0..=60_000).contains(&ms) {
                     return Err(format!("freeze takes 0-60000 ms, not {ms}"));
                 }
-                std::thread::sleep(Duration::from_millis(ms as u64));
+                self.freeze = Some(Duration::from_millis(ms as u64));
                 Ok(String::new())
             }
             ["stats"] => Ok(format!(
