@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -178,6 +179,51 @@ def test_no_portal_on_the_bus_is_a_clear_error(sway, grab_bin, tmp_path):
     assert r.returncode == 1
     err = r.stderr.decode()
     assert "screen-cast portal" in err and "xdg-desktop-portal" in err, err
+
+
+def test_python_grabber_backend_portal(sway, stack, monkeypatch):
+    """framebus.Grabber(backend="portal") in this process: pixel-exact, read-only frames,
+    NumPy views keep the PipeWire buffer until they go."""
+    framebus = pytest.importorskip("framebus", exc_type=ImportError)
+    for k in ("DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "XDG_STATE_HOME", "HOME"):
+        monkeypatch.setenv(k, stack.env[k])
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    stop = threading.Event()
+
+    def poke() -> None:  # the damage xdg-desktop-portal-wlr needs to send a frame
+        while not stop.wait(1.0):
+            sway.show_image(sway.output, PICTURE, wait=False)
+
+    poker = threading.Thread(target=poke, daemon=True)
+    poker.start()
+    try:
+        try:
+            g = framebus.Grabber(backend="portal")
+        except framebus.CaptureError as e:
+            if "no ScreenCast portal client" in str(e):
+                pytest.skip("the installed extension predates the portal backend")
+            raise
+        assert g.backend == "portal"
+        assert g.screen_size == (W, H)
+        # settle: the picture shown again is the same picture
+        deadline = time.monotonic() + 20
+        while True:
+            frame = g.grab()
+            arr = np.asarray(frame)
+            if np.array_equal(arr[..., [2, 1, 0]], PICTURE) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert arr.shape == (H, W, 4)
+        assert np.array_equal(arr[..., [2, 1, 0]], sway.grim(output=sway.output))
+        assert not arr.flags.writeable
+        region = np.asarray(g.grab(region={"left": 10, "top": 20, "width": 100, "height": 50}))
+        assert np.array_equal(region[..., [2, 1, 0]], PICTURE[20:70, 10:110])
+        del frame, arr, region
+        g.close()
+    finally:
+        stop.set()
+        poker.join(timeout=10)
 
 
 def test_stack_teardown_leaves_nothing(sway):

@@ -6,7 +6,7 @@
 //! ```text
 //!  portal fd ─▶ pw_context_connect_fd ─▶ pw_stream (INPUT, node id, EnumFormat pod)
 //!     thread loop (PipeWire's thread, its lock held in every callback)
-//!        add_buffer:    MemFd → our own read-only mmap of a dup of the fd (Arc<Mapping>)
+//!        add_buffer:    MemFd → our own mmap of a dup of the fd (Arc<Mapping>)
 //!        param_changed: Format → size, pixel format; answer with a Buffers pod
 //!        process:       dequeue everything, keep the newest, queue the others back
 //!  consumer (any thread)
@@ -210,7 +210,7 @@ pub struct VideoFormat {
     pub height: u32,
 }
 
-/// Our own read-only mapping of a buffer's memory (a dup of its fd).
+/// Our own mapping of a buffer's memory (a dup of its fd), only ever read.
 pub(crate) struct Mapping {
     base: NonNull<u8>,
     map_len: usize,
@@ -249,18 +249,25 @@ impl Mapping {
                 ));
             }
         }
-        // SAFETY: a fresh read-only shared mapping chosen by the kernel; it
-        // aliases no Rust object. The fd is valid for the call.
-        let p = unsafe {
-            rustix::mm::mmap(
-                ptr::null_mut(),
-                map_len,
-                rustix::mm::ProtFlags::READ,
-                rustix::mm::MapFlags::SHARED,
-                &owned,
-                start as u64,
-            )
-        }?;
+        // Writable when the fd allows it, though framebus never writes: a
+        // foreign consumer that ignores the read-only flag (legacy DLPack)
+        // then scribbles on a frame it holds instead of faulting.
+        let map = |prot| {
+            // SAFETY: a fresh shared mapping chosen by the kernel; it aliases
+            // no Rust object. The fd is valid for the call.
+            unsafe {
+                rustix::mm::mmap(
+                    ptr::null_mut(),
+                    map_len,
+                    prot,
+                    rustix::mm::MapFlags::SHARED,
+                    &owned,
+                    start as u64,
+                )
+            }
+        };
+        use rustix::mm::ProtFlags;
+        let p = map(ProtFlags::READ | ProtFlags::WRITE).or_else(|_| map(ProtFlags::READ))?;
         Ok(Mapping {
             base: NonNull::new(p.cast()).ok_or_else(|| std::io::Error::other("null mapping"))?,
             map_len,
