@@ -3,13 +3,14 @@
 //!
 //! ```text
 //! cargo run -p framebus-capture --example portal_grab -- OUT [--hold N] [--no-restore]
+//!     [--settle MS] [--frames N] [--repeats R]
 //! ```
 //! Writes `OUT.bgra` (the whole stream, rows packed), `OUT.crop.bgra` (the
 //! region 10,20 100x50) and prints one JSON line: size, counters, whether a
 //! restore token was used, the token's path, the backend reason, and the
-//! mean time of 50 grabs of the newest frame, each read once (a u64 sum),
-//! whole (`grab_us`: zero copy while buffers last) and one row short
-//! (`copy_us`: one copy).
+//! time of a grab of the newest frame read once (a u64 sum), whole
+//! (`grab_us`: zero copy while buffers last) and one row short (`copy_us`:
+//! one copy): the median of `--repeats R` (1) runs of `--frames N` (50).
 //! `--hold N` grabs N more frames while holding all of them (zero copy while
 //! the producer has buffers to spare, copies after that); `--settle MS` waits
 //! until no new frame came for MS ms before the first grab that is written.
@@ -43,7 +44,9 @@ fn sum(frame: &framebus_core::Frame) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(out) = args.first().cloned() else {
-        eprintln!("usage: portal_grab OUT [--hold N] [--no-restore]");
+        eprintln!(
+            "usage: portal_grab OUT [--hold N] [--no-restore] [--settle MS] [--frames N] [--repeats R]"
+        );
         std::process::exit(2);
     };
     let hold: usize = args
@@ -52,6 +55,15 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    let num = |flag: &str, default: usize| -> usize {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(default)
+    };
+    let (frames, repeats) = (num("--frames", 50), num("--repeats", 1));
     let settle: u64 = args
         .iter()
         .position(|a| a == "--settle")
@@ -112,24 +124,31 @@ fn main() {
         let during = (s.held, s.buffers);
         drop(held);
         let after = src.stats().held;
-        // timing: grabs of the newest frame, one at a time
-        let n = 50;
-        // (the frames are dropped at once: each grab may hold the same buffer again)
-        let t = std::time::Instant::now();
-        let mut check = 0u64;
-        for _ in 0..n {
-            check = check.wrapping_add(sum(&src.grab(None, false, None, None)?));
-        }
-        let grab_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-        // the copy path: a region one row short of the stream is one copy
+        // timing: grabs of the newest frame, one at a time, each read once;
+        // the median of `repeats` runs of `frames` grabs
         let (w, h) = src.screen_size()?;
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            let f = src.grab(Some(Region::new(0, 0, w, h - 1)), false, None, None)?;
-            check = check.wrapping_add(sum(&f));
+        let mut check = 0u64;
+        let (mut zero, mut copy) = (Vec::new(), Vec::new());
+        for _ in 0..repeats {
+            let t = std::time::Instant::now();
+            for _ in 0..frames {
+                check = check.wrapping_add(sum(&src.grab(None, false, None, None)?));
+            }
+            zero.push(t.elapsed().as_secs_f64() * 1e6 / frames as f64);
+            // the copy path: a region one row short of the stream is one copy
+            let t = std::time::Instant::now();
+            for _ in 0..frames {
+                let f = src.grab(Some(Region::new(0, 0, w, h - 1)), false, None, None)?;
+                check = check.wrapping_add(sum(&f));
+            }
+            copy.push(t.elapsed().as_secs_f64() * 1e6 / frames as f64);
         }
         std::hint::black_box(check);
-        let copy_us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (grab_us, copy_us) = (median(zero), median(copy));
         let s2 = src.stats();
         println!(
             "{{\"width\": {}, \"height\": {}, \"zero_copy\": {}, \"copies\": {}, \"buffers\": {}, \
