@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 PORTAL = "/usr/libexec/xdg-desktop-portal"
 PORTAL_WLR = "/usr/libexec/xdg-desktop-portal-wlr"
 PERMISSION_STORE = "/usr/libexec/xdg-permission-store"
-TOOLS = ("dbus-daemon", "pipewire", "wireplumber", "busctl")
+TOOLS = ("dbus-daemon", "dbus-send", "pipewire", "wireplumber")
 
 
 def missing() -> list[str]:
@@ -154,11 +154,17 @@ class PortalStack:
     def names(self) -> set[str]:
         """Names owned on the private bus."""
         r = subprocess.run(
-            ["busctl", "--address", f"unix:path={self.bus}", "list", "--no-legend"],
+            ["dbus-send", f"--bus=unix:path={self.bus}", "--print-reply", "--type=method_call"]
+            + ["--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"]
+            + ["org.freedesktop.DBus.ListNames"],
             capture_output=True,
             timeout=10,
         )
-        return {line.split()[0] for line in r.stdout.decode().splitlines() if line.split()}
+        return {
+            line.split('"')[1]
+            for line in r.stdout.decode().splitlines()
+            if line.strip().startswith('string "')
+        }
 
     def _start(self, output: str, timeout: float, daemons: bool) -> None:
         conf = self.dir / "bus.conf"
