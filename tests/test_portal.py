@@ -219,7 +219,15 @@ def test_python_grabber_backend_portal(sway, stack, monkeypatch):
         assert not arr.flags.writeable
         region = np.asarray(g.grab(region={"left": 10, "top": 20, "width": 100, "height": 50}))
         assert np.array_equal(region[..., [2, 1, 0]], PICTURE[20:70, 10:110])
-        del frame, arr, region
+        # a second grabber of this process shares the session: no dialog, no waiting
+        # for the screen to change, the same picture
+        t0 = time.monotonic()
+        g2 = framebus.Grabber(backend="portal")
+        second = np.asarray(g2.grab())
+        assert time.monotonic() - t0 < 2
+        assert np.array_equal(second, arr)
+        del frame, arr, region, second
+        g2.close()
         g.close()
     finally:
         stop.set()

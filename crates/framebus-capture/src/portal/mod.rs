@@ -78,13 +78,32 @@ pub struct PortalStats {
     pub held: usize,
 }
 
-/// A capture source on the ScreenCast portal. Dropping it ends the stream and
-/// closes the portal session (frames still held keep their buffers mapped).
-pub struct PortalSource {
-    pool: FramePool,
+/// One portal session and its PipeWire stream, shared by every
+/// [`PortalSource`] of this process opened with the same source types and
+/// cursor mode: a second grabber neither asks the user again nor waits for
+/// a first frame (on wlroots a new session gets one only when the screen
+/// changes). It ends when the last source (and held frame) is gone.
+struct Shared {
     // field order = drop order: the stream first, then the session
     stream: Arc<pw::Stream>,
     session: dbus::Session,
+    streams: Vec<PortalStream>,
+    restored_with_token: bool,
+}
+
+type SharedKey = (u32, bool);
+
+/// Open sessions of this process, by (source types, cursor).
+static OPEN: std::sync::Mutex<Vec<(SharedKey, std::sync::Weak<Shared>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// A capture source on the ScreenCast portal. Dropping the last one of a
+/// session ends the stream and closes the portal session (frames still held
+/// keep their buffers mapped).
+pub struct PortalSource {
+    pool: FramePool,
+    stream: Arc<pw::Stream>,
+    shared: Arc<Shared>,
     streams: Vec<PortalStream>,
     restored_with_token: bool,
     cursor: bool,
@@ -128,20 +147,44 @@ impl PortalSource {
         }
         // Fail early, before any dialog, when PipeWire is not there.
         pw::available().map_err(|e| portal_err("load PipeWire", e))?;
-        let started = dbus::start(&dbus::Request {
-            source_types,
-            cursor: opts.cursor,
-            restore: opts.restore,
-            timeout: opts.portal_timeout,
-        })?;
-        let node = started.streams[0].node_id;
-        let stream = pw::Stream::connect(started.fd, node)?;
+        let key = (source_types, opts.cursor);
+        // Held while a session opens, so two grabbers opening at once share
+        // one dialog instead of showing two.
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|(_, w)| w.strong_count() > 0);
+        let reuse = open
+            .iter()
+            .filter(|(k, _)| *k == key)
+            .filter_map(|(_, w)| w.upgrade())
+            .find(|sh| !sh.stream.failed());
+        let shared = match reuse {
+            Some(sh) => sh,
+            None => {
+                let started = dbus::start(&dbus::Request {
+                    source_types,
+                    cursor: opts.cursor,
+                    restore: opts.restore,
+                    timeout: opts.portal_timeout,
+                })?;
+                let node = started.streams[0].node_id;
+                let stream = pw::Stream::connect(started.fd, node)?;
+                let sh = Arc::new(Shared {
+                    stream,
+                    session: started.session,
+                    streams: started.streams,
+                    restored_with_token: started.restored_with_token,
+                });
+                open.push((key, Arc::downgrade(&sh)));
+                sh
+            }
+        };
+        drop(open);
         Ok(PortalSource {
             pool,
-            stream,
-            session: started.session,
-            streams: started.streams,
-            restored_with_token: started.restored_with_token,
+            stream: shared.stream.clone(),
+            streams: shared.streams.clone(),
+            restored_with_token: shared.restored_with_token,
+            shared,
             cursor: opts.cursor,
             first_frame_timeout: opts.first_frame_timeout,
             last_seq: 0,
@@ -174,7 +217,7 @@ impl PortalSource {
 
     /// The open portal session's object path.
     pub fn session_handle(&self) -> &str {
-        self.session.handle()
+        self.shared.session.handle()
     }
 
     /// Counters: zero-copy frames, copies, buffers.
@@ -200,8 +243,10 @@ impl PortalSource {
             return Err(portal_err(
                 "waiting for the first frame",
                 format!(
-                    "no frame from PipeWire within {:.1} s (stream {}; is a session manager \
-                     such as WirePlumber running?)",
+                    "no frame from PipeWire within {:.1} s (the stream is {}; on wlroots, \
+                     xdg-desktop-portal-wlr sends a new session its first frame only when the \
+                     screen changes; elsewhere, is a session manager such as WirePlumber \
+                     running?)",
                     self.first_frame_timeout.as_secs_f64(),
                     if self.stream.streaming() {
                         "streaming"

@@ -723,6 +723,11 @@ impl Stream {
         }
     }
 
+    /// Whether the stream failed (an error, or disconnected).
+    pub fn failed(&self) -> bool {
+        self.state().error.is_some()
+    }
+
     /// Whether a DMA-BUF buffer was ever offered.
     pub fn saw_dmabuf(&self) -> bool {
         self.state().dmabuf_seen
