@@ -398,9 +398,9 @@ impl Drop for Hold {
             let mut st = s.state();
             if let Some(l) = st.latest.as_mut().filter(|l| l.buf == self.buf) {
                 // still the newest: keep it (unqueued) for the next grab
-                l.held -= 1;
+                l.held = l.held.saturating_sub(1);
             } else if let Some(n) = st.out.get_mut(&self.buf) {
-                *n -= 1;
+                *n = n.saturating_sub(1);
                 if *n == 0 {
                     st.out.remove(&self.buf);
                     if st.buffers.contains_key(&self.buf) {
