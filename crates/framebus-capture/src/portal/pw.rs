@@ -1119,6 +1119,54 @@ mod tests {
     }
 
     #[test]
+    fn mapping_reads_the_buffer_at_its_offset_and_checks_bounds() {
+        use std::io::Write;
+        let fd = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let mut f = std::fs::File::from(fd);
+        let bytes: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 251) as u8).collect();
+        f.write_all(&bytes).unwrap();
+        // a buffer at offset 5000 (not page-aligned), 4000 bytes long
+        let m = Mapping::new(std::os::fd::AsFd::as_fd(&f), 5000, 4000, false).unwrap();
+        let p = m.range(10, 100).unwrap();
+        // SAFETY: inside our mapping, which lives until the end of the test.
+        let got = unsafe { std::slice::from_raw_parts(p.as_ptr(), 100) };
+        assert_eq!(got, &bytes[5010..5110]);
+        assert!(m.range(3990, 11).is_none(), "past the buffer's end");
+        assert!(m.range(0, 0).is_none());
+        assert!(m.range(usize::MAX, 2).is_none());
+        // a memfd shorter than the buffer claims is refused (it would SIGBUS)
+        let e = Mapping::new(std::os::fd::AsFd::as_fd(&f), 8192, 8192, false);
+        assert!(e.is_err());
+        assert!(Mapping::new(std::os::fd::AsFd::as_fd(&f), 0, 0, false).is_err());
+    }
+
+    #[test]
+    fn hook_remove_unlinks_from_a_list() {
+        // head <-> hook <-> other <-> head, as spa_list links them
+        let mut head = [0usize; 2];
+        let mut hook = [0usize; 8];
+        let mut other = [0usize; 2];
+        let (h, k, o) = (
+            head.as_mut_ptr() as usize,
+            hook.as_mut_ptr() as usize,
+            other.as_mut_ptr() as usize,
+        );
+        head = [k, o];
+        hook[0] = o;
+        hook[1] = h;
+        other = [h, k];
+        // SAFETY: `hook` is linked into a live three-element list.
+        unsafe { hook_remove(hook.as_mut_ptr()) };
+        assert_eq!(head, [o, o]);
+        assert_eq!(other, [h, h]);
+        assert_eq!(&hook[..2], &[0, 0]);
+        // a zeroed hook (never linked) is left alone
+        let mut zero = [0usize; 8];
+        // SAFETY: zeroed.
+        unsafe { hook_remove(zero.as_mut_ptr()) };
+    }
+
+    #[test]
     fn missing_library_error_names_the_library() {
         // Whatever this machine has, the message format is fixed.
         if let Err(e) = available() {
