@@ -24,7 +24,7 @@ W, H = 640, 480
 ROOT = Path(__file__).resolve().parents[1]
 
 # Every Wayland backend sway can serve here. sway 1.7 has no ext-image-copy-capture;
-# the ScreenCast portal (PipeWire) joins this list through tests/portal_env.py.
+# the ScreenCast portal (PipeWire) is checked against grim in tests/test_portal.py.
 BACKENDS = ["wlr-screencopy"]
 
 EDGE_REGIONS = [
@@ -136,7 +136,7 @@ def test_display_by_socket_name_under_xdg_runtime_dir(screen, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(screen.dir))
     with Grabber(screen.name) as g:
         assert g.backend == "wlr-screencopy"
-        np.testing.assert_array_equal(rgb(g.grab((3, 4, 50, 60))), pattern_rgb(3, 4, 50, 60))
+        np.testing.assert_array_equal(rgb(g.grab(Region(3, 4, 50, 60))), pattern_rgb(3, 4, 50, 60))
 
 
 def test_frame_is_a_zero_copy_view_of_its_slot(screen):
@@ -170,17 +170,10 @@ def test_real_client_content_is_pixel_exact(sway_factory):
 
 # --- monitors -----------------------------------------------------------------
 
-# wl_output.transform values, by the names swaymsg prints.
-TRANSFORMS = {
-    "normal": 0,
-    "90": 1,
-    "180": 2,
-    "270": 3,
-    "flipped": 4,
-    "flipped-90": 5,
-    "flipped-180": 6,
-    "flipped-270": 7,
-}
+# wl_output.transform values, by the names swaymsg prints. sway 1.7 names rotations
+# clockwise, wl_output counter-clockwise: after `output X transform 90`, get_outputs says
+# "90" and the wl_output says 270 (wayland-info: "output_transform: 270°").
+TRANSFORMS = {"normal": 0, "90": 3, "180": 2, "270": 1}
 
 
 def expected_monitors(s: Sway) -> tuple[dict, dict]:
@@ -202,7 +195,9 @@ def expected_monitors(s: Sway) -> tuple[dict, dict]:
             "name": o["name"],
             "scale": o["scale"],
             "transform": o["transform"],
-            "description": f"Headless output {o['name'].split('-')[1]}",
+            # wlroots names outputs of its headless and wayland backends so.
+            "description": f"{'Wayland' if s.nested else 'Headless'} output "
+            + o["name"].split("-")[1],
         }
         for o in outs
     }

@@ -140,6 +140,21 @@ def _ensure_user() -> pwd.struct_passwd:
         return pwd.getpwnam(USER)
 
 
+def _group(pgid: int) -> list[int]:
+    """The processes of process group ``pgid``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+            pids.append(int(entry))
+    return pids
+
+
 class Terminal:
     """A foot window showing whatever is written to it (a FIFO read by ``cat``):
     escape sequences set colours, ``write(b"\\x1b]11;#rrggbb\\x1b\\\\")`` repaints its
@@ -318,8 +333,13 @@ class Sway:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, signal.SIGKILL)
         if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
+            # SIGTERM to sway and its children, not to runuser: runuser, signalled,
+            # passes it on and then sleeps 2 s before its SIGKILL; left alone, it
+            # exits as soon as sway does.
+            for pid in _group(self.proc.pid):
+                if pid != self.proc.pid:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
