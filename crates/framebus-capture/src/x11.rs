@@ -430,19 +430,23 @@ mod tests {
         let mut g = X11Source::open(Some(&display), BackendChoice::Auto, FramePool::default())
             .expect("open");
         let r = Region::new(0, 0, 16, 16);
-        let slot = g.grab(Some(r), false, None).unwrap().lease().slot_id();
+        let slot = g
+            .grab_with(Some(r), false, None, None)
+            .unwrap()
+            .lease()
+            .slot_id();
         // The slot is free again; the next grab reuses it with a bogus segment,
         // as if the server refused SHM before any grab had succeeded.
         g.segments.corrupt(slot);
         g.shm_proven = false;
-        let f = g.grab(Some(r), false, None).unwrap();
+        let f = g.grab_with(Some(r), false, None, None).unwrap();
         assert_eq!(f.lease().slot_id(), slot);
         assert_eq!(g.backend(), Backend::XGetImage);
         let reason = g.backend_reason().unwrap().to_owned();
         assert!(reason.starts_with("ShmGetImage failed: "), "{reason}");
         assert_eq!(g.attached_segments(), 0, "segments detached on the switch");
         // Switched once: later grabs stay on XGetImage with the same reason.
-        g.grab(Some(r), false, None).unwrap();
+        g.grab_with(Some(r), false, None, None).unwrap();
         assert_eq!(g.backend_reason(), Some(reason.as_str()));
         let _ = server.kill();
         let _ = server.wait();

@@ -771,6 +771,76 @@ pub(crate) fn flip_rows(bytes: &mut [u8], stride: usize, x0: usize, y0: usize, w
     }
 }
 
+/// Where upright pixel (ux, uy) of a `bw`×`bh` buffer of an output with
+/// wl_output transform `t` lies in the buffer. Transforms 0–3 rotate the
+/// buffer by `t`·90° clockwise, 4–7 also mirror it (checked against grim,
+/// which composes outputs upright, for all eight under sway).
+fn source_of(ux: usize, uy: usize, bw: usize, bh: usize, t: u32) -> (usize, usize) {
+    let (uw, _) = if t % 2 == 1 { (bh, bw) } else { (bw, bh) };
+    let ux = if t >= 4 { uw - 1 - ux } else { ux };
+    match t % 4 {
+        0 => (ux, uy),
+        1 => (uy, bh - 1 - ux), // upright = buffer turned 90° clockwise
+        2 => (bw - 1 - ux, bh - 1 - uy),
+        _ => (bw - 1 - uy, ux), // upright = buffer turned 90° counter-clockwise
+    }
+}
+
+/// Copy the rectangle `crop` of the upright picture of a `bw`×`bh` BGRA
+/// buffer (packed) of an output with transform `t` into `dst` (packed,
+/// `crop.width` pixels a row).
+pub(crate) fn untransform(src: &[u8], bw: usize, bh: usize, dst: &mut [u8], t: u32, crop: Region) {
+    let (cx, cy) = (crop.left as usize, crop.top as usize);
+    for (row_i, row) in dst.chunks_exact_mut(crop.width as usize * 4).enumerate() {
+        for (col_i, px) in row.chunks_exact_mut(4).enumerate() {
+            let (bx, by) = source_of(cx + col_i, cy + row_i, bw, bh, t);
+            let at = (by * bw + bx) * 4;
+            px.copy_from_slice(&src[at..at + 4]);
+        }
+    }
+}
+
+/// A rectangle of the buffer, in upright coordinates (the box of its two
+/// opposite corner pixels' preimages: the map is a rotation or mirror).
+pub(crate) fn untransform_rect(r: Region, bw: u32, bh: u32, t: u32) -> Region {
+    let (bw, bh) = (bw as usize, bh as usize);
+    let a = preimage(
+        (r.left.max(0) as usize).min(bw - 1),
+        (r.top.max(0) as usize).min(bh - 1),
+        bw,
+        bh,
+        t,
+    );
+    let b = preimage(
+        (r.right().max(1) as usize).min(bw) - 1,
+        (r.bottom().max(1) as usize).min(bh) - 1,
+        bw,
+        bh,
+        t,
+    );
+    let (x0, x1) = (a.0.min(b.0), a.0.max(b.0));
+    let (y0, y1) = (a.1.min(b.1), a.1.max(b.1));
+    Region::new(
+        x0 as i32,
+        y0 as i32,
+        (x1 - x0 + 1) as u32,
+        (y1 - y0 + 1) as u32,
+    )
+}
+
+/// The upright pixel whose source is buffer pixel (bx, by).
+fn preimage(bx: usize, by: usize, bw: usize, bh: usize, t: u32) -> (usize, usize) {
+    let uw = if t % 2 == 1 { bh } else { bw };
+    let (ux, uy) = match t % 4 {
+        0 => (bx, by),
+        1 => (bh - 1 - by, bx),
+        2 => (bw - 1 - bx, bh - 1 - by),
+        _ => (by, bw - 1 - bx),
+    };
+    let ux = if t >= 4 { uw - 1 - ux } else { ux };
+    (ux, uy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -798,6 +868,52 @@ mod tests {
             ]
         );
         assert_eq!(&px[stride + 4..], &orig[stride + 4..]);
+    }
+
+    #[test]
+    fn untransform_inverts_each_of_the_eight_transforms() {
+        // A 3x2 buffer whose pixels are their own index.
+        let (bw, bh) = (3usize, 2usize);
+        let src: Vec<u8> = (0..6u8).flat_map(|i| [i, 0, 0, 0]).collect();
+        // Upright pictures as numpy's rot90/fliplr gave them against grim.
+        let want: [&[u8]; 8] = [
+            &[0, 1, 2, 3, 4, 5],
+            &[3, 0, 4, 1, 5, 2], // 90° clockwise
+            &[5, 4, 3, 2, 1, 0],
+            &[2, 5, 1, 4, 0, 3], // 90° counter-clockwise
+            &[2, 1, 0, 5, 4, 3],
+            &[0, 3, 1, 4, 2, 5],
+            &[3, 4, 5, 0, 1, 2],
+            &[5, 2, 4, 1, 3, 0],
+        ];
+        for (t, want) in want.iter().enumerate() {
+            let mut dst = vec![0u8; 24];
+            let (uw, uh) = if t % 2 == 1 { (bh, bw) } else { (bw, bh) };
+            let all = Region::new(0, 0, uw as u32, uh as u32);
+            untransform(&src, bw, bh, &mut dst, t as u32, all);
+            // A crop is the same pixels, cut out.
+            let mut one = vec![0u8; 4];
+            untransform(&src, bw, bh, &mut one, t as u32, Region::new(1, 1, 1, 1));
+            assert_eq!(one[..], dst[(uw + 1) * 4..(uw + 2) * 4]);
+            let got: Vec<u8> = dst.chunks(4).map(|p| p[0]).collect();
+            assert_eq!(&got, want, "transform {t}");
+            // Each buffer pixel's rectangle maps onto where its value went.
+            for i in 0..6usize {
+                let r = untransform_rect(
+                    Region::new((i % bw) as i32, (i / bw) as i32, 1, 1),
+                    bw as u32,
+                    bh as u32,
+                    t as u32,
+                );
+                let uw = if t % 2 == 1 { bh } else { bw };
+                let at = got.iter().position(|&v| v as usize == i).unwrap();
+                assert_eq!(
+                    (r.left as usize, r.top as usize),
+                    (at % uw, at / uw),
+                    "t {t} px {i}"
+                );
+            }
+        }
     }
 
     #[test]

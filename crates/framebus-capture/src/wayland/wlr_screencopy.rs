@@ -53,6 +53,14 @@ struct Part {
     whole: bool,
     /// Where the part lands in the frame (frame pixels).
     dst: (u32, u32),
+    /// The output's wl_output.transform: its buffers are turned upright
+    /// (only single-part plans can have one).
+    transform: u32,
+    /// On a rotated or flipped output the whole output is captured (how
+    /// compositors map a region onto a turned buffer differs: wlroots 0.15
+    /// turns 90°/270° boxes the wrong way) and this logical rectangle cut
+    /// out of the upright picture.
+    crop: Option<Region>,
 }
 
 /// What a grab of a region asks of the compositor.
@@ -184,7 +192,10 @@ impl WlrSource {
                 Part {
                     global: o.global,
                     output: o.wl.clone().expect("outputs() only yields bound outputs"),
-                    whole: local == Region::new(0, 0, l.width, l.height),
+                    whole: local == Region::new(0, 0, l.width, l.height) || o.transform != 0,
+                    crop: (o.transform != 0 && local != Region::new(0, 0, l.width, l.height))
+                        .then_some(local),
+                    transform: o.transform,
                     local,
                     dst: (
                         (x0 - region.left as i64) as u32,
@@ -480,6 +491,83 @@ impl WlrSource {
         Ok(damage)
     }
 
+    /// Turn a rotated or flipped output's buffer upright (one copy into a
+    /// new slot, with its damage); unchanged for a normal output.
+    fn upright(
+        &self,
+        plan: &Plan,
+        lease: Lease,
+        layout: FrameLayout,
+        damage: Vec<Region>,
+        pool: Option<&FramePool>,
+    ) -> Result<(Lease, FrameLayout, Vec<Region>)> {
+        let (t, crop) = match plan.parts.as_slice() {
+            [p] if p.transform != 0 => (p.transform, p.crop),
+            _ => return Ok((lease, layout, damage)),
+        };
+        let (bw, bh) = (layout.width, layout.height);
+        let (uw, uh) = if t % 2 == 1 { (bh, bw) } else { (bw, bh) };
+        // The crop in physical pixels of the upright picture.
+        let crop = match crop {
+            None => Region::new(0, 0, uw as u32, uh as u32),
+            Some(c) => {
+                let out = &plan.parts[0];
+                let scale = self
+                    .wl
+                    .outputs()
+                    .find(|o| o.global == out.global)
+                    .and_then(|o| o.integer_scale())
+                    .ok_or_else(|| {
+                        CaptureError::BadArgument(format!(
+                            "region {} cuts into a rotated output with a fractional scale; \
+                             grab the whole monitor instead",
+                            plan.region
+                        ))
+                    })?;
+                Region::new(
+                    c.left * scale as i32,
+                    c.top * scale as i32,
+                    c.width * scale,
+                    c.height * scale,
+                )
+            }
+        };
+        let out_layout = FrameLayout::new(
+            crop.width as usize,
+            crop.height as usize,
+            PixelFormat::Bgra,
+            None,
+        )?;
+        let mut out = pool.unwrap_or(&self.pool).acquire(out_layout.byte_len())?;
+        let dst = out
+            .get_mut()
+            .ok_or_else(|| wl_err("screencopy", "a fresh slot is shared"))?;
+        // SAFETY: `lease` is this grab's own slot (not handed out yet) and the
+        // compositor finished writing it; `byte_len` bytes lie inside it.
+        let src = unsafe { std::slice::from_raw_parts(lease.as_ptr(), layout.byte_len()) };
+        super::untransform(src, bw, bh, &mut dst[..out_layout.byte_len()], t, crop);
+        let damage = damage
+            .into_iter()
+            .filter_map(|r| {
+                let u = super::untransform_rect(r, bw as u32, bh as u32, t);
+                let x0 = u.left.max(crop.left);
+                let y0 = u.top.max(crop.top);
+                let x1 = u.right().min(crop.right());
+                let y1 = u.bottom().min(crop.bottom());
+                (x1 > x0 as i64 && y1 > y0 as i64).then(|| {
+                    Region::new(
+                        x0 - crop.left,
+                        y0 - crop.top,
+                        (x1 - x0 as i64) as u32,
+                        (y1 - y0 as i64) as u32,
+                    )
+                })
+            })
+            .collect();
+        let _ = uh;
+        Ok((out, out_layout, damage))
+    }
+
     /// Wait for `ready` (or `failed`) on every frame.
     fn wait_ready(&mut self, plan: &Plan, frames: &[InFlight], timeout: Duration) -> Result<bool> {
         let ids: Vec<u64> = frames.iter().map(|f| f.id).collect();
@@ -577,11 +665,12 @@ impl WlrSource {
             }
             let ts = self.ready_time(&frames, timestamp);
             self.finish(plan, &frames, &mut lease, &scratch, &layout)?;
+            let (lease, layout, _) = self.upright(plan, lease, layout, Vec::new(), pool)?;
             self.seq += 1;
+            let whole = vec![Region::new(0, 0, layout.width as u32, layout.height as u32)];
             let frame = Frame::new(lease, layout)?
                 .with_meta(ts, self.seq)
                 .into_readonly();
-            let whole = vec![Region::new(0, 0, w, h)];
             Ok(Some((frame, whole)))
         })();
         match result {
@@ -833,9 +922,10 @@ impl Source for WlrSource {
         }
         let ts = self.ready_time(&p.frames, p.timestamp);
         let damage = self.finish(&p.plan, &p.frames, &mut p.lease, &scratch, &p.layout)?;
+        let (lease, layout, damage) = self.upright(&p.plan, p.lease, p.layout, damage, pool)?;
         self.seq += 1;
         self.last_damage = Some(damage);
-        let frame = Frame::new(p.lease, p.layout)?
+        let frame = Frame::new(lease, layout)?
             .with_meta(ts, self.seq)
             .into_readonly();
         Ok(Some(frame))
