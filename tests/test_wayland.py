@@ -248,11 +248,6 @@ def test_monitors_match_swaymsg(sway_factory):
             g.grab()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="framebus reports wl_output's integer scale (2 for sway's 1.5); the logical "
-    "and physical sizes are right",
-)
 def test_fractional_scale_matches_swaymsg(sway_factory):
     s = sway_factory(320, 240)
     second = s.create_output(300, 200)
