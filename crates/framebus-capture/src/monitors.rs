@@ -20,7 +20,7 @@ use x11rb::protocol::xproto::{self, ConnectionExt as _};
 use x11rb::protocol::Event;
 
 /// One monitor (or, at index 0, the whole screen).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Monitor {
     pub left: i32,
     pub top: i32,
@@ -35,8 +35,9 @@ pub struct Monitor {
     /// The compositor's description of the output (Wayland), e.g. the make
     /// and model.
     pub description: Option<String>,
-    /// The output's integer scale (`wl_output.scale`; 1 on X11).
-    pub scale: i32,
+    /// Physical pixels per logical pixel (1.5 under a fractional scale of
+    /// 1.5; from the mode and the xdg-output logical size on Wayland; 1 on X11).
+    pub scale: f64,
     /// The output's `wl_output.transform` (0 = normal; 0 on X11).
     pub transform: u32,
     /// The size in physical pixels (the output's mode; on X11 the same as
@@ -123,7 +124,7 @@ impl ScreenState {
             output: None,
             primary: false,
             description: None,
-            scale: 1,
+            scale: 1.0,
             transform: 0,
             physical: (w, h),
         }];
@@ -151,7 +152,7 @@ impl ScreenState {
                 output,
                 primary: m.primary,
                 description: None,
-                scale: 1,
+                scale: 1.0,
                 transform: 0,
                 physical: (m.width as u32, m.height as u32),
             });

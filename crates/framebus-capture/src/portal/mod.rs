@@ -286,7 +286,7 @@ impl PortalSource {
             output: None,
             primary: false,
             description: Some("xdg-desktop-portal ScreenCast stream".into()),
-            scale: 1,
+            scale: 1.0,
             transform: 0,
             physical: (w, h),
         };

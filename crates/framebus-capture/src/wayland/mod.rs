@@ -182,6 +182,16 @@ impl Output {
 
     fn monitor(&self) -> Monitor {
         let r = self.logical();
+        let physical_w = if self.transform % 2 == 1 {
+            self.mode.1
+        } else {
+            self.mode.0
+        };
+        let scale = if physical_w > 0 {
+            physical_w as f64 / r.width as f64
+        } else {
+            self.scale.max(1) as f64
+        };
         Monitor {
             left: r.left,
             top: r.top,
@@ -191,7 +201,7 @@ impl Output {
             output: Some(self.name.clone()),
             primary: false,
             description: self.description.clone(),
-            scale: self.scale.max(1),
+            scale,
             transform: self.transform,
             physical: (self.mode.0.max(0) as u32, self.mode.1.max(0) as u32),
         }
@@ -401,7 +411,7 @@ impl WlConn {
             output: None,
             primary: false,
             description: None,
-            scale: 1,
+            scale: 1.0,
             transform: 0,
             physical: (all.width, all.height),
         });
