@@ -21,7 +21,7 @@
  *    cuLaunchKernel of a framebus kernel runs a C reference of framebus's CPU
  *    kernels (the tests compare it with framebus's CPU kernels).
  *
- * Knobs (environment, read at cuInit; or fake_cuda_set() at run time):
+ * Knobs (environment, read when the library is loaded; or fake_cuda_set() at run time):
  *  FAKE_CUDA_DEVICES=n (1), FAKE_CUDA_VERSION=12040, FAKE_CUDA_MEMORY=bytes (1 GiB),
  *  FAKE_CUDA_FAIL_ALLOCS=n (the next n cuMemAlloc fail: out of memory),
  *  FAKE_CUDA_SLOW_MS=ms (every stream op sleeps), FAKE_CUDA_FAIL_COPIES=1,
@@ -85,7 +85,14 @@ static void unlink_range(struct range **l, struct range *r) {
 }
 
 /* ---- events ---- */
-typedef struct event { long recorded, completed; } event;
+/* Reference-counted: queued records and waits keep the event alive after
+   cuEventDestroy, which returns at once (CUDA defers the destruction of an
+   event with pending work the same way). */
+typedef struct event { long recorded, completed; int refs; } event;
+
+static void event_unref(event *ev) { /* G held */
+    if (--ev->refs == 0) free(ev);
+}
 
 /* ---- streams: a queue of ops run by one thread ---- */
 enum { OP_COPY, OP_KERNEL, OP_RECORD, OP_WAIT, OP_SLEEP };
@@ -122,6 +129,7 @@ static void *stream_main(void *arg) {
         if (o->kind == OP_SLEEP) sleep_ms(o->ms);
         pthread_mutex_lock(&G);
         if (o->kind == OP_RECORD && o->ev->completed < o->target) o->ev->completed = o->target;
+        if (o->kind == OP_WAIT || o->kind == OP_RECORD) event_unref(o->ev);
         s->head = o->next;
         if (!s->head) s->tail = NULL;
         s->busy = 0;
@@ -166,20 +174,23 @@ static void drain(stream *s) {
 }
 
 /* ---- the driver API ---- */
+/* The knobs' start values, read once when the library is loaded (so that a
+   test's fake_cuda_set() before the first cuInit is not overwritten). */
+__attribute__((constructor)) static void read_knobs(void) {
+    n_devices = (int)env_long("FAKE_CUDA_DEVICES", 1);
+    version = (int)env_long("FAKE_CUDA_VERSION", 12040);
+    mem_total = (size_t)env_long("FAKE_CUDA_MEMORY", 1L << 30);
+    fail_allocs = env_long("FAKE_CUDA_FAIL_ALLOCS", 0);
+    slow_ms = env_long("FAKE_CUDA_SLOW_MS", 0);
+    fail_copies = env_long("FAKE_CUDA_FAIL_COPIES", 0);
+    fail_register = env_long("FAKE_CUDA_FAIL_REGISTER", 0);
+    fail_compile = env_long("FAKE_CUDA_FAIL_COMPILE", 0);
+}
+
 CUresult cuInit(unsigned flags) {
     if (flags) return E_INVALID_VALUE;
     pthread_mutex_lock(&G);
-    if (!inited) {
-        n_devices = (int)env_long("FAKE_CUDA_DEVICES", 1);
-        version = (int)env_long("FAKE_CUDA_VERSION", 12040);
-        mem_total = (size_t)env_long("FAKE_CUDA_MEMORY", 1L << 30);
-        fail_allocs = env_long("FAKE_CUDA_FAIL_ALLOCS", 0);
-        slow_ms = env_long("FAKE_CUDA_SLOW_MS", 0);
-        fail_copies = env_long("FAKE_CUDA_FAIL_COPIES", 0);
-        fail_register = env_long("FAKE_CUDA_FAIL_REGISTER", 0);
-        fail_compile = env_long("FAKE_CUDA_FAIL_COMPILE", 0);
-        inited = 1;
-    }
+    inited = 1;
     pthread_mutex_unlock(&G);
     return n_devices > 0 ? OK : E_NO_DEVICE;
 }
@@ -315,16 +326,15 @@ CUresult cuStreamDestroy_v2(void *h) {
 }
 CUresult cuEventCreate(void **e, unsigned flags) {
     (void)flags;
-    *e = calloc(1, sizeof(event));
+    event *ev = calloc(1, sizeof(event));
+    ev->refs = 1;
+    *e = ev;
     return OK;
 }
 CUresult cuEventDestroy_v2(void *e) {
-    /* Like CUDA, destruction is deferred until the event completed. */
     pthread_mutex_lock(&G);
-    event *ev = e;
-    while (ev->completed < ev->recorded) pthread_cond_wait(&GC, &G);
+    event_unref(e);
     pthread_mutex_unlock(&G);
-    free(e);
     return OK;
 }
 CUresult cuEventRecord(void *e, void *hs) {
@@ -334,6 +344,7 @@ CUresult cuEventRecord(void *e, void *hs) {
     event *ev = e;
     op *o = calloc(1, sizeof *o);
     o->kind = OP_RECORD; o->ev = ev; o->target = ++ev->recorded;
+    ev->refs++;
     push(s, o);
     pthread_mutex_unlock(&G);
     return OK;
@@ -360,6 +371,7 @@ CUresult cuStreamWaitEvent(void *hs, void *e, unsigned flags) {
     event *ev = e;
     op *o = calloc(1, sizeof *o);
     o->kind = OP_WAIT; o->ev = ev; o->target = ev->recorded;
+    ev->refs++;
     c_stream_waits++;
     push(s, o);
     pthread_mutex_unlock(&G);
@@ -477,7 +489,7 @@ int nvrtcCompileProgram(void *p, int n, const char *const *opts) {
     program *pr = p;
     int arch = 0;
     for (int i = 0; i < n; i++) if (!strncmp(opts[i], "--gpu-architecture=", 19)) arch = 1;
-    pr->ok = arch && !env_long("FAKE_CUDA_FAIL_COMPILE", fail_compile);
+    pr->ok = arch && !fail_compile;
     for (int i = 0; i < 4; i++) if (!strstr(pr->src, KERNELS[i])) pr->ok = 0;
     return pr->ok ? 0 : 6; /* NVRTC_ERROR_COMPILATION */
 }

@@ -134,12 +134,21 @@ impl Default for Upload {
     }
 }
 
-/// Copy `frame` into a buffer of `pool` on `pool`'s device, asynchronously,
-/// converting it on the way when asked. Returns at once; the result's ready
-/// event completes when the copy (and kernel) have. The host frame's lease is
-/// held until then (module doc, rule 1).
-pub fn upload(frame: &Frame, pool: &DevicePool, opts: &Upload) -> Result<CudaFrame> {
-    let dev = pool.device().clone();
+/// What an upload of one frame needs: the buffers to lease and the kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct UploadPlan {
+    /// Bytes of the device buffer the host frame is copied into.
+    pub staging_bytes: usize,
+    /// Bytes of the conversion's output buffer (`None`: no conversion, the
+    /// staging buffer is the frame).
+    pub out_bytes: Option<usize>,
+    kernel: Option<Kernel>,
+    target: DeviceFormat,
+    out_pitch: usize,
+}
+
+/// Check `opts` against `frame` and say what the upload needs.
+pub fn plan(frame: &Frame, opts: &Upload) -> Result<UploadPlan> {
     let l = *frame.layout();
     let src_fmt = DeviceFormat::packed(l.format)?;
     let target = opts.format.unwrap_or(src_fmt);
@@ -149,55 +158,108 @@ pub fn upload(frame: &Frame, pool: &DevicePool, opts: &Upload) -> Result<CudaFra
     if let Some(m) = opts.mean.iter().find(|m| !m.is_finite()) {
         return Err(CudaError::invalid("mean", m, "must be finite"));
     }
-    let kernel = if target == src_fmt {
-        None
-    } else {
-        if !matches!(l.format, PixelFormat::Bgra | PixelFormat::Bgrx) {
+    let same_bytes = target == src_fmt
+        || matches!(
+            (l.format, target),
+            (
+                PixelFormat::Bgra | PixelFormat::Bgrx,
+                DeviceFormat::Packed(PixelFormat::Bgra | PixelFormat::Bgrx)
+            )
+        );
+    let staging_bytes = l.byte_len();
+    if same_bytes {
+        return Ok(UploadPlan {
+            staging_bytes,
+            out_bytes: None,
+            kernel: None,
+            target,
+            out_pitch: l.stride,
+        });
+    }
+    if !matches!(l.format, PixelFormat::Bgra | PixelFormat::Bgrx) {
+        return Err(CudaError::invalid(
+            "format",
+            format!("{:?}", target.name()),
+            format!(
+                "GPU conversion reads BGRA or BGRX frames, this one is {}",
+                l.format.name()
+            ),
+        ));
+    }
+    let (w, h) = (l.width, l.height);
+    let (kernel, pitch, len) = match target {
+        DeviceFormat::Packed(PixelFormat::Rgb) => (Kernel::Rgb, 3 * w, 3 * w * h),
+        DeviceFormat::Packed(PixelFormat::Bgr) => (Kernel::Bgr, 3 * w, 3 * w * h),
+        DeviceFormat::Packed(PixelFormat::Gray8) => (Kernel::Gray, w, w * h),
+        DeviceFormat::RgbF32Chw => (Kernel::RgbF32Chw, 4 * w, 12 * w * h),
+        t => {
             return Err(CudaError::invalid(
                 "format",
-                format!("{:?}", target.name()),
-                format!(
-                    "GPU conversion reads BGRA or BGRX frames, this one is {}",
-                    l.format.name()
-                ),
-            ));
+                format!("{:?}", t.name()),
+                "GPU conversion from BGRA makes RGB, BGR, GRAY8 or RGB_F32_CHW",
+            ))
         }
-        Some(match target {
-            DeviceFormat::Packed(PixelFormat::Rgb) => Kernel::Rgb,
-            DeviceFormat::Packed(PixelFormat::Bgr) => Kernel::Bgr,
-            DeviceFormat::Packed(PixelFormat::Gray8) => Kernel::Gray,
-            DeviceFormat::RgbF32Chw => Kernel::RgbF32Chw,
-            // BGRA <-> BGRX: the same bytes.
-            DeviceFormat::Packed(PixelFormat::Bgra | PixelFormat::Bgrx) => {
-                return upload(
-                    frame,
-                    pool,
-                    &Upload {
-                        format: None,
-                        ..opts.clone()
-                    },
-                )
-                .map(|mut c| {
-                    c.format = target;
-                    c
-                })
-            }
-            t => {
-                return Err(CudaError::invalid(
-                    "format",
-                    format!("{:?}", t.name()),
-                    "GPU conversion makes RGB, BGR, GRAY8 or RGB_F32_CHW",
-                ))
-            }
-        })
     };
+    Ok(UploadPlan {
+        staging_bytes,
+        out_bytes: Some(len),
+        kernel: Some(kernel),
+        target,
+        out_pitch: pitch,
+    })
+}
+
+/// Copy `frame` into a buffer of `pool` on `pool`'s device, asynchronously,
+/// converting it on the way when asked. Returns at once; the result's ready
+/// event completes when the copy (and kernel) have. The host frame's lease is
+/// held until then (module doc, rule 1). Acquires block as `pool`'s policy says.
+pub fn upload(frame: &Frame, pool: &DevicePool, opts: &Upload) -> Result<CudaFrame> {
+    let p = plan(frame, opts)?;
+    let stream = match opts.stream {
+        Some(s) => s,
+        None => pool.device().stream()?,
+    };
+    let staging = pool.acquire(p.staging_bytes, Some(stream))?;
+    let out = p
+        .out_bytes
+        .map(|n| pool.acquire(n, Some(stream)))
+        .transpose()?;
+    let opts = Upload {
+        stream: Some(stream),
+        ..opts.clone()
+    };
+    upload_leased(frame, &p, staging, out, &opts)
+}
+
+/// [`upload`] into buffers the caller leased as `plan` said (so that the
+/// caller can wait for them its own way, e.g. interruptibly). Buffers leased
+/// with a stream (stream-ordered reuse) must be used on that stream: pass it
+/// in `opts.stream`.
+pub fn upload_leased(
+    frame: &Frame,
+    plan: &UploadPlan,
+    staging: DeviceLease,
+    out: Option<DeviceLease>,
+    opts: &Upload,
+) -> Result<CudaFrame> {
+    let l = *frame.layout();
+    let dev = staging.device().clone();
+    if staging.capacity() < plan.staging_bytes
+        || out.as_ref().map(|o| o.capacity()) < plan.out_bytes
+        || out.as_ref().is_some_and(|o| !Arc::ptr_eq(o.device(), &dev))
+    {
+        return Err(CudaError::invalid(
+            "buffers",
+            format!("{staging:?}, {out:?}"),
+            "smaller than the plan, or on another device",
+        ));
+    }
     let api = dev.bind()?;
     let stream = match opts.stream {
         Some(s) => s,
         None => dev.stream()?,
     };
-    let bytes = l.byte_len();
-    let staging = pool.acquire(bytes)?;
+    let bytes = plan.staging_bytes;
     // SAFETY: the source is `bytes` readable bytes of a live slot whose lease
     // we keep (hold_until below) until the copy's event has completed;
     // `staging` is a device buffer of at least `bytes` bytes.
@@ -212,15 +274,8 @@ pub fn upload(frame: &Frame, pool: &DevicePool, opts: &Upload) -> Result<CudaFra
     check(api, "cuMemcpyHtoDAsync", r, || {
         format!("{bytes} bytes to cuda:{}", dev.index)
     })?;
-    let (out, pitch) = match kernel {
-        None => (staging.clone(), l.stride),
-        Some(k) => {
-            let (pitch, len) = match k {
-                Kernel::RgbF32Chw => (4 * l.width, 12 * l.width * l.height),
-                Kernel::Gray => (l.width, l.width * l.height),
-                _ => (3 * l.width, 3 * l.width * l.height),
-            };
-            let out = pool.acquire(len)?;
+    let out = match (plan.kernel, out) {
+        (Some(k), Some(out)) => {
             kernels::launch(
                 &dev,
                 k,
@@ -228,14 +283,15 @@ pub fn upload(frame: &Frame, pool: &DevicePool, opts: &Upload) -> Result<CudaFra
                 staging.ptr(),
                 l.stride,
                 out.ptr(),
-                pitch,
+                plan.out_pitch,
                 l.width,
                 l.height,
                 opts.mean,
                 opts.std,
             )?;
-            (out, pitch)
+            out
         }
+        _ => staging.clone(),
     };
     let ready = Event::record_on(&dev, stream)?;
     staging.add_fence(Fence::Event(ready.clone()));
@@ -246,8 +302,8 @@ pub fn upload(frame: &Frame, pool: &DevicePool, opts: &Upload) -> Result<CudaFra
         lease: out,
         width: l.width,
         height: l.height,
-        pitch,
-        format: target,
+        pitch: plan.out_pitch,
+        format: plan.target,
         timestamp_ns: frame.timestamp_ns(),
         seq: frame.seq(),
         ready,
@@ -354,8 +410,8 @@ impl CudaFrame {
             consumer,
         })
     }
-    /// Start copying the frame into a slot of `pool` (8-bit formats only).
-    pub fn download(&self, pool: &FramePool) -> Result<Download> {
+    /// The host layout [`CudaFrame::download_into`] needs (8-bit formats only).
+    pub fn host_layout(&self) -> Result<framebus_core::FrameLayout> {
         let DeviceFormat::Packed(fmt) = self.format else {
             return Err(CudaError::invalid(
                 "format",
@@ -363,15 +419,39 @@ impl CudaFrame {
                 "to_host copies 8-bit frames; read float tensors through DLPack",
             ));
         };
-        let frame = pool.acquire_frame(self.width, self.height, fmt, Some(self.pitch))?;
+        Ok(framebus_core::FrameLayout::new(
+            self.width,
+            self.height,
+            fmt,
+            Some(self.pitch),
+        )?)
+    }
+
+    /// Start copying the frame into a slot of `pool` (8-bit formats only).
+    pub fn download(&self, pool: &FramePool) -> Result<Download> {
+        let l = self.host_layout()?;
+        let frame = pool.acquire_frame(l.width, l.height, l.format, Some(l.stride))?;
+        self.download_into(frame)
+    }
+
+    /// Start copying the frame into `frame` (of [`CudaFrame::host_layout`]).
+    pub fn download_into(&self, frame: Frame) -> Result<Download> {
+        let l = self.host_layout()?;
+        if *frame.layout() != l || !frame.is_writable() {
+            return Err(CudaError::invalid(
+                "frame",
+                format!("{:?}", frame.layout()),
+                format!("a writable frame of layout {l:?}"),
+            ));
+        }
         let dev = self.device().clone();
         let stream = dev.stream()?;
         dev.stream_wait(stream, &self.ready)?;
         let api = dev.bind()?;
         let bytes = self.byte_len();
-        // SAFETY: the frame's slot has room for `bytes` (same layout) and we
-        // own it until the copy completed (the Download keeps it); the device
-        // buffer is kept by the fence below and by `self`.
+        // SAFETY: the frame's slot has room for `bytes` (same layout) and the
+        // Download owns it until the copy completed; the device buffer is kept
+        // by the fence below and by `self`.
         let r = unsafe {
             (api.memcpy_dtoh_async)(
                 frame.as_ptr().cast(),

@@ -27,9 +27,12 @@ pub mod pool;
 
 pub use device::{device, device_count, Device, Event, StreamHandle};
 pub use error::{CudaError, Result, Unavailable};
-pub use frame::{upload, Consumer, CudaFrame, DeviceFormat, Download, ExportGuard, Upload};
+pub use frame::{
+    plan, upload, upload_leased, Consumer, CudaFrame, DeviceFormat, Download, ExportGuard, Upload,
+    UploadPlan,
+};
 pub use pinned::{is_pinned, PinHook, PinStats};
-pub use pool::{DeviceLease, DevicePool, DevicePoolConfig, DevicePoolStats, Fence};
+pub use pool::{Attempt, DeviceLease, DevicePool, DevicePoolConfig, DevicePoolStats, Fence};
 
 /// True when a CUDA driver loads, initialises and sees at least one device.
 pub fn is_available() -> bool {

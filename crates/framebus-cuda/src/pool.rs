@@ -16,14 +16,17 @@
 //!   synchronised (`cuCtxSynchronize`) — conservative, and counted in
 //!   `stats().context_syncs`.
 //!
-//! `acquire` prefers a free buffer whose fences have all completed (most
-//! recently freed first, capacity within 2× of the request); else it allocates;
-//! at the limit it waits for a fitting free buffer's fences (counted in
-//! `fence_waits`), else evicts free buffers that do not fit (after their
-//! fences), else blocks or fails like `FramePool`. `trim()` frees the free
-//! buffers whose work has completed.
+//! `acquire(len, stream)` prefers a free buffer whose fences have all completed
+//! (most recently freed first, capacity within 2× of the request); then one
+//! whose fences are all events, making `stream` wait for them on the device
+//! (stream-ordered reuse, `stream_ordered_reuses`: no host wait, and memory
+//! stays flat while the GPU runs behind the host); else it allocates; at the
+//! limit it waits on the host for a fitting free buffer's fences (counted in
+//! `fence_waits`; context fences synchronise the context), else evicts free
+//! buffers that do not fit (after their fences), else blocks or fails like
+//! `FramePool`. `trim()` frees the free buffers whose work has completed.
 
-use crate::device::{Device, Event};
+use crate::device::{Device, Event, StreamHandle};
 use crate::driver::{check, CUdeviceptr};
 use crate::error::{CudaError, Result};
 use framebus_core::Exhausted;
@@ -41,6 +44,15 @@ pub enum Fence {
     Event(Arc<Event>),
     /// Unknown work somewhere in the context: synchronise it.
     Context,
+}
+
+/// What one bounded acquire attempt found.
+pub enum Attempt {
+    Got(DeviceLease),
+    /// A fitting buffer came back but the GPU still works on it.
+    Busy,
+    /// Every buffer is leased and the pool is at its limit.
+    Full,
 }
 
 /// How a device pool is bounded.
@@ -71,8 +83,12 @@ pub struct DevicePoolStats {
     pub reuses: u64,
     pub allocs: u64,
     pub frees: u64,
-    /// Acquires that waited for the GPU to finish with a returned buffer.
+    /// Acquires that waited on the host for the GPU to finish with a
+    /// returned buffer (fences that are not events, or no stream given).
     pub fence_waits: u64,
+    /// Reuses of a buffer the GPU still used, ordered on the device
+    /// (`cuStreamWaitEvent` on the new work's stream).
+    pub stream_ordered_reuses: u64,
     /// `cuCtxSynchronize` calls made for consumers that named no stream.
     pub context_syncs: u64,
     pub waits: u64,
@@ -296,28 +312,50 @@ impl DevicePool {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// A buffer of at least `len` bytes under the pool's policy.
-    pub fn acquire(&self, len: usize) -> Result<DeviceLease> {
+    /// A buffer of at least `len` bytes under the pool's policy. A returned
+    /// buffer the GPU still uses is waited for under either policy (that is
+    /// deferred reuse, not exhaustion); `Error` fails only when every buffer is
+    /// leased.
+    pub fn acquire(&self, len: usize, stream: Option<StreamHandle>) -> Result<DeviceLease> {
+        let start = Instant::now();
         let deadline = match self.shared.config.on_exhausted {
-            Exhausted::Error => Some(Instant::now()),
-            Exhausted::Block(None) => None,
-            Exhausted::Block(Some(t)) => Instant::now().checked_add(t),
+            Exhausted::Error | Exhausted::Block(None) => None,
+            Exhausted::Block(Some(t)) => start.checked_add(t),
         };
-        match self.acquire_until(len, deadline, true)? {
-            Some(l) => Ok(l),
-            None => Err(self.exhausted(len)),
+        let mut first = true;
+        loop {
+            let slice = Duration::from_millis(100);
+            let slice = deadline.map_or(slice, |d| {
+                slice.min(d.saturating_duration_since(Instant::now()))
+            });
+            match self.acquire_slice(len, stream, slice, first)? {
+                Attempt::Got(l) => return Ok(l),
+                Attempt::Full if self.shared.config.on_exhausted == Exhausted::Error => {
+                    return Err(self.exhausted(len))
+                }
+                _ if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(self.exhausted(len))
+                }
+                _ => first = false,
+            }
         }
     }
 
-    /// One slice of a longer wait: `Ok(None)` when `slice` ran out (not
-    /// counted as exhausted; the wait counted only on the `first` slice).
+    /// One bounded attempt (at most `slice` of waiting): a buffer, or why
+    /// not yet — [`Attempt::Busy`] (a fitting buffer came back but the GPU
+    /// still uses it) or [`Attempt::Full`] (every buffer is leased). The wait
+    /// is counted only on the `first` slice. `stream`: the stream the buffer
+    /// will be used on first — a returned buffer whose fences are events can
+    /// then be reused at once, with `stream` made to wait for them on the
+    /// device (stream-ordered reuse: no host wait, no new allocation).
     pub fn acquire_slice(
         &self,
         len: usize,
+        stream: Option<StreamHandle>,
         slice: Duration,
         first: bool,
-    ) -> Result<Option<DeviceLease>> {
-        self.acquire_until(len, Some(Instant::now() + slice), first)
+    ) -> Result<Attempt> {
+        self.acquire_until(len, stream, Some(Instant::now() + slice), first)
     }
 
     /// The error for a request that found the pool at its limit.
@@ -337,9 +375,10 @@ impl DevicePool {
     fn acquire_until(
         &self,
         len: usize,
+        stream: Option<StreamHandle>,
         deadline: Option<Instant>,
         count_wait: bool,
-    ) -> Result<Option<DeviceLease>> {
+    ) -> Result<Attempt> {
         if len == 0 {
             return Err(CudaError::invalid("size", 0, "must be at least 1 byte"));
         }
@@ -371,7 +410,28 @@ impl DevicePool {
             {
                 let b = st.free.remove(i);
                 st.stats.reuses += 1;
-                return Ok(Some(self.lend(st, b.ptr, b.capacity)));
+                return Ok(Attempt::Got(self.lend(st, b.ptr, b.capacity)));
+            }
+            // 1b. Stream-ordered: a fitting free buffer fenced by events only;
+            //     `stream` waits for them on the device.
+            let orderable = |b: &FreeBuf| {
+                fits(b.capacity) && b.fences.iter().all(|f| matches!(f, Fence::Event(_)))
+            };
+            if let (Some(s), Some(i)) = (stream, st.free.iter().rposition(orderable)) {
+                let b = st.free.remove(i);
+                drop(st);
+                let waited: Result<()> = b.fences.iter().try_for_each(|f| match f {
+                    Fence::Event(e) if !e.query()? => sh.device.stream_wait(s, e),
+                    _ => Ok(()),
+                });
+                st = sh.lock();
+                if let Err(e) = waited {
+                    st.free.push(b);
+                    return Err(e);
+                }
+                st.stats.reuses += 1;
+                st.stats.stream_ordered_reuses += 1;
+                return Ok(Attempt::Got(self.lend(st, b.ptr, b.capacity)));
             }
             // 2. Room for a new buffer.
             let room = |st: &State| {
@@ -388,7 +448,7 @@ impl DevicePool {
                 match made {
                     Ok(ptr) => {
                         st.stats.allocs += 1;
-                        return Ok(Some(self.lend(st, ptr, needed)));
+                        return Ok(Attempt::Got(self.lend(st, ptr, needed)));
                     }
                     Err(e) => {
                         st.bytes_allocated -= needed;
@@ -408,18 +468,20 @@ impl DevicePool {
             // 3. A fitting free buffer still in use by the GPU: wait for it.
             if let Some(i) = st.free.iter().rposition(|b| fits(b.capacity)) {
                 let b = st.free.remove(i);
-                st.stats.fence_waits += 1;
+                if count_wait {
+                    st.stats.fence_waits += 1;
+                }
                 drop(st);
                 match sh.wait_fences(&b.fences, deadline) {
                     Ok(true) => {
                         st = sh.lock();
                         st.stats.reuses += 1;
-                        return Ok(Some(self.lend(st, b.ptr, b.capacity)));
+                        return Ok(Attempt::Got(self.lend(st, b.ptr, b.capacity)));
                     }
                     other => {
                         sh.lock().free.push(b);
                         other?;
-                        return Ok(None);
+                        return Ok(Attempt::Busy);
                     }
                 }
             }
@@ -433,7 +495,7 @@ impl DevicePool {
             }
             // 5. Everything is in use: wait for a release, or give up.
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(None);
+                return Ok(Attempt::Full);
             }
             if !waited {
                 waited = true;

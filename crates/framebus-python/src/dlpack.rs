@@ -1,7 +1,9 @@
-//! DLPack export of frames (the C structs of dlpack.h, v1.0, and both capsule kinds).
+//! DLPack export of frames (the C structs of dlpack.h, v1.0, and both capsule kinds),
+//! host frames ([`export`]) and device frames ([`export_device`], `framebus.cuda`).
 //!
 //! Ownership: one heap block (`Export*`) holds the managed tensor, its shape and
-//! strides arrays and a `Lease`. The capsule destructor frees it only while the
+//! strides arrays and its owner (a `Frame`, so a `Lease`; for a device frame an
+//! export guard of the device buffer). The capsule destructor frees it only while the
 //! capsule still carries its original name, i.e. was never consumed; a consumer
 //! renames it to `used_dltensor[_versioned]` and calls `deleter` itself. The
 //! deleter only drops a lease, which never needs the GIL, so consumers may call
@@ -13,7 +15,9 @@ use pyo3::prelude::*;
 use std::ffi::{c_void, CStr};
 
 pub const KDL_CPU: i32 = 1;
+pub const KDL_CUDA: i32 = 2;
 const KDL_UINT: u8 = 1;
+const KDL_FLOAT: u8 = 2;
 const FLAG_READ_ONLY: u64 = 1 << 0;
 const FLAG_IS_COPIED: u64 = 1 << 1;
 
@@ -112,7 +116,7 @@ struct Export<M> {
     managed: M,
     shape: [i64; 3],
     strides: [i64; 3],
-    _frame: Frame,
+    _owner: Box<dyn Send>,
 }
 
 /// The deleter DLPack consumers call (once) when they are done with the tensor.
@@ -146,13 +150,13 @@ fn capsule<'py, M: Managed>(
     managed: M,
     shape: [i64; 3],
     strides: [i64; 3],
-    frame: Frame,
+    owner: Box<dyn Send>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let mut b = Box::new(Export {
         managed,
         shape,
         strides,
-        _frame: frame,
+        _owner: owner,
     });
     let (sp, st) = (b.shape.as_mut_ptr(), b.strides.as_mut_ptr());
     let t = b.managed.tensor_mut();
@@ -212,6 +216,74 @@ pub fn export<'py>(
     copied: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (t, shape, strides) = tensor(&frame);
+    wrap(
+        py,
+        t,
+        shape,
+        strides,
+        Box::new(frame),
+        versioned,
+        readonly,
+        copied,
+    )
+}
+
+/// A device tensor for [`export_device`]: pointer, device, shape and strides
+/// in elements (at most 3 dimensions), element type.
+pub struct DeviceTensor {
+    pub data: u64,
+    pub device_type: i32,
+    pub device_id: i32,
+    pub shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub float: bool,
+    pub bits: u8,
+}
+
+/// Build a DLPack capsule of a device tensor that owns `owner` (dropped by
+/// the consumer's deleter, on any thread, without the GIL).
+pub fn export_device<'py>(
+    py: Python<'py>,
+    d: DeviceTensor,
+    owner: Box<dyn Send>,
+    versioned: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut shape = [0i64; 3];
+    let mut strides = [0i64; 3];
+    for (i, (s, st)) in d.shape.iter().zip(&d.strides).take(3).enumerate() {
+        shape[i] = *s as i64;
+        strides[i] = *st as i64;
+    }
+    let t = DLTensor {
+        data: d.data as usize as *mut c_void,
+        device: DLDevice {
+            device_type: d.device_type,
+            device_id: d.device_id,
+        },
+        ndim: d.shape.len().min(3) as i32,
+        dtype: DLDataType {
+            code: if d.float { KDL_FLOAT } else { KDL_UINT },
+            bits: d.bits,
+            lanes: 1,
+        },
+        shape: std::ptr::null_mut(),
+        strides: std::ptr::null_mut(),
+        byte_offset: 0,
+    };
+    wrap(py, t, shape, strides, owner, versioned, false, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wrap<'py>(
+    py: Python<'py>,
+    t: DLTensor,
+    shape: [i64; 3],
+    strides: [i64; 3],
+    owner: Box<dyn Send>,
+    versioned: bool,
+    readonly: bool,
+    copied: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     if versioned {
         let mut flags = 0;
         if readonly {
@@ -227,13 +299,13 @@ pub fn export<'py>(
             flags,
             dl_tensor: t,
         };
-        capsule(py, managed, shape, strides, frame)
+        capsule(py, managed, shape, strides, owner)
     } else {
         let managed = DLManagedTensor {
             dl_tensor: t,
             manager_ctx: std::ptr::null_mut(),
             deleter: None,
         };
-        capsule(py, managed, shape, strides, frame)
+        capsule(py, managed, shape, strides, owner)
     }
 }

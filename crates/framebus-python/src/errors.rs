@@ -12,7 +12,9 @@
 //! * a wait that ran out → `TimeoutError` (except a pool or a lossless channel
 //!   at its limit, whose own classes say which limit);
 //! * resource states → `framebus.*` classes deriving from `framebus.FramebusError`;
-//! * system calls → the `OSError` subclass of their errno ([`os_error`]).
+//! * system calls → the `OSError` subclass of their errno ([`os_error`]);
+//! * CUDA: `framebus.CudaUnavailable` (what is missing), `CudaOutOfMemory`,
+//!   `CudaError` (a driver call failed), device pools as host pools.
 
 use framebus_capture::CaptureError as CapError;
 use framebus_channel::ChannelError;
@@ -68,6 +70,25 @@ create_exception!(
     "FFmpeg failed; the message (and the `stderr` attribute) holds the tail of its stderr."
 );
 
+create_exception!(
+    framebus,
+    CudaError,
+    FramebusError,
+    "A CUDA driver call failed (the message names the call and the driver's error)."
+);
+create_exception!(
+    framebus,
+    CudaUnavailable,
+    CudaError,
+    "CUDA cannot be used here; the message says what is missing (driver library, device, newer driver, NVRTC)."
+);
+create_exception!(
+    framebus,
+    CudaOutOfMemory,
+    CudaError,
+    "The GPU has no memory left for the request."
+);
+
 /// Result alias of every binding.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -79,6 +100,7 @@ pub enum Error {
     Channel(ChannelError),
     Pipe(PipeError),
     Kernel(KernelError),
+    Cuda(framebus_cuda::CudaError),
     /// A value out of range or of the wrong shape (`ValueError`).
     Value(String),
     /// A value of the wrong type (`TypeError`).
@@ -118,6 +140,7 @@ from_error!(
     ChannelError => Channel,
     PipeError => Pipe,
     KernelError => Kernel,
+    framebus_cuda::CudaError => Cuda,
     PyErr => Py,
 );
 
@@ -129,6 +152,7 @@ impl From<Error> for PyErr {
             Error::Channel(e) => channel_err(e),
             Error::Pipe(e) => pipe_err(e),
             Error::Kernel(e) => kernel_err(e),
+            Error::Cuda(e) => cuda_err(e),
             Error::Value(m) => PyValueError::new_err(m),
             Error::Type(m) => PyTypeError::new_err(m),
             Error::Timeout(m) => PyTimeoutError::new_err(m),
@@ -214,6 +238,21 @@ fn kernel_err(e: KernelError) -> PyErr {
     }
 }
 
+fn cuda_err(e: framebus_cuda::CudaError) -> PyErr {
+    use framebus_cuda::CudaError as C;
+    let msg = e.to_string();
+    match e {
+        C::Unavailable(_) => CudaUnavailable::new_err(msg),
+        C::OutOfMemory { .. } => CudaOutOfMemory::new_err(msg),
+        C::PoolExhausted(_) => PoolExhausted::new_err(msg),
+        C::PoolClosed => PoolClosed::new_err(msg),
+        C::Invalid { .. } => PyValueError::new_err(msg),
+        C::Timeout(_) => PyTimeoutError::new_err(msg),
+        C::Core(c) => core_err(c),
+        _ => CudaError::new_err(msg),
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("FramebusError", py.get_type::<FramebusError>())?;
@@ -223,5 +262,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ChannelFull", py.get_type::<ChannelFull>())?;
     m.add("CaptureError", py.get_type::<CaptureError>())?;
     m.add("FFmpegError", py.get_type::<FFmpegError>())?;
+    m.add("CudaError", py.get_type::<CudaError>())?;
+    m.add("CudaUnavailable", py.get_type::<CudaUnavailable>())?;
+    m.add("CudaOutOfMemory", py.get_type::<CudaOutOfMemory>())?;
     Ok(())
 }

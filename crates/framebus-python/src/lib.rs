@@ -12,6 +12,7 @@ pub mod capture;
 mod channel;
 mod cli;
 mod context;
+mod cuda;
 mod dlpack;
 pub mod errors;
 pub mod frame;
@@ -33,5 +34,6 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     channel::register(m)?;
     pipe::register(m)?;
     cli::register(m)?;
+    cuda::register(m)?;
     Ok(())
 }

@@ -80,14 +80,17 @@ pub fn acquire(py: Python<'_>, pool: &FramePool, len: usize, policy: Exhausted) 
 impl PyFramePool {
     /// `on_exhausted`: "raise" (default) raises `PoolExhausted` at the limit;
     /// "block" waits up to `timeout` seconds (None = forever) for a release.
+    /// `pinned="cuda:0"` pins every slot for that GPU once, when it is mapped
+    /// (raises `CudaUnavailable` when there is no such GPU).
     #[new]
-    #[pyo3(signature = (max_bytes=None, max_slots=None, on_exhausted="raise", timeout=None, huge_pages=false))]
+    #[pyo3(signature = (max_bytes=None, max_slots=None, on_exhausted="raise", timeout=None, huge_pages=false, pinned=None))]
     fn new(
         max_bytes: Option<Int>,
         max_slots: Option<Int>,
         on_exhausted: &str,
         timeout: Option<f64>,
         huge_pages: bool,
+        pinned: Option<&Bound<'_, PyAny>>,
     ) -> Result<Self> {
         let max_bytes = args::opt_count("max_bytes", max_bytes, 1, isize::MAX as usize)?;
         let max_slots = args::opt_count("max_slots", max_slots, 1, 1 << 20)?;
@@ -96,14 +99,17 @@ impl PyFramePool {
             "raise" => Exhausted::Error,
             _ => Exhausted::Block(timeout),
         };
-        Ok(PyFramePool {
-            pool: FramePool::new(PoolConfig {
-                max_bytes,
-                max_slots,
-                on_exhausted,
-                huge_pages,
-            }),
-        })
+        let config = PoolConfig {
+            max_bytes,
+            max_slots,
+            on_exhausted,
+            huge_pages,
+        };
+        let pool = match pinned {
+            None => FramePool::new(config),
+            Some(d) => FramePool::with_hook(config, crate::cuda::pin_hook(d)?),
+        };
+        Ok(PyFramePool { pool })
     }
 
     /// A writable frame in a free (or new) slot. Blocks (GIL released,
@@ -157,6 +163,12 @@ impl PyFramePool {
         d.set_item("waits", s.waits)?;
         d.set_item("exhausted", s.exhausted)?;
         d.set_item("closed", s.closed)?;
+        // A pinned pool's hook adds pinned_slots, pinned_bytes, pin_register_ns, ...
+        if let Some(h) = self.pool.hook() {
+            for (k, v) in h.stats() {
+                d.set_item(k, v)?;
+            }
+        }
         Ok(d)
     }
 

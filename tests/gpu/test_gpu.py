@@ -1,0 +1,95 @@
+"""framebus.cuda on a real GPU, with torch and CuPy as consumers: pixel-exact
+against the CPU kernels, the same device pointer through DLPack and CAI, a
+long-running consumer kernel that must not see its buffer reused, and device
+memory flat over 10 000 frames."""
+
+from __future__ import annotations
+
+import gc
+
+import framebus
+import framebus.cuda as fcuda
+import numpy as np
+import pytest
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def frame(pool, w=1920, h=1080, seed=0):
+    f = pool.acquire(w, h, "BGRA")
+    a = np.asarray(f)
+    a[...] = np.random.default_rng(seed).integers(0, 256, a.shape, dtype=np.uint8)
+    return f
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return framebus.FramePool(pinned="cuda:0")
+
+
+@pytest.mark.parametrize("fmt", ["BGRA", "RGB", "BGR", "GRAY8"])
+def test_integer_formats_are_pixel_exact(pool, fmt):
+    torch = pytest.importorskip("torch")
+    f = frame(pool, 1001, 777, seed=1)
+    cf = f.to_device(format=None if fmt == "BGRA" else fmt)
+    got = torch.from_dlpack(cf).cpu().numpy()
+    want = np.asarray(f if fmt == "BGRA" else f.convert(fmt))
+    assert np.array_equal(got, want)
+    assert np.array_equal(np.asarray(cf.to_host()), want)
+
+
+def test_float_chw_within_one_ulp_of_to_tensor(pool):
+    torch = pytest.importorskip("torch")
+    f = frame(pool, 1001, 777, seed=2)
+    got = torch.from_dlpack(f.to_device(format="RGB_F32_CHW", mean=MEAN, std=STD)).cpu().numpy()
+    want = f.to_tensor(mean=MEAN, std=STD)
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1, ulps.max()
+
+
+def test_same_device_pointer_through_dlpack_and_cai(pool):
+    torch = pytest.importorskip("torch")
+    cp = pytest.importorskip("cupy")
+    cf = frame(pool, 640, 480).to_device(format="RGB")
+    assert torch.from_dlpack(cf).data_ptr() == cf.data_ptr
+    assert cp.from_dlpack(cf).data.ptr == cf.data_ptr
+    assert cp.asarray(cf).data.ptr == cf.data_ptr  # __cuda_array_interface__
+    assert torch.as_tensor(cf, device="cuda").data_ptr() == cf.data_ptr
+
+
+def test_long_consumer_kernel_keeps_its_buffer(pool):
+    torch = pytest.importorskip("torch")
+    dpool = fcuda.DevicePool(max_bytes=8 << 20)  # one 1080p BGRA buffer
+    a = frame(pool, seed=3)
+    want = np.asarray(a).copy()
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):
+        cf = a.to_device(pool=dpool)
+        t = torch.from_dlpack(cf)  # torch passes s to __dlpack__
+        torch.cuda._sleep(2_000_000_000)  # ~1 s of GPU time on s
+        seen = t.clone()
+    del t, cf
+    gc.collect()
+    b = frame(pool, seed=4)
+    cf2 = b.to_device(pool=dpool)  # may only take the buffer after s's work
+    s.synchronize()
+    assert np.array_equal(seen.cpu().numpy(), want)
+    assert np.array_equal(torch.from_dlpack(cf2).cpu().numpy(), np.asarray(b))
+    assert dpool.stats()["fence_waits"] >= 1
+
+
+def test_device_memory_flat_over_10000_frames(pool):
+    torch = pytest.importorskip("torch")
+    f = frame(pool, seed=5)
+    dpool = fcuda.DevicePool()
+    for _ in range(100):
+        torch.from_dlpack(f.to_device(format="RGB_F32_CHW", mean=MEAN, std=STD)).sum()
+    torch.cuda.synchronize()
+    before = fcuda.device_info(0)["free_memory"]
+    for _ in range(10_000):
+        t = torch.from_dlpack(f.to_device(format="RGB_F32_CHW", mean=MEAN, std=STD, pool=dpool))
+        del t
+    torch.cuda.synchronize()
+    after = fcuda.device_info(0)["free_memory"]
+    assert abs(before - after) <= 64 << 20, (before, after, dpool.stats())
+    assert dpool.stats()["buffers"] <= 8, dpool.stats()

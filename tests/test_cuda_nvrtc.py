@@ -1,0 +1,69 @@
+"""Every framebus GPU kernel compiles with the real NVRTC for each architecture
+framebus supports (sm_75 .. sm_90): NVRTC needs no GPU, so a kernel that does
+not build fails here, not on a user's machine. NVRTC comes from the
+``nvidia-cuda-nvrtc-cu12`` wheel (requirements-gpu-compile.txt); the test is
+skipped when it is not installed. Runs in a fresh interpreter so that the
+library chosen is the wheel's, whatever other tests selected.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ARCHS = ["sm_75", "sm_80", "sm_86", "sm_87", "sm_89", "sm_90"]
+
+if (
+    importlib.util.find_spec("nvidia") is None
+    or importlib.util.find_spec("nvidia.cuda_nvrtc") is None
+):
+    pytest.skip("nvidia-cuda-nvrtc-cu12 is not installed", allow_module_level=True)
+
+PROBE = r"""
+import json, sys
+import framebus.cuda as fc
+names, _ = fc.kernel_source()
+out = {"nvrtc": fc.nvrtc_version(), "names": names, "ptx": {}}
+for arch in sys.argv[1:]:
+    out["ptx"][arch] = fc.compile_kernels(arch)
+print(json.dumps(out))
+"""
+
+
+def test_every_kernel_compiles_for_every_supported_arch():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBUS_CUDA")}
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE, *ARCHS], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    path, (major, _minor) = out["nvrtc"]
+    assert "nvrtc" in path and major >= 12
+    assert len(out["names"]) == 4
+    for arch in ARCHS:
+        ptx = out["ptx"][arch]
+        assert f".target {arch}" in ptx, arch
+        for name in out["names"]:
+            assert f".entry {name}(" in ptx, (arch, name)
+        # --fmad=false: no fused multiply-add in the float kernel.
+        assert "fma.rn.f32" not in ptx, arch
+
+
+def test_a_broken_arch_is_a_clear_error():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMEBUS_CUDA")}
+    code = (
+        "import framebus, framebus.cuda as fc\n"
+        "try:\n    fc.compile_kernels('sm_10')\n"
+        "except framebus.CudaError as e:\n    print(type(e).__name__, e)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "CudaError NVRTC could not compile framebus's kernels for sm_10" in r.stdout, (
+        r.stdout + r.stderr
+    )
