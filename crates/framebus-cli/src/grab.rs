@@ -33,10 +33,10 @@ pub struct GrabArgs {
     /// Do not print the created files.
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// Capture backend: auto, xshm or xgetimage.
+    /// Capture backend: auto, x11, xshm, xgetimage, wayland, ext-image-copy, wlr-screencopy or portal.
     #[arg(short = 'b', long, default_value = "auto")]
     backend: String,
-    /// X display (default $DISPLAY).
+    /// Display: an X display (":1") or a Wayland socket ("wayland-1", a path); default $WAYLAND_DISPLAY, else $DISPLAY.
     #[arg(short = 'd', long)]
     display: Option<String>,
 }

@@ -51,10 +51,10 @@ pub struct RecordArgs {
     /// Include the mouse cursor.
     #[arg(long)]
     with_cursor: bool,
-    /// Capture backend: auto, xshm or xgetimage.
+    /// Capture backend: auto, x11, xshm, xgetimage, wayland, ext-image-copy, wlr-screencopy or portal.
     #[arg(short = 'b', long, default_value = "auto")]
     backend: String,
-    /// X display (default $DISPLAY).
+    /// Display: an X display (":1") or a Wayland socket ("wayland-1", a path); default $WAYLAND_DISPLAY, else $DISPLAY.
     #[arg(short = 'd', long)]
     display: Option<String>,
     /// No progress line, only the summary.

@@ -272,75 +272,27 @@ impl ExtCopySource {
 
     /// Which outputs `region` (None = the desktop) touches, and where each part lands.
     fn plan(&self, region: Option<Region>) -> Result<Plan> {
-        if self.wl.outputs().next().is_none() {
-            return Err(wl_err(
-                "capture",
-                format!("the compositor on {:?} has no outputs", self.wl.socket),
-            ));
-        }
-        let desk = self.desktop();
-        let region = region.unwrap_or(desk);
-        Region::new(
-            region.left.wrapping_sub(desk.left),
-            region.top.wrapping_sub(desk.top),
-            region.width,
-            region.height,
-        )
-        .check_inside(desk.width, desk.height)
-        .map_err(|e| match e {
-            CaptureError::BadRegion {
-                screen_w,
-                screen_h,
-                why,
-                ..
-            } => CaptureError::BadRegion {
-                region,
-                screen_w,
-                screen_h,
-                why,
-            },
-            e => e,
-        })?;
-        let mut parts = Vec::new();
-        let mut area = 0u64;
-        for o in self.wl.outputs() {
-            let l = o.logical();
-            let x0 = (region.left as i64).max(l.left as i64);
-            let y0 = (region.top as i64).max(l.top as i64);
-            let x1 = region.right().min(l.right());
-            let y1 = region.bottom().min(l.bottom());
-            if x1 <= x0 || y1 <= y0 {
-                continue;
-            }
-            let (w, h) = ((x1 - x0) as u32, (y1 - y0) as u32);
-            area += w as u64 * h as u64;
-            let local = Region::new(
-                (x0 - l.left as i64) as i32,
-                (y0 - l.top as i64) as i32,
-                w,
-                h,
-            );
-            let whole = local == Region::new(0, 0, l.width, l.height);
-            let scale = match o.integer_scale() {
+        let split = self.wl.split(region)?;
+        let region = split.region;
+        let mut parts = Vec::with_capacity(split.shares.len());
+        for sh in split.shares {
+            let scale = match sh.scale {
                 Some(s) => s,
-                None if whole => 1,
+                None if sh.whole => 1,
                 None => {
                     return Err(CaptureError::BadArgument(format!(
                         "region {region} cuts into output {:?}, whose scale is fractional: \
                          its pixels do not map to whole logical pixels; grab the whole output",
-                        o.name
+                        sh.name
                     )))
                 }
             };
             parts.push(Part {
-                global: o.global,
-                local,
-                whole,
+                global: sh.global,
+                local: sh.local,
+                whole: sh.whole,
                 scale,
-                dst: (
-                    (x0 - region.left as i64) as u32,
-                    (y0 - region.top as i64) as u32,
-                ),
+                dst: sh.dst,
             });
         }
         if parts.len() > 1 {
@@ -355,7 +307,7 @@ impl ExtCopySource {
         }
         Ok(Plan {
             region,
-            covers: area == region.width as u64 * region.height as u64,
+            covers: split.covers,
             parts,
         })
     }

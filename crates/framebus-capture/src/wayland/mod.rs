@@ -420,6 +420,106 @@ impl WlConn {
     }
 }
 
+/// One output's share of a region (see [`WlConn::split`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Share {
+    pub global: u32,
+    pub name: String,
+    pub output: wl_output::WlOutput,
+    /// The share in output-local logical coordinates.
+    pub local: Region,
+    /// The share is the whole output.
+    pub whole: bool,
+    /// Where it lands in the frame (logical pixels from the region's corner).
+    pub dst: (u32, u32),
+    /// The output's whole-number scale (None: fractional) and transform.
+    pub scale: Option<u32>,
+    pub transform: u32,
+}
+
+/// A region checked against the desktop and split over the outputs.
+pub(crate) struct Split {
+    pub region: Region,
+    pub shares: Vec<Share>,
+    /// The shares cover the whole region (no gaps between outputs).
+    pub covers: bool,
+}
+
+impl WlConn {
+    /// Check `region` (None = the whole desktop) against the desktop's
+    /// bounding box and split it over the outputs it touches: the one
+    /// geometry both wlr-screencopy and ext-image-copy plan grabs from.
+    pub fn split(&self, region: Option<Region>) -> Result<Split> {
+        if self.outputs().next().is_none() {
+            return Err(wl_err(
+                "capture",
+                format!("the compositor on {:?} has no outputs", self.socket),
+            ));
+        }
+        let desk = bounding_box(self.outputs().map(Output::logical));
+        let region = region.unwrap_or(desk);
+        Region::new(
+            region.left.wrapping_sub(desk.left),
+            region.top.wrapping_sub(desk.top),
+            region.width,
+            region.height,
+        )
+        .check_inside(desk.width, desk.height)
+        .map_err(|e| match e {
+            CaptureError::BadRegion {
+                screen_w,
+                screen_h,
+                why,
+                ..
+            } => CaptureError::BadRegion {
+                region,
+                screen_w,
+                screen_h,
+                why,
+            },
+            e => e,
+        })?;
+        let mut shares = Vec::new();
+        let mut area = 0u64;
+        for o in self.outputs() {
+            let l = o.logical();
+            let x0 = (region.left as i64).max(l.left as i64);
+            let y0 = (region.top as i64).max(l.top as i64);
+            let x1 = region.right().min(l.right());
+            let y1 = region.bottom().min(l.bottom());
+            if x1 <= x0 || y1 <= y0 {
+                continue;
+            }
+            let (w, h) = ((x1 - x0) as u32, (y1 - y0) as u32);
+            area += w as u64 * h as u64;
+            let local = Region::new(
+                (x0 - l.left as i64) as i32,
+                (y0 - l.top as i64) as i32,
+                w,
+                h,
+            );
+            shares.push(Share {
+                global: o.global,
+                name: o.name.clone(),
+                output: o.wl.clone().expect("outputs() yields bound outputs only"),
+                whole: local == Region::new(0, 0, l.width, l.height),
+                local,
+                dst: (
+                    (x0 - region.left as i64) as u32,
+                    (y0 - region.top as i64) as u32,
+                ),
+                scale: o.integer_scale(),
+                transform: o.transform,
+            });
+        }
+        Ok(Split {
+            region,
+            covers: area == region.width as u64 * region.height as u64,
+            shares,
+        })
+    }
+}
+
 /// The smallest rectangle around `rects` (0,0 1x1 when there are none).
 pub(crate) fn bounding_box(rects: impl Iterator<Item = Region>) -> Region {
     let mut b: Option<(i64, i64, i64, i64)> = None;

@@ -138,90 +138,44 @@ impl WlrSource {
     /// part lands in the frame.
     fn plan(&mut self, region: Option<Region>) -> Result<Plan> {
         self.wl.pump(Duration::ZERO)?;
-        if self.wl.outputs().next().is_none() {
-            return Err(wl_err(
-                "capture",
-                format!("the compositor on {:?} has no outputs", self.wl.socket),
-            ));
-        }
-        let desk = self.desktop();
-        let region = region.unwrap_or(desk);
-        Region::new(
-            region.left.wrapping_sub(desk.left),
-            region.top.wrapping_sub(desk.top),
-            region.width,
-            region.height,
-        )
-        .check_inside(desk.width, desk.height)
-        .map_err(|e| match e {
-            CaptureError::BadRegion {
-                screen_w,
-                screen_h,
-                why,
-                ..
-            } => CaptureError::BadRegion {
-                region,
-                screen_w,
-                screen_h,
-                why,
-            },
-            e => e,
-        })?;
-        let mut parts = Vec::new();
-        let mut area = 0u64;
-        for o in self.wl.outputs() {
-            let l = o.logical();
-            let x0 = region.left.max(l.left) as i64;
-            let y0 = region.top.max(l.top) as i64;
-            let x1 = region.right().min(l.right());
-            let y1 = region.bottom().min(l.bottom());
-            if x1 <= x0 || y1 <= y0 {
-                continue;
-            }
-            let (w, h) = ((x1 - x0) as u32, (y1 - y0) as u32);
-            area += w as u64 * h as u64;
-            let local = Region::new(
-                (x0 - l.left as i64) as i32,
-                (y0 - l.top as i64) as i32,
-                w,
-                h,
-            );
-            parts.push((
-                o.integer_scale(),
-                o.transform,
-                Part {
-                    global: o.global,
-                    output: o.wl.clone().expect("outputs() only yields bound outputs"),
-                    whole: local == Region::new(0, 0, l.width, l.height) || o.transform != 0,
-                    crop: (o.transform != 0 && local != Region::new(0, 0, l.width, l.height))
-                        .then_some(local),
-                    transform: o.transform,
-                    local,
-                    dst: (
-                        (x0 - region.left as i64) as u32,
-                        (y0 - region.top as i64) as u32,
-                    ),
-                },
-            ));
-        }
-        if parts.len() > 1 {
-            if let Some((_, _, p)) = parts.iter().find(|(s, t, _)| *s != Some(1) || *t != 0) {
-                let name = self
-                    .wl
-                    .outputs()
-                    .find(|o| o.global == p.global)
-                    .map_or(String::new(), |o| o.name.clone());
+        let split = self.wl.split(region)?;
+        let region = split.region;
+        if split.shares.len() > 1 {
+            if let Some(sh) = split
+                .shares
+                .iter()
+                .find(|sh| sh.scale != Some(1) || sh.transform != 0)
+            {
                 return Err(CaptureError::BadArgument(format!(
-                    "region {region} spans several outputs and output {name:?} is scaled or \
+                    "region {region} spans several outputs and output {:?} is scaled or \
                      rotated, so their pixels do not line up in one frame; grab each monitor \
-                     (or a region inside one) instead"
+                     (or a region inside one) instead",
+                    sh.name
                 )));
             }
         }
+        let parts = split
+            .shares
+            .into_iter()
+            .map(|sh| {
+                let turned = sh.transform != 0;
+                Part {
+                    global: sh.global,
+                    output: sh.output,
+                    // On a turned output the whole output is captured and the
+                    // region cut from its upright picture.
+                    whole: sh.whole || turned,
+                    crop: (turned && !sh.whole).then_some(sh.local),
+                    transform: sh.transform,
+                    local: sh.local,
+                    dst: sh.dst,
+                }
+            })
+            .collect();
         Ok(Plan {
             region,
-            covers: area == region.width as u64 * region.height as u64,
-            parts: parts.into_iter().map(|(_, _, p)| p).collect(),
+            covers: split.covers,
+            parts,
         })
     }
 
