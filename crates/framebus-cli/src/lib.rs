@@ -15,6 +15,8 @@ use std::ffi::OsString;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+#[cfg(feature = "zenoh")]
+mod bridge;
 mod grab;
 mod ls;
 mod record;
@@ -86,6 +88,11 @@ enum Command {
     /// Show a source live in a web browser (a local page with fps, age, size
     /// and drops): `channel:NAME` or `screen:MONITOR`.
     View(view::ViewArgs),
+    /// Carry frames between a local channel or the screen and a Zenoh key
+    /// (other machines): --from channel:NAME|zenoh:KEY|screen:MONITOR
+    /// --to zenoh:KEY|channel:NAME.
+    #[cfg(feature = "zenoh")]
+    Bridge(bridge::BridgeArgs),
 }
 
 /// Run the command line `args` (the first item is the program name, as in
@@ -114,6 +121,8 @@ where
         Command::Record(args) => ("record", record::run(args, stop)),
         Command::Ls(args) => ("ls", ls::run(args, stop)),
         Command::View(args) => ("view", view::run(args, stop)),
+        #[cfg(feature = "zenoh")]
+        Command::Bridge(args) => ("bridge", bridge::run(args, stop)),
     };
     let _ = std::io::Write::flush(&mut std::io::stdout());
     match result {

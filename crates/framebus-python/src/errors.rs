@@ -69,7 +69,6 @@ create_exception!(
     FramebusError,
     "FFmpeg failed; the message (and the `stderr` attribute) holds the tail of its stderr."
 );
-
 create_exception!(
     framebus,
     CudaError,
@@ -101,6 +100,8 @@ pub enum Error {
     Pipe(PipeError),
     Kernel(KernelError),
     Cuda(framebus_cuda::CudaError),
+    #[cfg(feature = "zenoh")]
+    Zenoh(framebus_zenoh::ZenohError),
     /// A value out of range or of the wrong shape (`ValueError`).
     Value(String),
     /// A value of the wrong type (`TypeError`).
@@ -144,6 +145,9 @@ from_error!(
     PyErr => Py,
 );
 
+#[cfg(feature = "zenoh")]
+from_error!(framebus_zenoh::ZenohError => Zenoh);
+
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
         match e {
@@ -153,6 +157,8 @@ impl From<Error> for PyErr {
             Error::Pipe(e) => pipe_err(e),
             Error::Kernel(e) => kernel_err(e),
             Error::Cuda(e) => cuda_err(e),
+            #[cfg(feature = "zenoh")]
+            Error::Zenoh(e) => zenoh_err(e),
             Error::Value(m) => PyValueError::new_err(m),
             Error::Type(m) => PyTypeError::new_err(m),
             Error::Timeout(m) => PyTimeoutError::new_err(m),
@@ -235,6 +241,19 @@ fn kernel_err(e: KernelError) -> PyErr {
         KernelError::Core(e) => core_err(e),
         KernelError::ThreadPool { .. } => FramebusError::new_err(e.to_string()),
         e => PyValueError::new_err(e.to_string()),
+    }
+}
+
+#[cfg(feature = "zenoh")]
+fn zenoh_err(e: framebus_zenoh::ZenohError) -> PyErr {
+    use framebus_zenoh::ZenohError as Z;
+    let msg = e.to_string();
+    match e {
+        Z::Core(c) => core_err(c),
+        Z::Closed { .. } => ChannelClosed::new_err(msg),
+        Z::Timeout(..) => PyTimeoutError::new_err(msg),
+        e if e.is_bad_input() => PyValueError::new_err(msg),
+        _ => FramebusError::new_err(msg),
     }
 }
 

@@ -20,6 +20,8 @@ mod kernels;
 mod pipe;
 pub mod pool;
 mod wait;
+#[cfg(feature = "zenoh")]
+mod zenoh;
 
 use pyo3::prelude::*;
 
@@ -35,5 +37,7 @@ fn _framebus(m: &Bound<'_, PyModule>) -> PyResult<()> {
     pipe::register(m)?;
     cli::register(m)?;
     cuda::register(m)?;
+    #[cfg(feature = "zenoh")]
+    zenoh::register(m)?;
     Ok(())
 }

@@ -22,7 +22,7 @@
 //! user, while a channel is private to its user.
 
 mod http;
-mod source;
+pub(crate) mod source;
 
 use clap::Args;
 use source::{Encoder, Next, Source, SourceSpec};

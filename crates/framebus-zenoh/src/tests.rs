@@ -1,0 +1,288 @@
+//! End-to-end tests: two Zenoh sessions in this process over loopback TCP
+//! (real Zenoh, no mocks). Cross-process, interop and crash tests are in
+//! tests/test_zenoh.py.
+
+use crate::*;
+use framebus_core::{Frame, PixelFormat};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+const QUIET: &str = r#"scouting: {multicast: {enabled: false}, gossip: {enabled: false}}"#;
+
+fn listen(port: u16) -> ConfigSource {
+    ConfigSource::Json5(format!(
+        r#"{{mode: "peer", listen: {{endpoints: ["tcp/127.0.0.1:{port}"]}}, {QUIET}}}"#
+    ))
+}
+
+fn connect(port: u16) -> ConfigSource {
+    ConfigSource::Json5(format!(
+        r#"{{mode: "peer", connect: {{endpoints: ["tcp/127.0.0.1:{port}"]}}, listen: {{endpoints: []}}, {QUIET}}}"#
+    ))
+}
+
+fn pattern(p: &Publisher, w: usize, h: usize, fmt: PixelFormat, n: u64) -> Frame {
+    let mut f = p.acquire(w, h, fmt).unwrap();
+    let d = f.data_mut().unwrap();
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = (i as u64).wrapping_mul(31).wrapping_add(n * 7) as u8;
+    }
+    f
+}
+
+fn smooth(p: &Publisher, w: usize, h: usize, n: u64) -> Frame {
+    let mut f = p.acquire(w, h, PixelFormat::Bgra).unwrap();
+    let d = f.data_mut().unwrap();
+    for y in 0..h {
+        for x in 0..w {
+            let o = (y * w + x) * 4;
+            d[o] = (x * 255 / w) as u8;
+            d[o + 1] = (y * 255 / h) as u8;
+            d[o + 2] = ((x + y + n as usize) % 256) as u8;
+            d[o + 3] = 255;
+        }
+    }
+    f
+}
+
+fn pair(mode: Mode, encoding: Encoding) -> (Subscriber, Publisher) {
+    let port = free_port();
+    let key = format!("test/fb/{port}");
+    let sub = Subscriber::new(&key, &listen(port), None).unwrap();
+    let publ = Publisher::new(
+        &key,
+        PublisherConfig {
+            mode,
+            encoding,
+            config: connect(port),
+            pool: None,
+        },
+    )
+    .unwrap();
+    let t = Instant::now();
+    while sub.publishers() == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "publisher never seen"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The subscriber's declaration must reach the publisher too.
+    assert!(publ.has_subscribers().is_ok());
+    publ.wait_for_subscribers(Duration::from_secs(10)).unwrap();
+    (sub, publ)
+}
+
+fn bytes(f: &Frame) -> Vec<u8> {
+    // SAFETY: test frames are not written after they are shared.
+    unsafe { f.data() }.to_vec()
+}
+
+#[test]
+fn lossless_raw_frames_arrive_pixel_exact_in_order() {
+    let (sub, publ) = pair(Mode::Lossless, Encoding::Raw);
+    let sent: Vec<Frame> = (0..40)
+        .map(|n| pattern(&publ, 640, 480, PixelFormat::Bgra, n))
+        .collect();
+    let t = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            for f in &sent {
+                publ.send(f).unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        for _ in 0..sent.len() {
+            got.push(sub.recv(Some(Duration::from_secs(10))).unwrap());
+        }
+        h.join().unwrap();
+        got
+    });
+    for (i, (a, b)) in sent.iter().zip(&t).enumerate() {
+        assert_eq!(b.seq(), i as u64 + 1);
+        assert_eq!(b.layout(), a.layout());
+        assert_eq!(b.timestamp_ns(), a.timestamp_ns());
+        assert!(!b.is_writable());
+        assert!(bytes(a) == bytes(b), "frame {i} differs");
+    }
+    let s = sub.stats();
+    assert_eq!((s.received, s.skipped, s.bad), (40, 0, 0));
+    assert_eq!(publ.stats().copies, 0);
+}
+
+#[test]
+fn every_lossless_encoding_round_trips_exactly() {
+    for enc in [Encoding::Lz4, Encoding::Zstd { level: 3 }] {
+        let (sub, publ) = pair(Mode::Lossless, enc);
+        // Big enough for several parallel parts; a padded stride survives.
+        for (n, fmt) in [PixelFormat::Bgra, PixelFormat::Rgb, PixelFormat::Nv12]
+            .into_iter()
+            .enumerate()
+        {
+            let f = pattern(&publ, 1920, 1200, fmt, n as u64);
+            publ.send(&f).unwrap();
+            let g = sub.recv(Some(Duration::from_secs(10))).unwrap();
+            assert_eq!(g.layout(), f.layout(), "{enc:?} {fmt}");
+            assert!(bytes(&f) == bytes(&g), "{enc:?} {fmt} differs");
+        }
+        let st = publ.stats();
+        assert!(st.wire_bytes < st.raw_bytes, "{enc:?}: {st:?}");
+        assert_eq!(st.copies, 3);
+    }
+}
+
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let mse: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10()
+}
+
+#[test]
+fn jpeg_round_trips_within_a_psnr_bound() {
+    let (sub, publ) = pair(Mode::Lossless, Encoding::Jpeg { quality: 90 });
+    let f = smooth(&publ, 1280, 720, 0);
+    publ.send(&f).unwrap();
+    let g = sub.recv(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        (g.width(), g.height(), g.format()),
+        (1280, 720, PixelFormat::Bgra)
+    );
+    let (a, b) = (bytes(&f), bytes(&g));
+    let p = psnr(&a, &b);
+    assert!(p > 35.0, "psnr {p}");
+    assert!(publ.stats().wire_bytes < a.len() as u64 / 10);
+    // Formats JPEG cannot carry are refused, naming the format.
+    let e = publ
+        .acquire(64, 64, PixelFormat::Nv12)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("NV12"), "{e}");
+}
+
+#[test]
+fn publisher_gone_closes_then_a_new_one_recovers() {
+    let port = free_port();
+    let key = format!("test/fb/{port}");
+    let sub = Subscriber::new(&key, &listen(port), None).unwrap();
+    for round in 0..2 {
+        let publ = Publisher::new(
+            &key,
+            PublisherConfig {
+                mode: Mode::Lossless,
+                config: connect(port),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let t = Instant::now();
+        while sub.publishers() == 0 {
+            assert!(t.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        publ.wait_for_subscribers(Duration::from_secs(10)).unwrap();
+        for n in 0..3 {
+            publ.send(&pattern(&publ, 64, 64, PixelFormat::Gray8, n))
+                .unwrap();
+        }
+        publ.close();
+        for n in 0..3 {
+            let f = sub.recv(Some(Duration::from_secs(10))).unwrap();
+            assert_eq!(f.seq(), n + 1, "round {round}");
+        }
+        let t = Instant::now();
+        match sub.recv(Some(Duration::from_secs(10))) {
+            Err(ZenohError::Closed {
+                reason: CloseReason::PublisherGone,
+                ..
+            }) => {}
+            r => panic!("round {round}: {r:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(2));
+    }
+    sub.close();
+    assert!(matches!(
+        sub.recv(None),
+        Err(ZenohError::Closed {
+            reason: CloseReason::Closed,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn latest_keeps_only_the_newest() {
+    let (sub, publ) = pair(Mode::Latest, Encoding::Raw);
+    for n in 0..20 {
+        publ.send(&pattern(&publ, 256, 256, PixelFormat::Bgra, n))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let f = sub.recv(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(f.seq(), 20);
+    assert!(sub.try_recv().unwrap().is_none());
+    assert!(sub.stats().skipped >= 1);
+}
+
+#[test]
+fn bad_keys_and_configs_are_named() {
+    let e = ConfigSource::Json5("{mdoe: \"peer\"}".into())
+        .load()
+        .unwrap_err();
+    assert!(e.to_string().contains("mdoe"), "{e}");
+    let e = ConfigSource::Json5("{mode: \"pear\"}".into())
+        .load()
+        .unwrap_err();
+    assert!(e.to_string().contains("pear"), "{e}");
+    let e = ConfigSource::from_text_or_path("/nonexistent/z.json5")
+        .load()
+        .unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/z.json5"), "{e}");
+    let e = Publisher::new("a/*/b", PublisherConfig::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("a/*/b"), "{e}");
+    let e = Publisher::new("a//b", PublisherConfig::default())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("a//b"), "{e}");
+    let e = Encoding::parse("png", None).unwrap_err().to_string();
+    assert!(e.contains("png"), "{e}");
+    let e = Encoding::parse("jpeg", Some(0)).unwrap_err().to_string();
+    assert!(e.contains("quality=0"), "{e}");
+}
+
+#[test]
+fn attachments_round_trip_and_garbage_is_refused() {
+    let m = Meta {
+        layout: framebus_core::FrameLayout::new(7, 3, PixelFormat::Rgb, Some(24)).unwrap(),
+        timestamp_ns: 5,
+        seq: 9,
+        encoding: "zstd",
+        parts: vec![(10, 63)],
+    };
+    assert_eq!(Meta::parse(&m.to_json()).unwrap(), m);
+    for bad in [
+        &b"nope"[..],
+        b"{}",
+        b"{\"framebus\":2}",
+        b"{\"framebus\":1,\"width\":0,\"height\":1,\"format\":\"BGRA\",\"encoding\":\"raw\"}",
+        b"{\"framebus\":1,\"width\":1,\"height\":1,\"format\":\"XYZ\",\"encoding\":\"raw\"}",
+        b"{\"framebus\":1,\"width\":1,\"height\":1,\"format\":\"BGRA\",\"encoding\":\"gif\"}",
+    ] {
+        assert!(
+            Meta::parse(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
