@@ -107,6 +107,17 @@ def test_gpu_conversions_equal_the_cpu_kernels(fmt):
     assert np.array_equal(np.asarray(host), want)
 
 
+def test_tall_images_fit_the_grid():
+    """More rows than a grid's y dimension holds blocks (65535 x 8): the
+    kernels loop over rows (the fake refuses a grid beyond CUDA's limits)."""
+    pool = framebus.FramePool()
+    f = random_frame(pool, 3, 600_000, seed=9)
+    cf = f.to_device(format="GRAY8")
+    want = np.ascontiguousarray(np.asarray(f.convert("GRAY8")))
+    got = np.frombuffer(device_bytes(cf), np.uint8).reshape(want.shape)
+    assert np.array_equal(got, want)
+
+
 def test_f32_chw_with_mean_std_equals_to_tensor_bit_for_bit():
     pool = framebus.FramePool()
     f = random_frame(pool, 29, 13, seed=2)

@@ -415,8 +415,9 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
     o->kdst = *(uint64_t *)p[2]; o->dpitch = *(int *)p[3];
     o->w = *(int *)p[4]; o->h = *(int *)p[5];
     for (int i = 0; i < 3; i++) { o->m[i] = *(float *)p[6 + i]; o->s[i] = *(float *)p[9 + i]; }
-    /* The grid must cover the image, as the real kernels need. */
-    if ((long)gx * bx < o->w || (long)gy * by < o->h ||
+    /* The grid must cover the columns (rows loop inside the real kernels) and
+       stay within CUDA's limits. */
+    if ((long)gx * bx < o->w || gy < 1 || gy > 65535 || (long)bx * by > 1024 ||
         !inside(allocs, (uintptr_t)o->ksrc, (size_t)o->spitch * o->h)) {
         free(o); pthread_mutex_unlock(&G); return E_INVALID_VALUE;
     }

@@ -34,39 +34,50 @@ pub const NAMES: [&str; 4] = [
 /// The kernels' CUDA C source.
 pub const SOURCE: &str = r#"
 // framebus GPU kernels (compiled by NVRTC at first use). Source: BGRA/BGRX.
+// One thread per pixel column x; rows in a grid-stride loop, so any height
+// fits the grid's y limit (65535 blocks).
 #define FB_PARAMS const unsigned char* __restrict__ src, int src_pitch, \
     unsigned char* __restrict__ dst, int dst_pitch, int w, int h, \
     float m0, float m1, float m2, float s0, float s1, float s2
-#define FB_XY int x = blockIdx.x * blockDim.x + threadIdx.x; \
-    int y = blockIdx.y * blockDim.y + threadIdx.y; \
-    if (x >= w || y >= h) return; \
-    const unsigned char* p = src + (size_t)y * src_pitch + 4 * (size_t)x;
+#define FB_FOR_ROWS int x = blockIdx.x * blockDim.x + threadIdx.x; \
+    if (x >= w) return; \
+    for (int y = blockIdx.y * blockDim.y + threadIdx.y; y < h; y += gridDim.y * blockDim.y)
+#define FB_SRC const unsigned char* p = src + (size_t)y * src_pitch + 4 * (size_t)x;
 
 extern "C" __global__ void framebus_bgra_to_rgb(FB_PARAMS) {
-    FB_XY
-    unsigned char* d = dst + (size_t)y * dst_pitch + 3 * (size_t)x;
-    d[0] = p[2]; d[1] = p[1]; d[2] = p[0];
+    FB_FOR_ROWS {
+        FB_SRC
+        unsigned char* d = dst + (size_t)y * dst_pitch + 3 * (size_t)x;
+        d[0] = p[2]; d[1] = p[1]; d[2] = p[0];
+    }
 }
 
 extern "C" __global__ void framebus_bgra_to_bgr(FB_PARAMS) {
-    FB_XY
-    unsigned char* d = dst + (size_t)y * dst_pitch + 3 * (size_t)x;
-    d[0] = p[0]; d[1] = p[1]; d[2] = p[2];
+    FB_FOR_ROWS {
+        FB_SRC
+        unsigned char* d = dst + (size_t)y * dst_pitch + 3 * (size_t)x;
+        d[0] = p[0]; d[1] = p[1]; d[2] = p[2];
+    }
 }
 
 extern "C" __global__ void framebus_bgra_to_gray(FB_PARAMS) {
-    FB_XY
-    int v = (9798 * p[2] + 19234 * p[1] + 3736 * p[0] + 16384) >> 15;
-    dst[(size_t)y * dst_pitch + x] = (unsigned char)(v > 255 ? 255 : v);
+    FB_FOR_ROWS {
+        FB_SRC
+        int v = (9798 * p[2] + 19234 * p[1] + 3736 * p[0] + 16384) >> 15;
+        dst[(size_t)y * dst_pitch + x] = (unsigned char)(v > 255 ? 255 : v);
+    }
 }
 
 extern "C" __global__ void framebus_bgra_to_rgb_f32_chw(FB_PARAMS) {
-    FB_XY
     float* o = (float*)dst;
-    size_t plane = (size_t)w * h, i = (size_t)y * w + x;
-    o[i]             = ((float)p[2] / 255.0f - m0) / s0;
-    o[plane + i]     = ((float)p[1] / 255.0f - m1) / s1;
-    o[2 * plane + i] = ((float)p[0] / 255.0f - m2) / s2;
+    size_t plane = (size_t)w * h;
+    FB_FOR_ROWS {
+        FB_SRC
+        size_t i = (size_t)y * w + x;
+        o[i]             = ((float)p[2] / 255.0f - m0) / s0;
+        o[plane + i]     = ((float)p[1] / 255.0f - m1) / s1;
+        o[2 * plane + i] = ((float)p[0] / 255.0f - m2) / s2;
+    }
 }
 "#;
 
@@ -172,7 +183,8 @@ pub fn launch(
     ];
     let (bx, by) = (32u32, 8u32);
     let gx = w.div_ceil(bx as usize) as u32;
-    let gy = h.div_ceil(by as usize) as u32;
+    // Rows loop inside the kernels: the grid's y stays within its limit.
+    let gy = h.div_ceil(by as usize).min(65535) as u32;
     // SAFETY: `params` points at 12 live locals matching the kernel's
     // parameters in order and type; the driver copies them before returning.
     // `src`/`dst` are device buffers of this context large enough for the
