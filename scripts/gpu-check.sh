@@ -9,7 +9,8 @@
 # WHEEL defaults to dist/framebus-*-cp312-*.whl, built on a development machine
 # (Rust, pyenv's 3.12) with:
 #
-#   bash scripts/build-wheels.sh 3.12        # → dist/framebus-0.1.0-cp312-cp312-manylinux_2_17_x86_64.whl
+#   bash scripts/build-wheels.sh 3.12
+#   # → dist/framebus-0.1.0-cp312-cp312-manylinux2014_x86_64.manylinux_2_17_x86_64.whl
 #
 # Copy the repository (for tests/ and bench/) and that wheel to the GPU machine.
 # PYTHON (default python3.12) is the interpreter that has torch and CuPy; the
