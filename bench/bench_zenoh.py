@@ -93,7 +93,7 @@ def produce(case, w, h, n, rate, port, key):
         s = zenoh.open(zenoh.Config.from_json5(json.dumps(cfg(port, False))))
         pub = s.declare_publisher(key, congestion_control=zenoh.CongestionControl.BLOCK)
         buf = np.empty_like(src)
-        while not pub.matching_status:
+        while not pub.matching_status.matching:
             time.sleep(0.01)
         nxt = time.monotonic()
         for k in range(n):

@@ -1,12 +1,14 @@
 //! `Publisher`: frames out to a Zenoh key.
 //!
-//! Raw frames go to Zenoh on the caller's thread without a copy: the payload
-//! is a `ZBytes` over a [`bytes::Bytes`] that owns a clone of the frame (its
-//! `Lease`), so the slot stays out of its pool until Zenoh has written the
-//! last fragment and dropped the message. Encoded frames (lz4, zstd, jpeg) are
-//! handed to an encoder thread (a lease clone, no copy) and compressed there,
-//! in parallel parts for big frames; the caller only waits when a lossless
-//! queue is full.
+//! Raw frames go to Zenoh without a copy: the payload is a `ZBytes` over a
+//! [`bytes::Bytes`] that owns a clone of the frame (its `Lease`), so the slot
+//! stays out of its pool until Zenoh has written the last fragment and
+//! dropped the message. Lossless raw frames are put on the caller's thread;
+//! latest-mode frames and encoded ones (lz4, zstd, jpeg) are handed to a
+//! sender thread (a lease clone, no copy), which encodes them (in parallel
+//! parts for big frames) and puts them. In latest mode that thread's mailbox
+//! holds one frame, replaced by a newer one while the link is busy, so the
+//! caller never waits; a lossless caller waits only when its queue is full.
 
 use crate::config::{self, ConfigSource};
 use crate::error::{CloseReason, Result, ZenohError};
@@ -24,8 +26,9 @@ use zenoh::Wait;
 /// Delivery semantics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Congestion control *drop*, express; subscribers keep only the newest
-    /// frame, so age stays bounded when the link is slower than the producer.
+    /// Express; the sender thread's one-frame mailbox and the subscribers keep
+    /// only the newest frame, so age stays bounded when the link is slower than
+    /// the producer, and `send` never waits.
     Latest,
     /// Reliable, ordered, congestion control *block*: the producer feels
     /// back-pressure (Zenoh closes a link blocked for longer than its
@@ -252,8 +255,13 @@ impl Publisher {
     pub fn new(key: &str, cfg: PublisherConfig) -> Result<Publisher> {
         let ke = check_key(key, false)?;
         let session = config::open(&cfg.config)?;
+        // Latest mode blocks too, but only its sender thread: frames the link
+        // cannot take meanwhile are replaced in the mailbox (`replaced`), so the
+        // caller never waits and a big frame is never cut. Zenoh's *drop* lost
+        // every 8 MB frame on a 100 Mbit/s link: its fragments cannot all be
+        // queued within `max_wait_before_drop_fragments` (docs/zenoh.md).
         let (cc, express) = match cfg.mode {
-            Mode::Latest => (CongestionControl::Drop, true),
+            Mode::Latest => (CongestionControl::Block, true),
             Mode::Lossless => (CongestionControl::Block, false),
         };
         let publisher = session
@@ -273,7 +281,7 @@ impl Publisher {
             publisher,
             counters: Counters::default(),
         });
-        let encoder = if cfg.encoding == Encoding::Raw {
+        let encoder = if cfg.encoding == Encoding::Raw && cfg.mode == Mode::Lossless {
             None
         } else {
             let enc = Arc::new(Encoder {
@@ -287,7 +295,7 @@ impl Publisher {
             });
             let (e2, c2, encoding) = (enc.clone(), core.clone(), cfg.encoding);
             let h = std::thread::Builder::new()
-                .name("framebus-zenoh-enc".into())
+                .name("framebus-zenoh-tx".into())
                 .spawn(move || encoder_thread(&e2, &c2, encoding))
                 .map_err(|e| ZenohError::zenoh("starting the encoder thread", e))?;
             Some((enc, Mutex::new(Some(h))))
