@@ -145,3 +145,29 @@ def test_on_change_capture_uses_the_compositors_damage(comp):
         want[20:60, 10:40] = (255, 0, 0)
         np.testing.assert_array_equal(rgb(f), want)
         assert f.damage == [(10, 20, 30, 40)]
+
+
+def test_a_socket_that_never_answers_is_an_error_and_ctrl_c_interrupts_the_open(tmp_path):
+    import socket
+
+    from signals import alarm, time_limit
+
+    path = str(tmp_path / "silent")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)  # connections queue up; nobody ever answers
+    try:
+        t0 = time.monotonic()
+        with time_limit(20), pytest.raises(framebus.CaptureError, match="did not answer"):
+            Grabber(path)
+        assert time.monotonic() - t0 < 10
+
+        def interrupt():
+            raise KeyboardInterrupt
+
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt), alarm(interrupt, 0.3):
+            Capture(display=path)
+        assert time.monotonic() - t0 < 2, "Ctrl-C waited for the open to give up"
+    finally:
+        srv.close()

@@ -274,12 +274,14 @@ impl PyGrabber {
             None if incremental => FramePool::default(),
             None => pool_or_default(None)?,
         };
-        let g = py.detach(|| {
+        // Opening may wait long (the portal asks the user): on a watched
+        // thread, so Ctrl-C still raises.
+        let g = wait::run_watched(py, "opening a grabber", move || {
             let mut g = Grabber::open(display.as_deref(), choice, pool)?;
             if incremental {
                 g.track_damage(true)?;
             }
-            Ok::<_, CaptureError>(g)
+            Ok(g)
         })?;
         Ok(PyGrabber {
             display: g.display().to_owned(),
@@ -466,18 +468,18 @@ impl PyCapture {
         // A private pool by default, so stop() can give its memory back.
         let pool = pool_of(pool).unwrap_or_default();
         let thread_pool = pool.clone();
-        let inner = py.detach(|| {
+        let inner = wait::run_watched(py, "starting a capture", move || {
             let mut g = Grabber::open(display.as_deref(), choice, thread_pool)?;
             let region = target.resolve(&mut g)?;
             if incremental {
                 g.track_damage(true)?;
             }
             let config = CaptureConfig { region, ..config };
-            if on_change {
-                Capture::start_on_change(g, config)
+            Ok(if on_change {
+                Capture::start_on_change(g, config)?
             } else {
-                Capture::start(g, config)
-            }
+                Capture::start(g, config)?
+            })
         })?;
         Ok(PyCapture {
             inner,

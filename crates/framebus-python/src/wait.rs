@@ -105,3 +105,28 @@ pub fn join_watched<T: Send>(
         }
     }
 }
+
+/// Run `work` on a helper thread and wait for it with [`join_watched`]: for
+/// calls that may block long inside a library that cannot be interrupted
+/// (opening a capture session: the ScreenCast portal waits for the user's
+/// choice). Ctrl-C raises at once; the thread finishes on its own and its
+/// result is dropped there (a late connection is closed, not leaked).
+pub fn run_watched<T: Send + 'static>(
+    py: Python<'_>,
+    what: &str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("framebus {what}"))
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .map_err(|e| Error::Py(pyo3::exceptions::PyOSError::new_err(format!("{what}: {e}"))))?;
+    match join_watched(py, rx, |_| OnSignal::Raise)? {
+        Some(result) => result,
+        None => Err(Error::Py(pyo3::exceptions::PyRuntimeError::new_err(
+            format!("{what}: the helper thread panicked"),
+        ))),
+    }
+}

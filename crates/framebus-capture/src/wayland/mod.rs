@@ -235,6 +235,8 @@ pub(crate) struct WlState {
     pub shm_formats: Vec<u32>,
     pub frames: HashMap<u64, FrameEvents>,
     pub xdg_manager: Option<zxdg_output_manager_v1::ZxdgOutputManagerV1>,
+    /// A `wl_display.sync` sent by [`probe`] was answered.
+    pub synced: bool,
 }
 
 impl WlState {
@@ -269,6 +271,18 @@ impl WlConn {
             )
         })?;
         let conn = Connection::from_socket(stream).map_err(|e| wl_err("connect", e))?;
+        // The registry's round trip below blocks: first make sure the peer
+        // answers at all.
+        probe(&conn, FRAME_TIMEOUT).map_err(|e| {
+            wl_err(
+                "connect",
+                format!(
+                    "{} accepted the connection but did not answer ({e}): is it a Wayland \
+                     compositor?",
+                    path.display()
+                ),
+            )
+        })?;
         let (globals, queue) =
             registry_queue_init::<WlState>(&conn).map_err(|e| wl_err("reading the registry", e))?;
         let qh = queue.handle();
@@ -337,37 +351,7 @@ impl WlConn {
     /// Send pending requests, then read and dispatch events for up to
     /// `timeout` (zero: only what has arrived).
     pub fn pump(&mut self, timeout: Duration) -> Result<()> {
-        use rustix::event::{poll, PollFd, PollFlags};
-        self.queue
-            .flush()
-            .map_err(|e| self.broken("sending requests", e))?;
-        self.queue
-            .dispatch_pending(&mut self.state)
-            .map_err(|e| self.broken("handling events", e))?;
-        if let Some(guard) = self.queue.prepare_read() {
-            let ready = {
-                let fd = guard.connection_fd();
-                let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-                let ns = timeout.as_nanos().min(i64::MAX as u128) as i64;
-                let ts = rustix::event::Timespec {
-                    tv_sec: ns / 1_000_000_000,
-                    tv_nsec: ns % 1_000_000_000,
-                };
-                matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
-            };
-            if ready {
-                match guard.read() {
-                    Ok(_) => {}
-                    Err(wayland_client::backend::WaylandError::Io(e))
-                        if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(self.broken("reading events", e)),
-                }
-            }
-        }
-        self.queue
-            .dispatch_pending(&mut self.state)
-            .map_err(|e| self.broken("handling events", e))?;
-        Ok(())
+        pump_queue(&mut self.queue, &mut self.state, timeout).map_err(|(op, e)| self.broken(op, e))
     }
 
     /// Pump until `done(state)` or `timeout`; true when done.
@@ -417,6 +401,81 @@ impl WlConn {
         });
         list.extend(each);
         list
+    }
+}
+
+/// Send pending requests, then read and dispatch what arrives within
+/// `timeout` (zero: only what has arrived). Never blocks longer: the read
+/// happens only once poll says the socket is readable.
+fn pump_queue(
+    queue: &mut EventQueue<WlState>,
+    state: &mut WlState,
+    timeout: Duration,
+) -> std::result::Result<(), (&'static str, String)> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    queue
+        .flush()
+        .map_err(|e| ("sending requests", e.to_string()))?;
+    queue
+        .dispatch_pending(state)
+        .map_err(|e| ("handling events", e.to_string()))?;
+    if let Some(guard) = queue.prepare_read() {
+        let ready = {
+            let fd = guard.connection_fd();
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            let ns = timeout.as_nanos().min(i64::MAX as u128) as i64;
+            let ts = rustix::event::Timespec {
+                tv_sec: ns / 1_000_000_000,
+                tv_nsec: ns % 1_000_000_000,
+            };
+            matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
+        };
+        if ready {
+            match guard.read() {
+                Ok(_) => {}
+                Err(wayland_client::backend::WaylandError::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(("reading events", e.to_string())),
+            }
+        }
+    }
+    queue
+        .dispatch_pending(state)
+        .map_err(|e| ("handling events", e.to_string()))?;
+    Ok(())
+}
+
+/// One `wl_display.sync` answered within `timeout`: the peer is a live
+/// Wayland server (the registry's own round trip would block for ever on a
+/// socket that accepts and never answers).
+fn probe(conn: &Connection, timeout: Duration) -> std::result::Result<(), String> {
+    let mut queue = conn.new_event_queue::<WlState>();
+    let mut state = WlState::default();
+    let _callback = conn.display().sync(&queue.handle(), ());
+    let deadline = Instant::now() + timeout;
+    while !state.synced {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(format!("no answer within {} s", timeout.as_secs()));
+        }
+        pump_queue(&mut queue, &mut state, deadline - now)
+            .map_err(|(op, e)| format!("{op}: {e}"))?;
+    }
+    Ok(())
+}
+
+impl Dispatch<wayland_client::protocol::wl_callback::WlCallback, ()> for WlState {
+    fn event(
+        state: &mut Self,
+        _: &wayland_client::protocol::wl_callback::WlCallback,
+        event: wayland_client::protocol::wl_callback::Event,
+        _: &(),
+        _: &Connection,
+        _: &QueueHandle<Self>,
+    ) {
+        if let wayland_client::protocol::wl_callback::Event::Done { .. } = event {
+            state.synced = true;
+        }
     }
 }
 
