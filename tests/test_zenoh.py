@@ -662,3 +662,43 @@ pub.close()
     third = len(ages) // 3
     assert np.median(ages[-third:]) < np.median(ages[:third]) * 2 + 0.5, ages
     assert np.percentile(ages, 99) < 3.0, ages
+
+
+def test_bridge_carries_zenoh_frames_into_a_local_channel():
+    port = free_port()
+    topic = f"pytest/zenoh/bridge/{port}"
+    name = f"pytest-zbridge-{os.getpid()}-{port}"
+    bridge = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "framebus",
+            "bridge",
+            "--from",
+            f"zenoh:{topic}",
+            "--to",
+            f"channel:{name}",
+            "--mode",
+            "lossless",
+            "-n",
+            "4",
+            "-q",
+            "--config",
+            json.dumps(listen_cfg(port)),
+        ]
+    )
+    try:
+        local = framebus.Subscriber(name, timeout=20)
+        p = start_publisher(topic, port, count=4, w=128, h=64)
+        try:
+            for k in range(4):
+                f = local.recv(timeout=20)
+                assert np.array_equal(np.asarray(f), pattern(k, (64, 128, 4)))
+                del f
+        finally:
+            reap(p)
+        assert bridge.wait(20) == 0
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+            bridge.wait()
