@@ -702,3 +702,17 @@ def test_bridge_carries_zenoh_frames_into_a_local_channel():
         if bridge.poll() is None:
             bridge.kill()
             bridge.wait()
+
+
+def test_a_blocked_recv_obeys_ctrl_c(link):
+    from signals import alarm
+
+    sub, _, _ = link
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    t = time.monotonic()
+    with alarm(interrupt, 0.2), pytest.raises(KeyboardInterrupt):
+        sub.recv(timeout=None)
+    assert time.monotonic() - t < 1.0
