@@ -661,7 +661,7 @@ pub.close()
     # Newest only: age does not grow with time although the link is slower than the source.
     third = len(ages) // 3
     assert np.median(ages[-third:]) < np.median(ages[:third]) * 2 + 0.5, ages
-    assert np.percentile(ages, 99) < 3.0, ages
+    assert np.percentile(ages, 99) < 4.0, ages  # unbounded queueing: > 8 s in 10 s
 
 
 def test_bridge_carries_zenoh_frames_into_a_local_channel():
