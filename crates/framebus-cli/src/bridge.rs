@@ -40,7 +40,7 @@ pub struct BridgeArgs {
     /// screen: capture rate in frames per second.
     #[arg(short = 'r', long, default_value_t = 30.0)]
     fps: f64,
-    /// screen: X display (default $DISPLAY).
+    /// screen: the display, an X display (":1") or a Wayland socket ("wayland-1"); default $WAYLAND_DISPLAY, else $DISPLAY.
     #[arg(short = 'd', long)]
     display: Option<String>,
     /// channel: seconds to wait for the publisher to appear.
