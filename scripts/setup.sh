@@ -45,4 +45,6 @@ for v in ${FRAMEBUS_PYTHONS:-3.11}; do
         "$venv/bin/maturin" develop --release -q 2>&1 | grep -vE "^(📦|✏️|🛠|🍹|🐍|🔗|📡|Looking in|Ignoring)" || true)
     "$venv/bin/python" -c "import framebus; print('setup: framebus', framebus.__version__, 'ok')"
 done
-cargo build --release -q -p framebus-cli
+# The standalone binary for the capture/record tests; without Zenoh (`framebus bridge`
+# is tested through the wheel's `framebus` script), which halves this build.
+cargo build --release -q -p framebus-cli --no-default-features
