@@ -79,7 +79,16 @@ fn pinned_pool_upload_convert_download() {
         );
     }
     drop((f, back, c));
-    host.trim();
+    // The upload's host slot is let go by a background thread once its copy
+    // event completed: trim until that thread has given it back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while {
+        host.trim();
+        hook.stats().pinned_slots != 0
+    } && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(hook.stats().pinned_slots, 0);
     let _ = Arc::strong_count(&hook);
 }
