@@ -342,7 +342,9 @@ def test_fds_and_rss_stay_flat_over_10000_frames(link):
         grew = _rss() - rss
         assert _fds() == fds
         assert grew < 8 << 20, f"RSS grew {grew} bytes over {n - 1000} frames"
-        assert sub.pool.stats()["slots_in_use"] == 0
+        # A leak grows with the frame count; what may remain is the subscriber's own
+        # hand-off (frames arrived after the last recv or being decoded): a few slots.
+        assert sub.pool.stats()["slots_in_use"] <= 4, sub.pool.stats()
     finally:
         reap(p, timeout=60)
 
