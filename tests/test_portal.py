@@ -10,6 +10,7 @@ built here when missing and cargo is on PATH; otherwise the tests skip, saying s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -181,23 +182,52 @@ def test_no_portal_on_the_bus_is_a_clear_error(sway, grab_bin, tmp_path):
     assert "screen-cast portal" in err and "xdg-desktop-portal" in err, err
 
 
-def test_python_grabber_backend_portal(sway, stack, monkeypatch):
-    """framebus.Grabber(backend="portal") in this process: pixel-exact, read-only frames,
-    NumPy views keep the PipeWire buffer until they go."""
+@pytest.fixture()
+def portal_process(stack, monkeypatch):
+    """This process sees only the portal stack: its bus, runtime and state dirs, no
+    display variables. Yields framebus."""
     framebus = pytest.importorskip("framebus", exc_type=ImportError)
     for k in ("DBUS_SESSION_BUS_ADDRESS", "XDG_RUNTIME_DIR", "XDG_STATE_HOME", "HOME"):
         monkeypatch.setenv(k, stack.env[k])
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    return framebus
+
+
+@contextlib.contextmanager
+def repainting(sway, every: float = 1.0):
+    """Show the picture again every `every` s: the damage xdg-desktop-portal-wlr
+    needs before it sends a frame."""
     stop = threading.Event()
 
-    def poke() -> None:  # the damage xdg-desktop-portal-wlr needs to send a frame
-        while not stop.wait(1.0):
+    def poke() -> None:
+        while not stop.wait(every):
             sway.show_image(sway.output, PICTURE, wait=False)
 
     poker = threading.Thread(target=poke, daemon=True)
     poker.start()
     try:
+        yield
+    finally:
+        stop.set()
+        poker.join(timeout=10)
+
+
+def settled_grab(g, deadline_s: float = 20) -> np.ndarray:
+    """Grab until the frame shows PICTURE (the stream may still carry an older one)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        arr = np.asarray(g.grab())
+        if np.array_equal(arr[..., [2, 1, 0]], PICTURE) or time.monotonic() > deadline:
+            return arr
+        time.sleep(0.1)
+
+
+def test_python_grabber_backend_portal(sway, stack, portal_process):
+    """framebus.Grabber(backend="portal") in this process: pixel-exact, read-only frames,
+    NumPy views keep the PipeWire buffer until they go."""
+    framebus = portal_process
+    with repainting(sway):
         try:
             g = framebus.Grabber(backend="portal")
         except framebus.CaptureError as e:
@@ -206,14 +236,7 @@ def test_python_grabber_backend_portal(sway, stack, monkeypatch):
             raise
         assert g.backend == "portal"
         assert g.screen_size == (W, H)
-        # settle: the picture shown again is the same picture
-        deadline = time.monotonic() + 20
-        while True:
-            frame = g.grab()
-            arr = np.asarray(frame)
-            if np.array_equal(arr[..., [2, 1, 0]], PICTURE) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        arr = settled_grab(g)
         assert arr.shape == (H, W, 4)
         assert np.array_equal(arr[..., [2, 1, 0]], sway.grim(output=sway.output))
         assert not arr.flags.writeable
@@ -226,12 +249,36 @@ def test_python_grabber_backend_portal(sway, stack, monkeypatch):
         second = np.asarray(g2.grab())
         assert time.monotonic() - t0 < 2
         assert np.array_equal(second, arr)
-        del frame, arr, region, second
+        del arr, region, second
         g2.close()
         g.close()
-    finally:
-        stop.set()
-        poker.join(timeout=10)
+
+
+def test_python_portal_source_options(sway, stack, portal_process):
+    """portal_source= picks what the portal offers; window sources need the portal;
+    portal_restore=False keeps no token."""
+    framebus = portal_process
+    token = stack.state / "framebus" / "portal-restore-token"
+    with pytest.raises(ValueError, match='"tab"'):
+        framebus.Grabber(backend="portal", portal_source="tab")
+    with pytest.raises(ValueError, match=r'backend "x11" cannot share a window'):
+        framebus.Grabber(backend="x11", portal_source="window")
+    with pytest.raises(ValueError, match=r"wlr-screencopy"):
+        framebus.Capture(backend="wlr-screencopy", portal_source="window")
+    # xdg-desktop-portal-wlr 0.7 offers monitors only (AvailableSourceTypes = 1): a
+    # window asked for under auto goes to the portal, which says what it offers
+    with pytest.raises(framebus.CaptureError, match=r"offers source types 0x1 .* 0x2"):
+        framebus.Grabber(portal_source="window", portal_restore=False)
+    assert not token.exists()
+    # "any" lets the user pick either; this portal picks the output
+    with repainting(sway):
+        g = framebus.Grabber(portal_source="any", portal_restore=False)
+        assert g.backend == "portal"
+        arr = settled_grab(g)
+        assert np.array_equal(arr[..., [2, 1, 0]], sway.grim(output=sway.output))
+        del arr
+        g.close()
+    assert not token.exists(), "portal_restore=False wrote the restore token"
 
 
 def test_stack_teardown_leaves_nothing(sway):

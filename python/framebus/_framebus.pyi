@@ -299,6 +299,8 @@ class Grabber:
         backend: str = "auto",
         pool: FramePool | None = None,
         incremental: bool = False,
+        portal_source: str | None = None,
+        portal_restore: bool = True,
     ) -> Self: ...
     def grab(
         self,
@@ -353,6 +355,8 @@ class Capture:
         backend: str = "auto",
         incremental: bool = False,
         on_change: bool = False,
+        portal_source: str | None = None,
+        portal_restore: bool = True,
     ) -> Self: ...
     def latest(self, timeout: float | None = None, allow_repeat: bool = False) -> Frame: ...
     def next(self, timeout: float | None = None) -> Frame: ...

@@ -19,7 +19,7 @@
 use crate::connection::non_empty_env;
 use crate::source::Source;
 use crate::x11::X11Source;
-use crate::{Backend, BackendChoice, CaptureError, Monitor, Region, Result, Target};
+use crate::{Backend, BackendChoice, CaptureError, Monitor, PortalOptions, Region, Result, Target};
 use framebus_core::{Exhausted, Frame, FramePool};
 use std::time::Duration;
 
@@ -120,10 +120,34 @@ impl Grabber {
     /// with the backend `choice`. Frames come from `pool` unless a grab names
     /// another one.
     pub fn open(display: Option<&str>, choice: BackendChoice, pool: FramePool) -> Result<Grabber> {
+        Grabber::open_with(display, choice, pool, &PortalOptions::default())
+    }
+
+    /// [`Grabber::open`] with what to ask the ScreenCast portal for, should
+    /// the portal be the backend. Window sources only the portal can give:
+    /// asking for them makes `auto` and `wayland` choose the portal, and is
+    /// [`CaptureError::BadArgument`] with any other backend.
+    pub fn open_with(
+        display: Option<&str>,
+        choice: BackendChoice,
+        pool: FramePool,
+        portal: &PortalOptions,
+    ) -> Result<Grabber> {
+        let choice = match choice {
+            c if !portal.windows || c == BackendChoice::Portal => c,
+            BackendChoice::Auto | BackendChoice::Wayland => BackendChoice::Portal,
+            c => {
+                return Err(CaptureError::BadArgument(format!(
+                    "window sources come only from the ScreenCast portal: backend {:?} \
+                     cannot share a window (use backend=\"portal\" or \"auto\")",
+                    c.name()
+                )))
+            }
+        };
         let target = resolve_target(display, choice)?;
         let mut tried: Vec<(&'static str, String)> = Vec::new();
         if let DisplayTarget::Wayland(socket) = &target {
-            match crate::wayland::open(socket, choice, pool.clone(), &mut tried) {
+            match crate::wayland::open(socket, choice, pool.clone(), portal, &mut tried) {
                 Ok(source) => return Ok(Grabber { source }),
                 Err(e) if tried.is_empty() => return Err(e),
                 Err(_) => {}
@@ -382,5 +406,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("$WAYLAND_DISPLAY"), "{e}");
+    }
+
+    #[test]
+    fn window_sources_need_the_portal_and_bad_source_names_are_named() {
+        let windows = PortalOptions::default().with_sources("window").unwrap();
+        assert!(windows.windows && !windows.monitors);
+        let any = PortalOptions::default().with_sources("ANY").unwrap();
+        assert!(any.windows && any.monitors);
+        let e = PortalOptions::default().with_sources("tab").unwrap_err();
+        assert!(e.is_bad_input() && e.to_string().contains("\"tab\""), "{e}");
+        for backend in [
+            BackendChoice::X11,
+            BackendChoice::Xshm,
+            BackendChoice::WlrScreencopy,
+            BackendChoice::ExtImageCopy,
+        ] {
+            let e = Grabber::open_with(Some(":99"), backend, FramePool::default(), &windows)
+                .err()
+                .expect("a window from a non-portal backend");
+            let msg = e.to_string();
+            assert!(e.is_bad_input(), "{msg}");
+            assert!(
+                msg.contains(backend.name()) && msg.contains("portal"),
+                "{msg}"
+            );
+        }
     }
 }

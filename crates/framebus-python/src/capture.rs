@@ -21,8 +21,8 @@ use crate::frame::PyFrame;
 use crate::pool::{default_pool, pool_or_default, PyFramePool};
 use crate::wait;
 use framebus_capture::{
-    grab_shared, BackendChoice, Capture, CaptureConfig, CaptureError, Grabber, Monitor, Region,
-    Target, MAX_BUFFER,
+    grab_shared, BackendChoice, Capture, CaptureConfig, CaptureError, Grabber, Monitor,
+    PortalOptions, Region, Target, MAX_BUFFER,
 };
 use framebus_core::{Frame, FramePool};
 use framebus_kernels::png;
@@ -198,6 +198,19 @@ fn parse_backend(backend: &str) -> Result<BackendChoice> {
     Ok(backend.parse()?)
 }
 
+/// What to ask the ScreenCast portal for: `portal_source` ("monitor",
+/// "window", "any"; None = monitors) and whether to keep the restore token.
+fn portal_options(portal_source: Option<&str>, portal_restore: bool) -> Result<PortalOptions> {
+    let opts = PortalOptions {
+        restore: portal_restore,
+        ..PortalOptions::default()
+    };
+    Ok(match portal_source {
+        Some(s) => opts.with_sources(s)?,
+        None => opts,
+    })
+}
+
 fn pool_of(pool: Option<PyRef<'_, PyFramePool>>) -> Option<FramePool> {
     pool.map(|p| p.pool.clone())
 }
@@ -258,17 +271,23 @@ impl PyGrabber {
     /// `incremental=True`: copy only what changed since the slot's pixels
     /// were grabbed (XDamage), and give each frame its `damage`; without
     /// `pool=` such a grabber gets a private pool (other writers of a shared
-    /// pool would force full grabs).
+    /// pool would force full grabs). `portal_source` ("monitor", "window",
+    /// "any") is what the ScreenCast portal offers the user ("window" and
+    /// "any" choose the portal under auto); `portal_restore=False` neither
+    /// reads nor keeps the portal's restore token.
     #[new]
-    #[pyo3(signature = (display=None, backend="auto", pool=None, incremental=false))]
+    #[pyo3(signature = (display=None, backend="auto", pool=None, incremental=false, portal_source=None, portal_restore=true))]
     fn new(
         py: Python<'_>,
         display: Option<String>,
         backend: &str,
         pool: Option<PyRef<'_, PyFramePool>>,
         incremental: bool,
+        portal_source: Option<&str>,
+        portal_restore: bool,
     ) -> Result<Self> {
         let choice = parse_backend(backend)?;
+        let portal = portal_options(portal_source, portal_restore)?;
         let pool = match pool {
             Some(p) => p.pool.clone(),
             None if incremental => FramePool::default(),
@@ -277,7 +296,7 @@ impl PyGrabber {
         // Opening may wait long (the portal asks the user): on a watched
         // thread, so Ctrl-C still raises.
         let g = wait::run_watched(py, "opening a grabber", move || {
-            let mut g = Grabber::open(display.as_deref(), choice, pool)?;
+            let mut g = Grabber::open_with(display.as_deref(), choice, pool, &portal)?;
             if incremental {
                 g.track_damage(true)?;
             }
@@ -437,10 +456,11 @@ impl PyCapture {
     /// `incremental=True` copies only what changed (XDamage); `on_change=True`
     /// delivers a frame only when something in the region changed. With
     /// either, frames carry `damage` (changes since the frame handed out before).
+    /// `portal_source`, `portal_restore`: as for `Grabber`.
     #[new]
     #[pyo3(
-        signature = (region=None, target_fps=Some(60.0), buffer=Int(3), pool=None, cursor=false, display=None, backend="auto", incremental=false, on_change=false),
-        text_signature = "(region=None, target_fps=60.0, buffer=3, pool=None, cursor=False, display=None, backend='auto', incremental=False, on_change=False)"
+        signature = (region=None, target_fps=Some(60.0), buffer=Int(3), pool=None, cursor=false, display=None, backend="auto", incremental=false, on_change=false, portal_source=None, portal_restore=true),
+        text_signature = "(region=None, target_fps=60.0, buffer=3, pool=None, cursor=False, display=None, backend='auto', incremental=False, on_change=False, portal_source=None, portal_restore=True)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -454,9 +474,12 @@ impl PyCapture {
         backend: &str,
         incremental: bool,
         on_change: bool,
+        portal_source: Option<&str>,
+        portal_restore: bool,
     ) -> Result<Self> {
         let target = parse_target(region)?;
         let choice = parse_backend(backend)?;
+        let portal = portal_options(portal_source, portal_restore)?;
         let config = CaptureConfig {
             region: None,
             target_fps,
@@ -469,7 +492,7 @@ impl PyCapture {
         let pool = pool_of(pool).unwrap_or_default();
         let thread_pool = pool.clone();
         let inner = wait::run_watched(py, "starting a capture", move || {
-            let mut g = Grabber::open(display.as_deref(), choice, thread_pool)?;
+            let mut g = Grabber::open_with(display.as_deref(), choice, thread_pool, &portal)?;
             let region = target.resolve(&mut g)?;
             if incremental {
                 g.track_damage(true)?;

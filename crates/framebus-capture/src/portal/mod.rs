@@ -65,6 +65,28 @@ impl Default for PortalOptions {
     }
 }
 
+impl PortalOptions {
+    /// Which sources to offer, by the name users write: "monitor",
+    /// "window", or "any" (the user picks either in the compositor's dialog).
+    pub fn with_sources(self, sources: &str) -> Result<PortalOptions> {
+        let (monitors, windows) = match sources.to_ascii_lowercase().as_str() {
+            "monitor" | "monitors" | "screen" => (true, false),
+            "window" | "windows" => (false, true),
+            "any" | "monitor+window" | "both" => (true, true),
+            _ => {
+                return Err(CaptureError::BadArgument(format!(
+                    "portal_source must be \"monitor\", \"window\" or \"any\", not {sources:?}"
+                )))
+            }
+        };
+        Ok(PortalOptions {
+            monitors,
+            windows,
+            ..self
+        })
+    }
+}
+
 /// Counters of a portal source.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortalStats {
@@ -402,10 +424,9 @@ impl PortalSource {
     }
 }
 
-/// Open the portal as a [`Grabber`](crate::Grabber) source (default options:
-/// monitors, no cursor, restore token kept).
-pub(crate) fn open_source(pool: FramePool) -> Result<Box<dyn Source>> {
-    PortalSource::open(pool, PortalOptions::default()).map(|s| Box::new(s) as Box<dyn Source>)
+/// Open the portal as a [`Grabber`](crate::Grabber) source.
+pub(crate) fn open_source(pool: FramePool, opts: &PortalOptions) -> Result<Box<dyn Source>> {
+    PortalSource::open(pool, opts.clone()).map(|s| Box::new(s) as Box<dyn Source>)
 }
 
 impl Source for PortalSource {
