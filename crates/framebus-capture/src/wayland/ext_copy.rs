@@ -32,7 +32,9 @@
 //! `ready`, and a compositor may copy more than asked, so only a full copy can be swapped
 //! safely.
 //!
-//! **Refused clearly:** a frame `transform` other than normal (a rotated output), a crop of a
+//! **Rotated or flipped outputs** (a frame `transform` other than normal) are turned upright
+//! into a slot of their own after `ready` (one copy, as for wlr-screencopy); their damage is
+//! mapped upright too. **Refused clearly:** a crop of a
 //! fractionally scaled output (a whole one works), a region spanning outputs when one is scaled,
 //! shm formats other than XRGB/ARGB/XBGR/ABGR8888. `failed(stopped)` or a vanished output ends
 //! the session (the next grab opens a new one if the output still exists);
@@ -127,6 +129,9 @@ struct Session {
     frames_done: u64,
     /// (frame number, damage in buffer pixels) of the latest frames.
     history: VecDeque<(u64, Vec<Region>)>,
+    /// The wl_output transform of the latest frame (0: upright buffers).
+    transform: u32,
+    /// Upright when `transform` is 0, else a copy turned upright.
     latest: Option<Held>,
     armed: Option<Armed>,
     /// `frames_done` when a grab last delivered this session's picture (None: never).
@@ -408,6 +413,7 @@ impl ExtCopySource {
             cons: (0, 0, 0, 0),
             frames_done: 0,
             history: VecDeque::new(),
+            transform: 0,
             latest: None,
             armed: None,
             grabbed_at: None,
@@ -612,16 +618,6 @@ impl ExtCopySource {
                 format!("the compositor refused to copy output {name}: {why}"),
             ));
         }
-        if transform != 0 {
-            return Err(CaptureError::BackendUnavailable {
-                backend: "ext-image-copy",
-                reason: format!(
-                    "output {name} is rotated or flipped (wl_output transform {}); the \
-                     ext-image-copy backend does not turn frames upright yet",
-                    transform
-                ),
-            });
-        }
         let (_, w, h, stride) = a.cons;
         if shm_format::is_rgba(a.cons.0) {
             // The whole buffer was damaged for RGBA formats (see the module doc).
@@ -633,7 +629,18 @@ impl ExtCopySource {
         }
         let now = framebus_core::monotonic_ns();
         let time = ev.ready.filter(|&t| t > 0 && t <= now).unwrap_or(now);
+        let (upright, upright_cons) = if transform != 0 {
+            let (l, c) = self.upright(&a.lease, a.cons, transform)?;
+            (Some(l), c)
+        } else {
+            (None, a.cons)
+        };
         let s = &mut self.sessions[i];
+        if s.transform != transform {
+            // Damage in the old orientation does not map onto the new one.
+            s.history.clear();
+            s.transform = transform;
+        }
         s.frames_done += 1;
         let whole = Rect::of(Region::new(0, 0, w, h));
         let damage: Vec<Region> = ev
@@ -658,11 +665,42 @@ impl ExtCopySource {
             },
         );
         s.latest = Some(Held {
-            lease: a.lease,
-            cons: a.cons,
+            lease: upright.unwrap_or(a.lease),
+            cons: upright_cons,
             time,
         });
         Ok(true)
+    }
+
+    /// The buffer of an output with wl_output transform `t` (rotated or flipped) turned
+    /// upright into a slot of its own (one copy; the buffer's slot keeps its record, so its
+    /// buffer damage still works when it is armed again). Returns the slot and its
+    /// (format, width, height, stride).
+    fn upright(&mut self, raw: &Lease, cons: Constraint, t: u32) -> Result<(Lease, Constraint)> {
+        let (format, bw, bh, bstride) = cons;
+        let (uw, uh) = if t % 2 == 1 { (bh, bw) } else { (bw, bh) };
+        let layout = FrameLayout::new(uw as usize, uh as usize, PixelFormat::Bgra, None)?;
+        let before = self.pool.stats().acquires;
+        let policy = self.pool.config().on_exhausted;
+        let mut lease = self.pool.acquire_with(layout.byte_len(), policy)?;
+        self.check_pool(before, self.pool.stats().acquires);
+        // Overwritten here: it no longer holds a frame of any session.
+        self.slots.remove(&lease.slot_id());
+        let dst = lease
+            .get_mut()
+            .ok_or_else(|| wl_err("ext-image-copy", "a fresh slot is shared"))?;
+        // SAFETY: `raw` is the armed slot of a frame the compositor finished (`ready`), not
+        // handed out to anyone; `bstride * bh` bytes fit it (it was acquired for them).
+        let src =
+            unsafe { std::slice::from_raw_parts(raw.as_ptr(), bstride as usize * bh as usize) };
+        super::untransform(
+            src,
+            (bw as usize, bh as usize, bstride as usize),
+            &mut dst[..layout.byte_len()],
+            t,
+            Region::new(0, 0, uw, uh),
+        );
+        Ok((lease, (format, uw, uh, layout.stride as u32)))
     }
 
     /// End session `i` (its slots go back to the pool once no frame holds them).
@@ -734,10 +772,18 @@ impl ExtCopySource {
     /// The damage of part `p` since the last grab (frame coordinates); None = all of it.
     fn part_damage(&self, s: &Session, p: &Part, direct: bool) -> Option<Vec<Rect>> {
         let since = s.grabbed_at?;
-        let rects = s.damage_since(since)?;
+        let (_, bw, bh, _) = s.cons;
+        let rects = s
+            .damage_since(since)?
+            .into_iter()
+            .map(|r| match s.transform {
+                0 => r,
+                t => super::untransform_rect(r, bw, bh, t),
+            });
         let k = p.scale as i32;
+        let (_, uw, uh, _) = s.latest.as_ref()?.cons;
         let crop = if direct {
-            Rect::of(Region::new(0, 0, s.cons.1, s.cons.2))
+            Rect::of(Region::new(0, 0, uw, uh))
         } else {
             Rect::of(Region::new(
                 p.local.left * k,
@@ -748,7 +794,6 @@ impl ExtCopySource {
         };
         Some(
             rects
-                .into_iter()
                 .filter_map(|d| {
                     let c = Rect::of(d).intersect(&crop);
                     (!c.is_empty()).then(|| Rect {
@@ -890,7 +935,8 @@ impl Source for ExtCopySource {
             (f.with_meta(held.time, self.seq + 1), (w, h))
         } else {
             let (w, h) = if direct {
-                let c = self.sessions[idx[0]].cons;
+                let held = self.sessions[idx[0]].latest.as_ref();
+                let c = held.expect("refresh leaves a latest picture").cons;
                 (c.1, c.2)
             } else if plan.parts.len() == 1 {
                 let p = &plan.parts[0];

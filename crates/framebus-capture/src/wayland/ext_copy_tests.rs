@@ -486,37 +486,92 @@ fn a_compositor_killed_mid_capture_is_an_error_at_once() {
 }
 
 #[test]
-fn rotated_outputs_are_refused_clearly() {
-    let Some(comp) = Comp::start(&[
+fn rotated_and_flipped_outputs_are_turned_upright() {
+    // R: a 40x30 buffer turned 90° (transform 1); F: 20x10 flipped upside down (transform 6:
+    // flipped + 180°). The compositor's pattern is in buffer pixels.
+    let Some(mut comp) = Comp::start(&[
         "--no-default-output",
         "--output",
         "A 16x8 0 0",
         "--output",
         "R 40x30 16 0 1 1",
+        "--output",
+        "F 20x10 0 40 1 6",
     ]) else {
         return;
     };
+    comp.cmd("pattern A 3");
+    comp.cmd("pattern R 7");
+    comp.cmd("pattern F 8");
     let mut src = comp.source(FramePool::default());
+    src.track_damage(true).unwrap();
     let mons = src.monitors().unwrap();
     assert_eq!(
         mons[2].region(),
         Region::new(16, 0, 30, 40),
         "logical size is turned"
     );
-    let err = src
+    assert_eq!(mons[3].region(), Region::new(0, 40, 20, 10));
+    // transform 1: upright (x, y) is buffer (y, bh - 1 - x); transform 6: (x, bh - 1 - y)
+    let r = src
         .grab_with(Some(mons[2].region()), false, None, None)
-        .unwrap_err();
-    assert!(
-        matches!(err, CaptureError::BackendUnavailable { .. })
-            && err.to_string().contains("transform 1"),
-        "{err}"
-    );
-    // The other output is unaffected.
-    check(
+        .unwrap();
+    assert_eq!(size(&r), (30, 40));
+    check(&r, |x, y| pattern(y, 29 - x, 7));
+    let f = src
+        .grab_with(Some(mons[3].region()), false, None, None)
+        .unwrap();
+    assert_eq!(size(&f), (20, 10));
+    check(&f, |x, y| pattern(x, 9 - y, 8));
+    // A region inside the turned output is cut from its upright picture.
+    let inner = src
+        .grab_with(Some(Region::new(16 + 5, 7, 10, 20)), false, None, None)
+        .unwrap();
+    check(&inner, |x, y| pattern(y + 7, 29 - (x + 5), 7));
+    // The whole desktop: all three upright, side by side.
+    let desk = src.grab_with(None, false, None, None).unwrap();
+    assert_eq!(size(&desk), (46, 50));
+    assert_eq!(px(&desk, 16 + 3, 11), pattern(11, 29 - 3, 7));
+    assert_eq!(px(&desk, 4, 40 + 2), pattern(4, 9 - 2, 8));
+    assert_eq!(px(&desk, 2, 1), pattern(2, 1, 3));
+    drop((r, f, inner, desk));
+
+    // Damage in buffer pixels comes out upright: buffer rows 2..4 (x 30..40) of R are
+    // upright columns 26..28 (y 30..40).
+    // (A frame of another region has whole-frame damage: grab A first.)
+    comp.cmd("fill A 0 0 1 1 ffffffff");
+    let white = px(
         &src.grab_with(Some(mons[1].region()), false, None, None)
             .unwrap(),
-        |_, _| BLACK,
+        0,
+        0,
     );
+    let r = src
+        .grab_with(Some(mons[2].region()), false, None, None)
+        .unwrap();
+    drop(r);
+    comp.cmd("fill R 30 2 10 2 ffffffff");
+    let r = src
+        .grab_with(Some(mons[2].region()), false, None, None)
+        .unwrap();
+    assert_eq!(src.last_damage(), Some(&[Region::new(26, 30, 2, 10)][..]));
+    check(&r, |x, y| {
+        if (26..28).contains(&x) && y >= 30 {
+            white
+        } else {
+            pattern(y, 29 - x, 7)
+        }
+    });
+    // Later frames into reused slots stay right.
+    for i in 0..6u32 {
+        drop(r.clone());
+        comp.cmd(&format!("fill R {i} {i} 1 1 ffffffff"));
+        let again = src
+            .grab_with(Some(mons[2].region()), false, None, None)
+            .unwrap();
+        assert_eq!(px(&again, 29 - i, i), white, "frame {i}");
+        assert_eq!(px(&again, 0, 39), pattern(39, 29, 7));
+    }
 }
 
 #[test]

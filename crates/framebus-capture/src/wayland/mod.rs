@@ -42,6 +42,7 @@ pub(crate) fn open(
     socket: &str,
     choice: BackendChoice,
     pool: FramePool,
+    portal: &crate::PortalOptions,
     tried: &mut Vec<(&'static str, String)>,
 ) -> Result<Box<dyn Source>> {
     let wants = |c: BackendChoice| {
@@ -81,7 +82,7 @@ pub(crate) fn open(
         }
     }
     if wants(BackendChoice::Portal) {
-        match crate::portal::open_source(pool) {
+        match crate::portal::open_source(pool, portal) {
             Ok(source) => return Ok(source),
             Err(e) => tried.push(("portal", e.to_string())),
         }
@@ -956,14 +957,20 @@ fn source_of(ux: usize, uy: usize, bw: usize, bh: usize, t: u32) -> (usize, usiz
 }
 
 /// Copy the rectangle `crop` of the upright picture of a `bw`×`bh` BGRA
-/// buffer (packed) of an output with transform `t` into `dst` (packed,
-/// `crop.width` pixels a row).
-pub(crate) fn untransform(src: &[u8], bw: usize, bh: usize, dst: &mut [u8], t: u32, crop: Region) {
+/// buffer (`stride` bytes a row) of an output with transform `t` into `dst`
+/// (packed, `crop.width` pixels a row).
+pub(crate) fn untransform(
+    src: &[u8],
+    (bw, bh, stride): (usize, usize, usize),
+    dst: &mut [u8],
+    t: u32,
+    crop: Region,
+) {
     let (cx, cy) = (crop.left as usize, crop.top as usize);
     for (row_i, row) in dst.chunks_exact_mut(crop.width as usize * 4).enumerate() {
         for (col_i, px) in row.chunks_exact_mut(4).enumerate() {
             let (bx, by) = source_of(cx + col_i, cy + row_i, bw, bh, t);
-            let at = (by * bw + bx) * 4;
+            let at = by * stride + bx * 4;
             px.copy_from_slice(&src[at..at + 4]);
         }
     }
@@ -1059,10 +1066,16 @@ mod tests {
             let mut dst = vec![0u8; 24];
             let (uw, uh) = if t % 2 == 1 { (bh, bw) } else { (bw, bh) };
             let all = Region::new(0, 0, uw as u32, uh as u32);
-            untransform(&src, bw, bh, &mut dst, t as u32, all);
+            untransform(&src, (bw, bh, bw * 4), &mut dst, t as u32, all);
             // A crop is the same pixels, cut out.
             let mut one = vec![0u8; 4];
-            untransform(&src, bw, bh, &mut one, t as u32, Region::new(1, 1, 1, 1));
+            untransform(
+                &src,
+                (bw, bh, bw * 4),
+                &mut one,
+                t as u32,
+                Region::new(1, 1, 1, 1),
+            );
             assert_eq!(one[..], dst[(uw + 1) * 4..(uw + 2) * 4]);
             let got: Vec<u8> = dst.chunks(4).map(|p| p[0]).collect();
             assert_eq!(&got, want, "transform {t}");

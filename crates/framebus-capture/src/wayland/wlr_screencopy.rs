@@ -499,7 +499,13 @@ impl WlrSource {
         // SAFETY: `lease` is this grab's own slot (not handed out yet) and the
         // compositor finished writing it; `byte_len` bytes lie inside it.
         let src = unsafe { std::slice::from_raw_parts(lease.as_ptr(), layout.byte_len()) };
-        super::untransform(src, bw, bh, &mut dst[..out_layout.byte_len()], t, crop);
+        super::untransform(
+            src,
+            (bw, bh, layout.stride),
+            &mut dst[..out_layout.byte_len()],
+            t,
+            crop,
+        );
         let damage = damage
             .into_iter()
             .filter_map(|r| {
