@@ -26,15 +26,20 @@
 //! A repeat change that is not reported lies inside a rectangle reported since
 //! the last subtract, which is stamped no earlier than any slot it can stale.
 //!
-//! **Full-width bands, not rectangles.** `ShmGetImage` writes its image packed
-//! at its own width: only a band of whole frame rows `[y0, y1)` lands in the
-//! slot at `y0 * stride` with the slot's stride. A rectangle narrower than the
-//! frame would need a scratch segment and a copy in this process per rectangle
-//! (twice the bytes moved, and the copy competes for the consumer's core), or
-//! one request per row. Bands cost one request each, pipelined (one round trip
-//! per round). Bands closer than [`MERGE_GAP`] rows are merged; more than
-//! [`MAX_BANDS`] bands, or bands over [`FULL_PERCENT`] % of the rows, make a
-//! full grab (one request, and nothing to gain).
+//! **Rectangles where the server lends a pixmap, else full-width bands.**
+//! `ShmGetImage` writes its image packed at its own width: only a band of
+//! whole frame rows `[y0, y1)` lands in the slot at `y0 * stride` with the
+//! slot's stride, so a 960×432 change on a 4K screen costs 432 whole rows
+//! (20 % of the frame for 5 % of the pixels). With MIT-SHM shared pixmaps
+//! (`shm::SegmentCache::copy_rects`) the slot's memory *is* a pixmap of the
+//! frame's size, and `CopyArea` from the root writes each changed rectangle
+//! in place with the slot's stride: only the changed pixels move, one small
+//! request each, all pipelined behind one round trip. Without shared pixmaps
+//! (or on XGetImage) a round copies bands, one request each, pipelined too.
+//! Rectangles are simplified to at most [`MAX_RECTS`] (a superset); bands
+//! closer than [`MERGE_GAP`] rows are merged, more than [`MAX_BANDS`] bands
+//! make a full grab; either covering more than [`FULL_PERCENT`] % of the
+//! frame makes a full grab (one request, and nothing to gain).
 //!
 //! **Fallbacks to a full grab**: a slot this tracker never filled (fresh,
 //! trimmed and remapped, another region), history dropped past the slot's
@@ -58,7 +63,10 @@ pub(crate) const MAX_HISTORY: usize = 1 << 16;
 pub(crate) const MERGE_GAP: u32 = 16;
 /// More bands than this: grab in full.
 pub(crate) const MAX_BANDS: usize = 32;
-/// Bands covering more than this share of the rows: grab in full.
+/// A rectangle-copying round sends at most this many `CopyArea`s (more
+/// rectangles are merged into a covering set).
+pub(crate) const MAX_RECTS: usize = 64;
+/// Copies covering more than this share of the frame: grab in full.
 pub(crate) const FULL_PERCENT: u64 = 75;
 /// Fix-up rounds (for changes that raced a copy) before a full grab.
 pub(crate) const MAX_ROUNDS: usize = 3;
@@ -141,6 +149,63 @@ pub(crate) fn bands(rects: impl IntoIterator<Item = Rect>, gap: u32) -> Vec<(u32
         }
     }
     out
+}
+
+/// What one round copies into a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// The whole region (one request).
+    Full,
+    /// Whole-row bands `[y0, y1)`, sorted and disjoint (`ShmGetImage` or
+    /// `GetImage` at `y0 * stride`). Empty: nothing changed.
+    Bands(Vec<(u32, u32)>),
+    /// Rectangles in frame coordinates (`CopyArea` into the slot's shared
+    /// pixmap). Empty: nothing changed.
+    Rects(Vec<Rect>),
+}
+
+impl Plan {
+    /// The way to copy `rects` (frame coordinates) of `region`: rectangles
+    /// when `by_rect`, else row bands; `Full` past the limits.
+    pub fn of(rects: Vec<Rect>, region: Region, by_rect: bool) -> Plan {
+        let (w, h) = (region.width as u64, region.height as u64);
+        if by_rect {
+            let rs = simplify(rects, MAX_RECTS);
+            let area: u64 = rs
+                .iter()
+                .map(|r| (r.x1 - r.x0) as u64 * (r.y1 - r.y0) as u64)
+                .sum();
+            if area * 100 > w * h * FULL_PERCENT {
+                return Plan::Full;
+            }
+            Plan::Rects(rs)
+        } else {
+            let bs = bands(rects, MERGE_GAP);
+            let rows: u64 = bs.iter().map(|(a, b)| (b - a) as u64).sum();
+            if bs.len() > MAX_BANDS || rows * 100 > h * FULL_PERCENT {
+                return Plan::Full;
+            }
+            Plan::Bands(bs)
+        }
+    }
+
+    /// True when the plan copies nothing.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Plan::Full => false,
+            Plan::Bands(b) => b.is_empty(),
+            Plan::Rects(r) => r.is_empty(),
+        }
+    }
+
+    /// True when the plan copies every pixel of `r`.
+    fn covers(&self, r: &Rect) -> bool {
+        match self {
+            Plan::Full => true,
+            Plan::Bands(b) => rows_covered(b, r),
+            Plan::Rects(rs) => rs.iter().any(|k| k.contains(r)),
+        }
+    }
 }
 
 /// True when every row of `r` lies in one of `bands` (sorted, disjoint).
@@ -355,36 +420,40 @@ impl DamageTracker {
             .filter_map(move |(_, r)| r.in_frame(region))
     }
 
-    /// Rows of `slot_id` to copy for `region` of height `h`: None = all (a
-    /// full grab), Some(empty) = nothing changed.
-    pub fn plan(
-        &mut self,
-        slot_id: u64,
-        alive: &Weak<()>,
-        region: Region,
-    ) -> Option<Vec<(u32, u32)>> {
+    /// What to copy into `slot_id` for `region` (rectangles when `by_rect`,
+    /// else row bands): `Full` when the slot's pixels are not vouched for.
+    pub fn plan(&mut self, slot_id: u64, alive: &Weak<()>, region: Region, by_rect: bool) -> Plan {
         self.slots.retain(|_, s| s.alive.strong_count() > 0);
-        let s = self.slots.get(&slot_id)?;
+        let Some(s) = self.slots.get(&slot_id) else {
+            return Plan::Full;
+        };
         if s.region != region || s.epoch < self.floor || !Weak::ptr_eq(&s.alive, alive) {
-            return None;
+            return Plan::Full;
         }
-        let bs = bands(self.since(s.epoch, region).chain(s.cursor), MERGE_GAP);
-        let rows: u64 = bs.iter().map(|(a, b)| (b - a) as u64).sum();
-        if bs.len() > MAX_BANDS || rows * 100 > region.height as u64 * FULL_PERCENT {
-            return None;
-        }
-        Some(bs)
+        let rects = self.since(s.epoch, region).chain(s.cursor).collect();
+        Plan::of(rects, region, by_rect)
     }
 
-    /// After a round that copied `copied` rows: the rows to copy in another
-    /// round (changes read with the reply, outside what was copied), or None
-    /// when the slot is up to date.
-    pub fn late(&self, region: Region, copied: &[(u32, u32)]) -> Option<Vec<(u32, u32)>> {
+    /// After a round that copied `copied`: what to copy in another round
+    /// (changes read with the reply, outside what was copied), or None when
+    /// the slot is up to date.
+    pub fn late(&self, region: Region, copied: &Plan, by_rect: bool) -> Option<Plan> {
         let late: Vec<Rect> = self
             .since(self.tick, region)
-            .filter(|r| !rows_covered(copied, r))
+            .filter(|r| !copied.covers(r))
             .collect();
-        (!late.is_empty()).then(|| bands(late, MERGE_GAP))
+        (!late.is_empty()).then(|| Plan::of(late, region, by_rect))
+    }
+
+    /// The current epoch (a round's reply ends it).
+    pub fn epoch(&self) -> u64 {
+        self.tick
+    }
+
+    /// True when history was dropped (a screen change) after `epoch` began:
+    /// copies made since may have missed pixels.
+    pub fn forgot_since(&self, epoch: u64) -> bool {
+        self.floor > epoch
     }
 
     /// The grab is done: the slot holds `region` as of now. Returns the

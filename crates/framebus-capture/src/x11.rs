@@ -22,7 +22,7 @@
 use crate::backend::{self, Backend, BackendChoice, ShmFailure};
 use crate::connection::XConn;
 use crate::cursor::{self, CursorSource};
-use crate::damage::{self, DamageTracker, Rect};
+use crate::damage::{self, DamageTracker, Plan, Rect};
 use crate::monitors::{Monitor, ScreenState};
 use crate::shm::{self, SegmentCache};
 use crate::source::Source;
@@ -177,6 +177,20 @@ impl X11Source {
         }
         backend::grab_getimage(&self.xc, lease, region, bands)
     }
+
+    /// Copy the changed rectangles `rects` into the slot through its shared
+    /// pixmap; where the server refuses one, the whole region instead.
+    fn copy_rects(
+        &mut self,
+        lease: &mut framebus_core::Lease,
+        region: Region,
+        rects: &[Rect],
+    ) -> Result<()> {
+        if self.segments.copy_rects(&self.xc, lease, region, rects)? {
+            return Ok(());
+        }
+        self.fill(lease, region, &[(0, region.height)])
+    }
 }
 
 // The trait documents each method (source.rs).
@@ -302,25 +316,30 @@ impl Source for X11Source {
         self.segments.sweep(&self.xc)?;
         self.pump()?;
         let timestamp = framebus_core::monotonic_ns();
-        let full = [(0, region.height)];
+        let incremental = self.damage.as_ref().is_some_and(|d| d.incremental);
+        // Rectangles through the slot's shared pixmap where the server has them.
+        let by_rect = incremental
+            && self.backend == Backend::Xshm
+            && self.segments.shared_pixmaps(&self.xc)?;
         let mut plan = match &mut self.damage {
             Some(d) if d.incremental && trusted => {
-                d.plan(lease.slot_id(), &lease.slot_liveness(), region)
+                d.plan(lease.slot_id(), &lease.slot_liveness(), region, by_rect)
             }
-            _ => None,
+            _ => Plan::Full,
         };
-        let partial = plan.is_some();
+        let partial = plan != Plan::Full;
+        let start = self.damage.as_ref().map_or(0, DamageTracker::epoch);
         let mut rounds = 0;
         loop {
             rounds += 1;
             if let Some(d) = &self.damage {
                 d.subtract(&self.xc)?;
             }
-            let bands = plan.clone().unwrap_or(full.to_vec());
-            let result = if bands.is_empty() {
-                self.sync()
-            } else {
-                self.fill(&mut lease, region, &bands)
+            let result = match &plan {
+                p if p.is_empty() => self.sync(),
+                Plan::Full => self.fill(&mut lease, region, &[(0, region.height)]),
+                Plan::Bands(bands) => self.fill(&mut lease, region, bands),
+                Plan::Rects(rects) => self.copy_rects(&mut lease, region, rects),
             };
             if let Err(e) = result {
                 // The screen may have shrunk between the size check and the grab:
@@ -335,12 +354,18 @@ impl Source for X11Source {
             d.end_epoch();
             self.pump()?;
             let Some(d) = &mut self.damage else { break };
-            // Changes read with the reply, outside the rows just copied, may
+            if plan != Plan::Full && d.forgot_since(start) {
+                // The screen changed during a partial grab (CopyArea copies
+                // nothing off-screen, silently): grab in full, which checks.
+                plan = Plan::Full;
+                continue;
+            }
+            // Changes read with the reply, outside what was just copied, may
             // predate the copy: copy them too (a full round always ends it).
-            match d.late(region, &bands) {
+            match d.late(region, &plan, by_rect) {
                 None => break,
-                Some(_) if rounds >= damage::MAX_ROUNDS => plan = None,
-                Some(late) => plan = Some(late),
+                Some(_) if rounds >= damage::MAX_ROUNDS => plan = Plan::Full,
+                Some(late) => plan = late,
             }
         }
         let mut cursor_rect = None;
@@ -448,6 +473,58 @@ mod tests {
         // Switched once: later grabs stay on XGetImage with the same reason.
         g.grab_with(Some(r), false, None, None).unwrap();
         assert_eq!(g.backend_reason(), Some(reason.as_str()));
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+
+    /// Grab `g` and a fresh full grab of the same screen; their B, G, R bytes
+    /// must be equal (a depth-24 screen leaves the 4th byte undefined).
+    fn assert_same_as_full(g: &mut X11Source, display: &str) {
+        let f = g.grab_with(None, false, None, None).unwrap();
+        let mut reference =
+            X11Source::open(Some(display), BackendChoice::Auto, FramePool::default()).unwrap();
+        let want = reference.grab_with(None, false, None, None).unwrap();
+        let n = f.byte_len();
+        assert_eq!(n, want.byte_len());
+        // SAFETY: both frames are read-only and finished: no X request of ours
+        // writes into their slots any more, and nobody else holds them.
+        let (a, b) = unsafe { (&f.lease().as_slice()[..n], &want.lease().as_slice()[..n]) };
+        for (i, (p, q)) in a.chunks(4).zip(b.chunks(4)).enumerate() {
+            assert_eq!(p[..3], q[..3], "pixel {i} differs");
+        }
+    }
+
+    #[test]
+    fn incremental_grabs_copy_rectangles_through_the_slots_pixmap_or_fall_back() {
+        let Some((mut server, display)) = xvfb() else {
+            eprintln!("Xvfb is not installed: skipping");
+            return;
+        };
+        let d = Some(display.as_str());
+        let noise: Vec<u8> = (0..64 * 48 * 4).map(|i| (i * 7 % 251) as u8).collect();
+        crate::testing::put_image(d, Region::new(0, 0, 64, 48), &noise).unwrap();
+        let mut g = X11Source::open(d, BackendChoice::Auto, FramePool::default()).unwrap();
+        g.track_damage(true).unwrap();
+        drop(g.grab_with(None, false, None, None).unwrap()); // full: a fresh slot
+        assert!(
+            g.segments.shared_pixmaps(&g.xc).unwrap(),
+            "Xvfb lends pixmaps"
+        );
+        for (i, refuse) in [false, false, true, false].into_iter().enumerate() {
+            if refuse {
+                // As if the server refused shared pixmaps: rows instead.
+                g.segments.refuse_pixmaps();
+            }
+            let patch = vec![40 * i as u8 + 3; 5 * 7 * 4];
+            crate::testing::put_image(d, Region::new(10 + i as i32, 20, 5, 7), &patch).unwrap();
+            assert_same_as_full(&mut g, &display);
+        }
+        let (partial, full) = g.grab_counts();
+        assert_eq!((partial, full), (4, 1));
+        assert!(
+            !g.segments.shared_pixmaps(&g.xc).unwrap(),
+            "refused stays off"
+        );
         let _ = server.kill();
         let _ = server.wait();
     }
