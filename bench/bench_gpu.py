@@ -8,6 +8,7 @@ same run (medians of interleaved repeats):
   torch by hand  torch.from_numpy(np.asarray(frame)).cuda() → [..., [2, 1, 0]]
                  .permute(2, 0, 1).float() / 255 → (x - mean) / std
 
+Also framebus's fused resize (to 640x360 CHW) and NV12 uploads, for reference.
 Each case ends with torch.cuda.synchronize(), so a figure is the end-to-end time
 of one frame (latency p50/p99 reported besides frames/s). Upload bandwidth:
 framebus's plain to_device of a pinned slot vs torch copying a pin_memory()'d
@@ -92,7 +93,23 @@ def one_resolution(res, w, h, n, repeats, pool, dpool, mean, std, info, torch, r
         torch.cuda.synchronize()
         return t
 
-    cases = {"framebus": fb, "torch by hand": by_hand}
+    def fb_resized():
+        cf = f.to_device(format="RGB_F32_CHW", mean=MEAN, std=STD, size=(640, 360), pool=dpool)
+        t = torch.from_dlpack(cf)
+        torch.cuda.synchronize()
+        return t
+
+    def fb_nv12():
+        t = torch.from_dlpack(f.to_device(format="NV12", pool=dpool))
+        torch.cuda.synchronize()
+        return t
+
+    cases = {
+        "framebus": fb,
+        "torch by hand": by_hand,
+        "framebus 640x360 CHW": fb_resized,
+        "framebus NV12": fb_nv12,
+    }
     m = mss_to_torch(f, torch)
     if m is not None:
         cases["mss to_torch"] = lambda: (m(), torch.cuda.synchronize())

@@ -131,6 +131,124 @@ def test_f32_chw_with_mean_std_equals_to_tensor_bit_for_bit():
         cf.to_host()
 
 
+SIZES = [(16, 9), (64, 36), (50, 30), (13, 7), (100, 80), (1, 1), (75, 3)]
+
+
+def nv12_bytes(f) -> bytes:
+    """An NV12 frame's Y plane and interleaved U/V rows (stride x height x 3/2)."""
+    return ctypes.string_at(f.address, f.stride * f.height * 3 // 2)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("fmt", [None, "RGB", "BGR", "GRAY8"])
+def test_gpu_resize_equals_the_cpu_resize(size, fmt):
+    """size= resizes (bilinear) in the upload's kernel: down, up, odd factors,
+    to 1x1 and across one axis only; integer outputs equal Frame.resize."""
+    pool = framebus.FramePool()
+    f = random_frame(pool, 50, 30, seed=3, stride=50 * 4 + 24)
+    cf = f.to_device(format=fmt, size=size)
+    out = fmt or "BGRA"
+    assert (cf.width, cf.height, cf.format) == (*size, out)
+    want = np.ascontiguousarray(np.asarray(f.resize(*size, "bilinear", format=out)))
+    assert cf.shape == want.shape
+    if size == (50, 30) and fmt is None:
+        assert cf.pitch == f.stride  # the same size and format: a plain copy
+    else:
+        assert cf.pitch == want.strides[0]
+        got = np.frombuffer(device_bytes(cf), np.uint8).reshape(want.shape)
+        assert np.array_equal(got, want), np.argwhere(got != want)[:5]
+    assert np.array_equal(np.asarray(cf.to_host(pool)), want)
+
+
+@pytest.mark.parametrize("fmt", ["RGB", "BGR", "GRAY8"])
+def test_gpu_resize_of_packed_sources_keeps_their_format(fmt):
+    pool = framebus.FramePool()
+    src = random_frame(pool, 41, 23, seed=4).convert(fmt)
+    cf = src.to_device(size=(17, 30))
+    assert cf.format == fmt
+    want = np.ascontiguousarray(np.asarray(src.resize(17, 30, "bilinear")))
+    got = np.frombuffer(device_bytes(cf), np.uint8).reshape(want.shape)
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("size", [(224, 224), (37, 21), (640, 360)])
+def test_gpu_resized_f32_chw_equals_to_tensor_bit_for_bit(size):
+    pool = framebus.FramePool()
+    f = random_frame(pool, 320, 180, seed=5)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    cf = f.to_device(format="RGB_F32_CHW", mean=mean, std=std, size=size)
+    w, h = size
+    assert cf.shape == (3, h, w)
+    want = f.to_tensor(size=size, mean=mean, std=std, method="bilinear")
+    got = np.frombuffer(device_bytes(cf), np.float32).reshape(3, h, w)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+@pytest.mark.parametrize("matrix", ["bt601", "bt709"])
+@pytest.mark.parametrize("range_", ["limited", "full"])
+@pytest.mark.parametrize("size", [None, (32, 18), (48, 40)])
+def test_gpu_nv12_equals_the_cpu_kernels(matrix, range_, size):
+    """NV12 for hardware encoders, resized or not: the Y plane then the
+    interleaved U/V rows, equal to Frame.convert / Frame.resize."""
+    pool = framebus.FramePool()
+    f = random_frame(pool, 64, 36, seed=6, stride=64 * 4 + 8)
+    cf = f.to_device(format="NV12", matrix=matrix, range=range_, size=size)
+    w, h = size or (64, 36)
+    assert (cf.width, cf.height, cf.format, cf.pitch) == (w, h, "NV12", w)
+    assert cf.shape == (h * 3 // 2, w) and cf.nbytes == w * h * 3 // 2
+    if size is None:
+        want = f.convert("NV12", matrix=matrix, range=range_)
+    else:
+        want = f.resize(w, h, "bilinear", format="NV12", matrix=matrix, range=range_)
+    assert want.stride == w
+    assert device_bytes(cf) == nv12_bytes(want)
+    back = cf.to_host(pool, timeout=10)
+    assert back.format == "NV12" and nv12_bytes(back) == nv12_bytes(want)
+    # CAI / DLPack see the (h * 3/2, w) byte array.
+    cai = cf.__cuda_array_interface__
+    assert cai["shape"] == (h * 3 // 2, w) and cai["typestr"] == "|u1"
+
+
+def test_nv12_frames_upload_as_they_are():
+    pool = framebus.FramePool()
+    nv = random_frame(pool, 16, 8, seed=7).convert("NV12")
+    cf = nv.to_device()
+    assert cf.format == "NV12" and device_bytes(cf) == nv12_bytes(nv)
+    with pytest.raises(ValueError, match="NV12 frame uploads as it is"):
+        nv.to_device(size=(8, 4))
+    with pytest.raises(ValueError, match="NV12 frame uploads as it is"):
+        nv.to_device(format="RGB")
+
+
+def test_resize_and_nv12_arguments_are_checked():
+    pool = framebus.FramePool()
+    f = random_frame(pool, 16, 16)
+    with pytest.raises(ValueError, match="even width"):
+        f.to_device(format="NV12", size=(7, 8))
+    with pytest.raises(ValueError, match="even height"):
+        f.to_device(format="NV12", size=(8, 7))
+    with pytest.raises(ValueError, match="width=0"):
+        f.to_device(size=(0, 8))
+    with pytest.raises(ValueError, match="height=-3"):
+        f.to_device(size=(8, -3))
+    with pytest.raises(ValueError, match='"bt2020"'):
+        f.to_device(format="NV12", matrix="bt2020")
+    with pytest.raises(ValueError, match='"studio"'):
+        f.to_device(format="NV12", range="studio")
+    with pytest.raises(ValueError, match="matrix= and range="):
+        f.to_device(format="RGB", matrix="bt709")
+    with pytest.raises(ValueError, match="GPU resizing keeps"):
+        f.to_device(format="BGRX", size=(8, 8))
+    with pytest.raises(ValueError, match="reads BGRA or BGRX"):
+        f.convert("RGB").to_device(format="NV12")
+    launches = fake.get("launches")
+    # The same size is the plain conversion (no resampling kernel).
+    cf = f.to_device(format="RGB", size=(16, 16))
+    assert fake.get("launches") == launches + 1
+    want = np.asarray(f.convert("RGB"))
+    assert np.array_equal(np.frombuffer(device_bytes(cf), np.uint8).reshape(want.shape), want)
+
+
 def test_pinned_pool_registers_each_slot_once():
     calls = fake.get("register_calls")
     pool = framebus.FramePool(pinned="cuda:0")
@@ -489,8 +607,8 @@ def test_bad_arguments_name_the_value():
         f.to_device("cpu")
     with pytest.raises(framebus.CudaUnavailable, match="no CUDA device 5"):
         f.to_device("cuda:5")
-    with pytest.raises(ValueError, match="NV12"):
-        f.to_device(format="NV12")
+    with pytest.raises(ValueError, match="I420"):
+        f.to_device(format="I420")
     with pytest.raises(ValueError, match="mean= and std="):
         f.to_device(format="RGB", mean=0.5)
     with pytest.raises(ValueError, match="std=0"):

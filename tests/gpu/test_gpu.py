@@ -47,6 +47,43 @@ def test_float_chw_within_one_ulp_of_to_tensor(pool):
     assert ulps.max() <= 1, ulps.max()
 
 
+@pytest.mark.parametrize("size", [(640, 360), (224, 224), (2560, 1440), (333, 777)])
+@pytest.mark.parametrize("fmt", ["BGRA", "RGB", "GRAY8"])
+def test_resize_is_pixel_exact(pool, size, fmt):
+    torch = pytest.importorskip("torch")
+    f = frame(pool, 1920, 1080, seed=6)
+    cf = f.to_device(format=None if fmt == "BGRA" else fmt, size=size)
+    got = torch.from_dlpack(cf).cpu().numpy()
+    want = np.asarray(f.resize(*size, "bilinear", format=fmt))
+    assert np.array_equal(got, want)
+
+
+def test_resized_float_chw_within_one_ulp_of_to_tensor(pool):
+    torch = pytest.importorskip("torch")
+    f = frame(pool, 1920, 1080, seed=7)
+    cf = f.to_device(format="RGB_F32_CHW", mean=MEAN, std=STD, size=(224, 224))
+    got = torch.from_dlpack(cf).cpu().numpy()
+    want = f.to_tensor(size=(224, 224), mean=MEAN, std=STD, method="bilinear")
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    assert ulps.max() <= 1, ulps.max()
+
+
+@pytest.mark.parametrize("matrix", ["bt601", "bt709"])
+@pytest.mark.parametrize("size", [None, (1280, 720)])
+def test_nv12_is_pixel_exact(pool, matrix, size):
+    torch = pytest.importorskip("torch")
+    f = frame(pool, 1920, 1080, seed=8)
+    cf = f.to_device(format="NV12", matrix=matrix, size=size)
+    got = torch.from_dlpack(cf).cpu().numpy()
+    w, h = size or (1920, 1080)
+    if size is None:
+        want = f.convert("NV12", matrix=matrix)
+    else:
+        want = f.resize(w, h, "bilinear", format="NV12", matrix=matrix)
+    assert got.shape == (h * 3 // 2, w)
+    assert got.tobytes() == bytes(memoryview(want).cast("B"))[: w * h * 3 // 2]
+
+
 def test_same_device_pointer_through_dlpack_and_cai(pool):
     torch = pytest.importorskip("torch")
     cp = pytest.importorskip("cupy")

@@ -101,6 +101,7 @@ typedef struct op {
     void *dst; const void *src; size_t n;
     event *ev; long target;
     int kernel; uint64_t ksrc, kdst; int spitch, dpitch, w, h; float m[3], s[3];
+    int sw, sh, bpp, mode, k[9], y_add, c_add; /* framebus_resample(_nv12) */
     long ms;
     struct op *next;
 } op;
@@ -385,9 +386,10 @@ CUresult cuStreamSynchronize(void *hs) {
     return s ? OK : E_INVALID_HANDLE;
 }
 
-static const char *KERNELS[4] = {
+#define N_KERNELS 6
+static const char *KERNELS[N_KERNELS] = {
     "framebus_bgra_to_rgb", "framebus_bgra_to_bgr", "framebus_bgra_to_gray",
-    "framebus_bgra_to_rgb_f32_chw",
+    "framebus_bgra_to_rgb_f32_chw", "framebus_resample", "framebus_resample_nv12",
 };
 CUresult cuModuleLoadData(void **m, const void *image) {
     if (!image || !strstr(image, "framebus_bgra_to_")) return E_INVALID_IMAGE;
@@ -396,7 +398,7 @@ CUresult cuModuleLoadData(void **m, const void *image) {
 }
 CUresult cuModuleGetFunction(void **f, void *m, const char *name) {
     (void)m;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < N_KERNELS; i++)
         if (!strcmp(name, KERNELS[i])) { *f = (void *)(uintptr_t)(i + 1); return OK; }
     return E_NOT_FOUND;
 }
@@ -405,20 +407,47 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
                         void **extra) {
     (void)gz; (void)bz; (void)shmem; (void)extra;
     uintptr_t k = (uintptr_t)f;
-    if (k < 1 || k > 4 || !p) return E_INVALID_HANDLE;
+    if (k < 1 || k > N_KERNELS || !p) return E_INVALID_HANDLE;
     pthread_mutex_lock(&G);
     stream *s = get_stream(hs);
     if (!s) { pthread_mutex_unlock(&G); return E_INVALID_HANDLE; }
     op *o = calloc(1, sizeof *o);
     o->kind = OP_KERNEL; o->kernel = (int)k - 1;
-    o->ksrc = *(uint64_t *)p[0]; o->spitch = *(int *)p[1];
-    o->kdst = *(uint64_t *)p[2]; o->dpitch = *(int *)p[3];
-    o->w = *(int *)p[4]; o->h = *(int *)p[5];
-    for (int i = 0; i < 3; i++) { o->m[i] = *(float *)p[6 + i]; o->s[i] = *(float *)p[9 + i]; }
+    int src_rows, cols;
+    if (o->kernel < 4) {
+        /* (src, src_pitch, dst, dst_pitch, w, h, mean[3], std[3]) */
+        o->ksrc = *(uint64_t *)p[0]; o->spitch = *(int *)p[1];
+        o->kdst = *(uint64_t *)p[2]; o->dpitch = *(int *)p[3];
+        o->w = *(int *)p[4]; o->h = *(int *)p[5];
+        for (int i = 0; i < 3; i++) { o->m[i] = *(float *)p[6 + i]; o->s[i] = *(float *)p[9 + i]; }
+        src_rows = o->h; cols = o->w;
+    } else {
+        /* (src, src_pitch, sw, sh, bpp, dst, dst_pitch, w, h, then
+           mode, mean[3], std[3] | k[9], y_add, c_add) */
+        o->ksrc = *(uint64_t *)p[0]; o->spitch = *(int *)p[1];
+        o->sw = *(int *)p[2]; o->sh = *(int *)p[3]; o->bpp = *(int *)p[4];
+        o->kdst = *(uint64_t *)p[5]; o->dpitch = *(int *)p[6];
+        o->w = *(int *)p[7]; o->h = *(int *)p[8];
+        if (o->kernel == 4) {
+            o->mode = *(int *)p[9];
+            for (int i = 0; i < 3; i++) { o->m[i] = *(float *)p[10 + i]; o->s[i] = *(float *)p[13 + i]; }
+            cols = o->w;
+        } else {
+            for (int i = 0; i < 9; i++) o->k[i] = *(int *)p[9 + i];
+            o->y_add = *(int *)p[18]; o->c_add = *(int *)p[19];
+            cols = o->w / 2;
+        }
+        src_rows = o->sh;
+        if (o->sw < 1 || o->sh < 1 || o->w < 1 || o->h < 1 || (long)o->sw * o->bpp > o->spitch ||
+            o->mode < 0 || o->mode > 4 || (o->kernel == 5 && (o->w % 2 || o->h % 2 || o->bpp != 4)) ||
+            (o->kernel == 4 && o->mode > 0 && o->bpp != 4)) {
+            free(o); pthread_mutex_unlock(&G); return E_INVALID_VALUE;
+        }
+    }
     /* The grid must cover the columns (rows loop inside the real kernels) and
        stay within CUDA's limits. */
-    if ((long)gx * bx < o->w || gy < 1 || gy > 65535 || (long)bx * by > 1024 ||
-        !inside(allocs, (uintptr_t)o->ksrc, (size_t)o->spitch * o->h)) {
+    if ((long)gx * bx < cols || gy < 1 || gy > 65535 || (long)bx * by > 1024 ||
+        !inside(allocs, (uintptr_t)o->ksrc, (size_t)o->spitch * src_rows)) {
         free(o); pthread_mutex_unlock(&G); return E_INVALID_VALUE;
     }
     c_launches++;
@@ -427,8 +456,81 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
     return OK;
 }
 
+/* Bilinear taps of output i (framebus_kernels' Axis::bilinear). */
+static void axis(int i, int n_in, int n_out, int *i0, int *i1, int *f) {
+    long long num = (2LL * i + 1) * n_in - n_out, den = 2LL * n_out;
+    if (num <= 0) { *i0 = *i1 = 0; *f = 0; return; }
+    long long x0 = num / den;
+    int fx = (int)((num % den) * 2048 / den);
+    if (x0 + 1 >= n_in || fx == 0) { *i0 = *i1 = (int)(x0 < n_in - 1 ? x0 : n_in - 1); *f = 0; return; }
+    *i0 = (int)x0; *i1 = (int)x0 + 1; *f = fx;
+}
+/* Byte c of the resampled pixel (x, y) of a resample op. */
+static int sample(const op *o, int x, int y, int c) {
+    const unsigned char *src = (const unsigned char *)(uintptr_t)o->ksrc;
+    int x0, x1, fx, y0, y1, fy;
+    axis(x, o->sw, o->w, &x0, &x1, &fx);
+    axis(y, o->sh, o->h, &y0, &y1, &fy);
+    const unsigned char *r0 = src + (size_t)y0 * o->spitch, *r1 = src + (size_t)y1 * o->spitch;
+    unsigned a = (2048u - fx) * r0[x0 * o->bpp + c] + (unsigned)fx * r0[x1 * o->bpp + c];
+    unsigned b = (2048u - fx) * r1[x0 * o->bpp + c] + (unsigned)fx * r1[x1 * o->bpp + c];
+    return (int)(((2048u - fy) * a + (unsigned)fy * b + (1u << 21)) >> 22);
+}
+static unsigned char clamp8(int v) { return (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v); }
+
+static void run_resample(op *o) {
+    unsigned char *dst = (unsigned char *)(uintptr_t)o->kdst;
+    size_t plane = (size_t)o->w * o->h;
+    if (o->kernel == 5) {
+        unsigned char *uvp = dst + (size_t)o->h * o->dpitch;
+        for (int by = 0; 2 * by < o->h; by++)
+            for (int bx = 0; 2 * bx < o->w; bx++) {
+                int sum[3] = {0, 0, 0};
+                for (int j = 0; j < 2; j++)
+                    for (int k = 0; k < 2; k++) {
+                        int x = 2 * bx + k, y = 2 * by + j;
+                        int rgb[3] = {sample(o, x, y, 2), sample(o, x, y, 1), sample(o, x, y, 0)};
+                        int v = o->y_add;
+                        for (int c = 0; c < 3; c++) { v += o->k[c] * rgb[c]; sum[c] += rgb[c]; }
+                        dst[(size_t)y * o->dpitch + x] = clamp8(v >> 15);
+                    }
+                int u = o->c_add, v = o->c_add;
+                for (int c = 0; c < 3; c++) { u += o->k[3 + c] * sum[c]; v += o->k[6 + c] * sum[c]; }
+                unsigned char *uv = uvp + (size_t)by * o->dpitch + 2 * (size_t)bx;
+                uv[0] = clamp8(u >> 17); uv[1] = clamp8(v >> 17);
+            }
+        return;
+    }
+    for (int y = 0; y < o->h; y++)
+        for (int x = 0; x < o->w; x++) {
+            unsigned char *d = dst + (size_t)y * o->dpitch;
+            if (o->mode == 0) {
+                for (int c = 0; c < o->bpp; c++) d[(size_t)x * o->bpp + c] = (unsigned char)sample(o, x, y, c);
+                continue;
+            }
+            int b = sample(o, x, y, 0), g = sample(o, x, y, 1), r = sample(o, x, y, 2);
+            switch (o->mode) {
+            case 1: d[3 * x] = r; d[3 * x + 1] = g; d[3 * x + 2] = b; break;
+            case 2: d[3 * x] = b; d[3 * x + 1] = g; d[3 * x + 2] = r; break;
+            case 3: d[x] = clamp8((9798 * r + 19234 * g + 3736 * b + 16384) >> 15); break;
+            case 4: {
+                volatile float *out = (float *)dst;
+                size_t i = (size_t)y * o->w + x;
+                int rgb[3] = {r, g, b};
+                for (int c = 0; c < 3; c++) {
+                    volatile float v = (float)rgb[c] / 255.0f;
+                    v = v - o->m[c];
+                    out[c * plane + i] = v / o->s[c];
+                }
+                break;
+            }
+            }
+        }
+}
+
 /* The C reference of framebus's CPU kernels (framebus-kernels). */
 static void run_kernel(op *o) {
+    if (o->kernel >= 4) { run_resample(o); return; }
     const unsigned char *src = (const unsigned char *)(uintptr_t)o->ksrc;
     unsigned char *dst = (unsigned char *)(uintptr_t)o->kdst;
     size_t plane = (size_t)o->w * o->h;
@@ -491,7 +593,7 @@ int nvrtcCompileProgram(void *p, int n, const char *const *opts) {
     int arch = 0;
     for (int i = 0; i < n; i++) if (!strncmp(opts[i], "--gpu-architecture=", 19)) arch = 1;
     pr->ok = arch && !fail_compile;
-    for (int i = 0; i < 4; i++) if (!strstr(pr->src, KERNELS[i])) pr->ok = 0;
+    for (int i = 0; i < N_KERNELS; i++) if (!strstr(pr->src, KERNELS[i])) pr->ok = 0;
     return pr->ok ? 0 : 6; /* NVRTC_ERROR_COMPILATION */
 }
 int nvrtcGetPTXSize(void *p, size_t *n) { *n = strlen(((program *)p)->src) + 1; return 0; }

@@ -17,7 +17,7 @@
 use crate::device::{self, Device, Event, StreamHandle};
 use crate::driver::check;
 use crate::error::{CudaError, Result};
-use crate::kernels::{self, Kernel};
+use crate::kernels::{self, Kernel, Resample, ResampleOut, YuvWeights};
 use crate::pool::{DeviceLease, DevicePool, Fence};
 use framebus_core::{Frame, FramePool, PixelFormat};
 use std::sync::Arc;
@@ -45,11 +45,13 @@ impl DeviceFormat {
     fn packed(f: PixelFormat) -> Result<DeviceFormat> {
         use PixelFormat as P;
         match f {
-            P::Bgra | P::Bgrx | P::Rgba | P::Rgb | P::Bgr | P::Gray8 => Ok(DeviceFormat::Packed(f)),
+            P::Bgra | P::Bgrx | P::Rgba | P::Rgb | P::Bgr | P::Gray8 | P::Nv12 => {
+                Ok(DeviceFormat::Packed(f))
+            }
             _ => Err(CudaError::invalid(
                 "format",
                 format!("{:?}", f.name()),
-                "a CudaFrame holds BGRA, BGRX, RGBA, RGB, BGR, GRAY8 or RGB_F32_CHW",
+                "a CudaFrame holds BGRA, BGRX, RGBA, RGB, BGR, GRAY8, NV12 or RGB_F32_CHW",
             )),
         }
     }
@@ -121,6 +123,10 @@ pub struct Upload {
     pub format: Option<DeviceFormat>,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// Resize (bilinear) to `(width, height)` on the GPU.
+    pub size: Option<(usize, usize)>,
+    /// NV12's weights (`framebus_kernels::yuv_weights`); needed for NV12 output.
+    pub yuv: Option<YuvWeights>,
 }
 
 impl Default for Upload {
@@ -130,8 +136,23 @@ impl Default for Upload {
             format: None,
             mean: [0.0; 3],
             std: [1.0; 3],
+            size: None,
+            yuv: None,
         }
     }
+}
+
+/// The kernel an upload runs after its copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// None: the copy is the frame.
+    Copy,
+    /// A same-size conversion kernel.
+    Convert(Kernel),
+    /// `framebus_resample` writing this.
+    Resample(ResampleOut),
+    /// `framebus_resample_nv12` (resized or not).
+    Nv12(YuvWeights),
 }
 
 /// What an upload of one frame needs: the buffers to lease and the kernel.
@@ -142,9 +163,12 @@ pub struct UploadPlan {
     /// Bytes of the conversion's output buffer (`None`: no conversion, the
     /// staging buffer is the frame).
     pub out_bytes: Option<usize>,
-    kernel: Option<Kernel>,
+    step: Step,
     target: DeviceFormat,
     out_pitch: usize,
+    /// The output's size.
+    pub width: usize,
+    pub height: usize,
 }
 
 /// Check `opts` against `frame` and say what the upload needs.
@@ -158,55 +182,110 @@ pub fn plan(frame: &Frame, opts: &Upload) -> Result<UploadPlan> {
     if let Some(m) = opts.mean.iter().find(|m| !m.is_finite()) {
         return Err(CudaError::invalid("mean", m, "must be finite"));
     }
-    let same_bytes = target == src_fmt
-        || matches!(
-            (l.format, target),
-            (
-                PixelFormat::Bgra | PixelFormat::Bgrx,
-                DeviceFormat::Packed(PixelFormat::Bgra | PixelFormat::Bgrx)
-            )
-        );
+    let (w, h) = opts.size.unwrap_or((l.width, l.height));
+    let resized = (w, h) != (l.width, l.height);
+    // The output's layout, checked like a host frame's (sizes, NV12's even sides).
+    let out_fmt = match target {
+        DeviceFormat::Packed(f) => f,
+        DeviceFormat::RgbF32Chw => PixelFormat::Rgb,
+    };
+    framebus_core::FrameLayout::new(w, h, out_fmt, None).map_err(|e| {
+        CudaError::invalid(
+            "size",
+            format!("({w}, {h})"),
+            format!("for {}: {e}", target.name()),
+        )
+    })?;
     let staging_bytes = l.byte_len();
-    if same_bytes {
-        return Ok(UploadPlan {
+    let bgra = matches!(l.format, PixelFormat::Bgra | PixelFormat::Bgrx);
+    let same_bytes = target == src_fmt
+        || (bgra
+            && matches!(
+                target,
+                DeviceFormat::Packed(PixelFormat::Bgra | PixelFormat::Bgrx)
+            ));
+    let plan = |step, out_bytes, out_pitch| {
+        Ok(UploadPlan {
             staging_bytes,
-            out_bytes: None,
-            kernel: None,
+            out_bytes,
+            step,
             target,
-            out_pitch: l.stride,
-        });
+            out_pitch,
+            width: w,
+            height: h,
+        })
+    };
+    if same_bytes && !resized {
+        return plan(Step::Copy, None, l.stride);
     }
-    if !matches!(l.format, PixelFormat::Bgra | PixelFormat::Bgrx) {
+    if l.format == PixelFormat::Nv12 {
         return Err(CudaError::invalid(
-            "format",
-            format!("{:?}", target.name()),
+            if resized { "size" } else { "format" },
             format!(
-                "GPU conversion reads BGRA or BGRX frames, this one is {}",
-                l.format.name()
+                "{:?}",
+                if resized {
+                    format!("({w}, {h})")
+                } else {
+                    target.name().into()
+                }
             ),
+            "an NV12 frame uploads as it is (GPU resizing and conversion read 8-bit packed frames)",
         ));
     }
-    let (w, h) = (l.width, l.height);
-    let (kernel, pitch, len) = match target {
-        DeviceFormat::Packed(PixelFormat::Rgb) => (Kernel::Rgb, 3 * w, 3 * w * h),
-        DeviceFormat::Packed(PixelFormat::Bgr) => (Kernel::Bgr, 3 * w, 3 * w * h),
-        DeviceFormat::Packed(PixelFormat::Gray8) => (Kernel::Gray, w, w * h),
-        DeviceFormat::RgbF32Chw => (Kernel::RgbF32Chw, 4 * w, 12 * w * h),
+    let need_bgra = || {
+        if bgra {
+            Ok(())
+        } else {
+            Err(CudaError::invalid(
+                "format",
+                format!("{:?}", target.name()),
+                format!(
+                    "GPU conversion reads BGRA or BGRX frames, this one is {}",
+                    l.format.name()
+                ),
+            ))
+        }
+    };
+    if target == DeviceFormat::Packed(PixelFormat::Nv12) {
+        need_bgra()?;
+        let k = opts.yuv.ok_or_else(|| {
+            CudaError::invalid("yuv", "None", "NV12 output needs the YUV weights")
+        })?;
+        return plan(Step::Nv12(k), Some(w * h * 3 / 2), w);
+    }
+    if resized && target == src_fmt {
+        let bpp = l.format.bytes_per_pixel();
+        return plan(
+            Step::Resample(ResampleOut::Same),
+            Some(bpp * w * h),
+            bpp * w,
+        );
+    }
+    need_bgra()?;
+    let (kernel, out, pitch, len) = match target {
+        DeviceFormat::Packed(PixelFormat::Rgb) => (Kernel::Rgb, ResampleOut::Rgb, 3 * w, 3 * w * h),
+        DeviceFormat::Packed(PixelFormat::Bgr) => (Kernel::Bgr, ResampleOut::Bgr, 3 * w, 3 * w * h),
+        DeviceFormat::Packed(PixelFormat::Gray8) => (Kernel::Gray, ResampleOut::Gray, w, w * h),
+        DeviceFormat::RgbF32Chw => (Kernel::RgbF32Chw, ResampleOut::RgbF32Chw, 4 * w, 12 * w * h),
         t => {
             return Err(CudaError::invalid(
                 "format",
                 format!("{:?}", t.name()),
-                "GPU conversion from BGRA makes RGB, BGR, GRAY8 or RGB_F32_CHW",
+                if resized {
+                    "GPU resizing keeps the frame's format or makes RGB, BGR, GRAY8, NV12 or \
+                     RGB_F32_CHW from BGRA/BGRX"
+                } else {
+                    "GPU conversion from BGRA makes RGB, BGR, GRAY8, NV12 or RGB_F32_CHW"
+                },
             ))
         }
     };
-    Ok(UploadPlan {
-        staging_bytes,
-        out_bytes: Some(len),
-        kernel: Some(kernel),
-        target,
-        out_pitch: pitch,
-    })
+    let step = if resized {
+        Step::Resample(out)
+    } else {
+        Step::Convert(kernel)
+    };
+    plan(step, Some(len), pitch)
 }
 
 /// Copy `frame` into a buffer of `pool` on `pool`'s device, asynchronously,
@@ -274,8 +353,20 @@ pub fn upload_leased(
     check(api, "cuMemcpyHtoDAsync", r, || {
         format!("{bytes} bytes to cuda:{}", dev.index)
     })?;
-    let out = match (plan.kernel, out) {
-        (Some(k), Some(out)) => {
+    let rs = |out: &DeviceLease| Resample {
+        src: staging.ptr(),
+        src_pitch: l.stride,
+        sw: l.width,
+        sh: l.height,
+        bpp: l.format.bytes_per_pixel(),
+        dst: out.ptr(),
+        dst_pitch: plan.out_pitch,
+        w: plan.width,
+        h: plan.height,
+    };
+    let out = match (plan.step, out) {
+        (Step::Copy, _) | (_, None) => staging.clone(),
+        (Step::Convert(k), Some(out)) => {
             kernels::launch(
                 &dev,
                 k,
@@ -291,7 +382,14 @@ pub fn upload_leased(
             )?;
             out
         }
-        _ => staging.clone(),
+        (Step::Resample(o), Some(out)) => {
+            kernels::launch_resample(&dev, stream, &rs(&out), o, opts.mean, opts.std)?;
+            out
+        }
+        (Step::Nv12(k), Some(out)) => {
+            kernels::launch_nv12(&dev, stream, &rs(&out), &k)?;
+            out
+        }
     };
     let ready = Event::record_on(&dev, stream)?;
     staging.add_fence(Fence::Event(ready.clone()));
@@ -300,8 +398,8 @@ pub fn upload_leased(
     device::hold_until(ready.clone(), Box::new(frame.clone()));
     Ok(CudaFrame {
         lease: out,
-        width: l.width,
-        height: l.height,
+        width: plan.width,
+        height: plan.height,
         pitch: plan.out_pitch,
         format: plan.target,
         timestamp_ns: frame.timestamp_ns(),
@@ -369,17 +467,22 @@ impl CudaFrame {
     pub fn lease(&self) -> &DeviceLease {
         &self.lease
     }
-    /// Bytes of the image (`pitch * height`, times 3 planes for CHW).
+    /// Bytes of the image (`pitch * height`, times 3 planes for CHW, times
+    /// 3/2 for NV12).
     pub fn byte_len(&self) -> usize {
         match self.format {
             DeviceFormat::RgbF32Chw => 3 * self.pitch * self.height,
+            DeviceFormat::Packed(PixelFormat::Nv12) => self.pitch * self.height * 3 / 2,
             _ => self.pitch * self.height,
         }
     }
-    /// Shape in samples: `(h, w, c)`, `(h, w)` for GRAY8, `(3, h, w)` for CHW.
+    /// Shape in samples: `(h, w, c)`, `(h, w)` for GRAY8, `(3, h, w)` for CHW,
+    /// `(h * 3 / 2, w)` for NV12 (the Y rows, then the interleaved U/V rows:
+    /// the layout hardware encoders take).
     pub fn shape(&self) -> Vec<usize> {
         match self.format {
             DeviceFormat::RgbF32Chw => vec![3, self.height, self.width],
+            DeviceFormat::Packed(PixelFormat::Nv12) => vec![self.height * 3 / 2, self.width],
             f if f.channels() == 1 => vec![self.height, self.width],
             f => vec![self.height, self.width, f.channels()],
         }

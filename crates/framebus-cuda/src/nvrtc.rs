@@ -107,6 +107,13 @@ pub fn compile(source: &str, name: &str, arch: &str) -> Result<Vec<u8>> {
     let src = CString::new(source)
         .map_err(|_| CudaError::invalid("source", "<kernel>", "contains NUL"))?;
     let cname = CString::new(name).map_err(|_| CudaError::invalid("name", name, "contains NUL"))?;
+    if arch.contains('\0') {
+        return Err(CudaError::invalid(
+            "arch",
+            format!("{arch:?}"),
+            "contains NUL",
+        ));
+    }
     let mut prog: Program = std::ptr::null_mut();
     // SAFETY: the strings are NUL-terminated and live across the call; no headers.
     let r = unsafe {
@@ -131,8 +138,9 @@ pub fn compile(source: &str, name: &str, arch: &str) -> Result<Vec<u8>> {
         "--prec-div=true".into(),
     ]
     .into_iter()
-    .map(|o| CString::new(o).expect("no NUL in options"))
-    .collect();
+    .map(CString::new)
+    .collect::<std::result::Result<_, _>>()
+    .map_err(|_| CudaError::invalid("arch", format!("{arch:?}"), "contains NUL"))?;
     let ptrs: Vec<*const c_char> = opts.iter().map(|o| o.as_ptr()).collect();
     // SAFETY: `prog` is a live program; the options outlive the call.
     let r = unsafe { (n.compile)(prog, ptrs.len() as c_int, ptrs.as_ptr()) };

@@ -12,6 +12,7 @@
 //! * [`count`] / [`size`]: integers within documented bounds.
 //! * [`env_count`]: a `FRAMEBUS_*` environment variable that is set must parse
 //!   and be in range, or the call that reads it fails naming the variable.
+//! * [`per_channel`]: `mean=` / `std=` — one number or three (R, G, B), finite.
 
 use crate::errors::{Error, Result};
 use pyo3::exceptions::PyOverflowError;
@@ -134,4 +135,40 @@ pub fn choice<'a>(name: &str, v: &str, choices: &[&'a str]) -> Result<&'a str> {
                 .join(", ")
         ))
     })
+}
+
+/// Per-channel values (`mean=`, `std=`): one number for R, G and B, or a
+/// sequence of 3; each finite, and non-zero when `nonzero` (a divisor).
+/// `None` gives `default` for all three.
+pub fn per_channel(
+    name: &str,
+    v: Option<&Bound<'_, PyAny>>,
+    default: f32,
+    nonzero: bool,
+) -> Result<[f32; 3]> {
+    let Some(v) = v else {
+        return Ok([default; 3]);
+    };
+    let xs: Vec<f64> = match v.extract::<f64>() {
+        Ok(x) => vec![x; 3],
+        Err(_) => v
+            .extract()
+            .map_err(|_| Error::type_(format!("{name} must be a number or 3 numbers (R, G, B)")))?,
+    };
+    let [a, b, c] = xs[..] else {
+        return Err(Error::value(format!(
+            "invalid {name}={xs:?} (one number, or 3 values: R, G, B)"
+        )));
+    };
+    let out = [a as f32, b as f32, c as f32];
+    if let Some(x) = out
+        .iter()
+        .find(|x| !x.is_finite() || (nonzero && **x == 0.0))
+    {
+        return Err(Error::value(format!(
+            "invalid {name}={x} (must be finite{})",
+            if nonzero { " and non-zero" } else { "" }
+        )));
+    }
+    Ok(out)
 }

@@ -533,33 +533,16 @@ impl PyCudaFrame {
     }
 }
 
-/// Parse mean/std: one float for all channels or three.
-fn triple(name: &str, v: Option<&Bound<'_, PyAny>>, default: f32) -> Result<[f32; 3]> {
-    let Some(v) = v else {
-        return Ok([default; 3]);
-    };
-    if let Ok(x) = v.extract::<f64>() {
-        return Ok([x as f32; 3]);
-    }
-    let xs: Vec<f64> = v
-        .extract()
-        .map_err(|_| Error::type_(format!("{name} must be a float or 3 floats")))?;
-    match xs.as_slice() {
-        [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
-        _ => Err(Error::value(format!(
-            "invalid {name}={xs:?} (one float or 3, for R, G, B)"
-        ))),
-    }
-}
-
 #[pymethods]
 impl PyFrame {
     /// Copy this frame to the GPU, asynchronously: a `CudaFrame` whose
     /// contents are ready on `stream` (framebus's stream of the device, or the
     /// caller's). `format` converts on the GPU (from BGRA/BGRX: "RGB", "BGR",
-    /// "GRAY8", "RGB_F32_CHW" with `(v / 255 - mean) / std`). The slot is held
-    /// until the copy completed.
-    #[pyo3(signature = (device=None, stream=None, format=None, mean=None, std=None, pool=None))]
+    /// "GRAY8", "NV12" with `matrix`/`range`, "RGB_F32_CHW" with
+    /// `(v / 255 - mean) / std`); `size=(w, h)` resizes (bilinear) in the same
+    /// kernel. Results equal `Frame.resize`/`convert`/`to_tensor`. The slot is
+    /// held until the copy completed.
+    #[pyo3(signature = (device=None, stream=None, format=None, mean=None, std=None, pool=None, *, size=None, matrix=None, range=None))]
     #[allow(clippy::too_many_arguments)]
     fn to_device(
         &self,
@@ -570,6 +553,9 @@ impl PyFrame {
         mean: Option<&Bound<'_, PyAny>>,
         std: Option<&Bound<'_, PyAny>>,
         pool: Option<&PyDevicePool>,
+        size: Option<(Int, Int)>,
+        matrix: Option<&str>,
+        range: Option<&str>,
     ) -> Result<PyCudaFrame> {
         // `device=None` is "cuda:0".
         let index = device.map(device_index).transpose()?.unwrap_or(0);
@@ -579,11 +565,27 @@ impl PyFrame {
                 "mean= and std= apply to format=\"RGB_F32_CHW\" only",
             ));
         }
+        let nv12 = format == Some(DeviceFormat::Packed(framebus_core::PixelFormat::Nv12));
+        if (matrix.is_some() || range.is_some()) && !nv12 {
+            return Err(Error::value(
+                "matrix= and range= apply to format=\"NV12\" only",
+            ));
+        }
+        let size = size
+            .map(|(w, h)| {
+                Ok::<_, Error>((args::dimension("width", w)?, args::dimension("height", h)?))
+            })
+            .transpose()?;
+        let matrix: framebus_kernels::YuvMatrix = matrix.unwrap_or("bt601").parse()?;
+        let range: framebus_kernels::YuvRange = range.unwrap_or("limited").parse()?;
+        let (k, y_offset) = framebus_kernels::yuv_weights(matrix, range);
         let opts = Upload {
             stream: stream.map(stream_handle).transpose()?,
             format,
-            mean: triple("mean", mean, 0.0)?,
-            std: triple("std", std, 1.0)?,
+            mean: args::per_channel("mean", mean, 0.0, false)?,
+            std: args::per_channel("std", std, 1.0, true)?,
+            size,
+            yuv: Some(fc::YuvWeights { k, y_offset }),
         };
         let pool = match pool {
             Some(p) if p.pool.device().index != index => {

@@ -289,33 +289,6 @@ fn do_convert<'py>(
     dst.finish(py)
 }
 
-/// `mean=` / `std=`: one number for all channels, or 3 (R, G, B).
-fn three(v: Option<&Bound<'_, PyAny>>, what: &str, default: f32) -> Result<[f32; 3]> {
-    let Some(v) = v else { return Ok([default; 3]) };
-    let xs: Vec<f32> = match v.extract::<f32>() {
-        Ok(x) => vec![x; 3],
-        Err(_) => v
-            .extract()
-            .map_err(|_| Error::type_(format!("{what} must be a number or 3 numbers (R, G, B)")))?,
-    };
-    let xs = <[f32; 3]>::try_from(xs.as_slice()).map_err(|_| {
-        Error::value(format!(
-            "{what} must have 3 values (R, G, B), got {}",
-            xs.len()
-        ))
-    })?;
-    if let Some(x) = xs
-        .iter()
-        .find(|x| !x.is_finite() || (what == "std" && **x == 0.0))
-    {
-        return Err(Error::value(format!(
-            "invalid {what} value {x} (finite{})",
-            if what == "std" { ", non-zero" } else { "" }
-        )));
-    }
-    Ok(xs)
-}
-
 fn tensor<'py>(
     py: Python<'py>,
     src: Src,
@@ -342,8 +315,8 @@ fn tensor<'py>(
         width: w,
         height: h,
         method: method.parse()?,
-        mean: three(mean.as_ref(), "mean", 0.0)?,
-        std: three(std.as_ref(), "std", 1.0)?,
+        mean: args::per_channel("mean", mean.as_ref(), 0.0, false)?,
+        std: args::per_channel("std", std.as_ref(), 1.0, true)?,
     };
     let np = py.import("numpy")?;
     let arr = np.call_method1("empty", ((3usize, h, w), "float32"))?;
