@@ -651,3 +651,58 @@ def test_compile_failure_is_a_clear_error():
     assert "CudaError NVRTC could not compile framebus's kernels for compute_" in r.stdout, (
         r.stdout + r.stderr
     )
+
+
+# ---------------------------------------------------------------- pipelines
+
+
+def test_device_frames_over_a_channel_subscriber():
+    """DeviceFrames(Subscriber) delivers CudaFrames converted on the GPU; the
+    channel's slot is held until the copy completed, then given back."""
+    name = f"pytest-cuda-{os.getpid()}"
+    with (
+        framebus.Publisher(name, mode="lossless") as pub,
+        fcuda.DeviceFrames(
+            framebus.Subscriber(name, timeout=5.0), "cuda:0", format="RGB", size=(20, 10)
+        ) as dev,
+    ):
+        sent = []
+        for k in range(3):
+            f = random_frame(pub.pool, 40, 20, seed=20 + k)
+            sent.append(np.asarray(f.resize(20, 10, "bilinear", format="RGB")).copy())
+            pub.send(f)
+        fake.set("slow_ms", 100)
+        got = [dev.recv(timeout=5.0) for _ in range(3)]
+        assert all(isinstance(cf, fcuda.CudaFrame) for cf in got)
+        assert [cf.seq for cf in got] == sorted(cf.seq for cf in got)
+        assert framebus._framebus._cuda_held_host_frames() >= 1  # the slow copies hold slots
+        for cf, want in zip(got, sent):
+            b = np.frombuffer(device_bytes(cf), np.uint8).reshape(want.shape)
+            assert np.array_equal(b, want)
+        fake.set("slow_ms", 0)
+        wait_until(lambda: framebus._framebus._cuda_held_host_frames() == 0)
+    with pytest.raises(TypeError, match="no latest"):
+        fcuda.DeviceFrames(object())
+
+
+def test_capture_on_the_device_uses_pinned_slots(xvfb):
+    """framebus.cuda.capture(..., device=) grabs into pinned slots and hands out
+    CudaFrames equal to a host grab converted on the CPU."""
+    from framebus import _framebus
+
+    rng = np.random.default_rng(30)
+    img = rng.integers(0, 256, (48, 64, 4), dtype=np.uint8)
+    _framebus._test_put_image(xvfb.display, 0, 0, 64, 48, img.tobytes())
+    region = {"left": 0, "top": 0, "width": 64, "height": 48}
+    ranges = fake.get("registered_ranges")
+    with fcuda.capture(region=region, display=xvfb.display, format="GRAY8", target_fps=30) as cap:
+        cf = cap.latest(timeout=10)
+        assert isinstance(cf, fcuda.CudaFrame) and (cf.width, cf.height) == (64, 48)
+        assert fake.get("registered_ranges") > ranges  # the capture's slots are pinned
+        host = framebus.grab(region, display=xvfb.display)
+        want = np.asarray(host.convert("GRAY8"))
+        got = np.frombuffer(device_bytes(cf), np.uint8).reshape(want.shape)
+        assert np.array_equal(got, want)
+        frames = cap.frames(timeout=10)
+        assert isinstance(next(frames), fcuda.CudaFrame)
+        frames.close()

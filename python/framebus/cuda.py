@@ -12,7 +12,11 @@ newer driver, NVRTC).
 * ``FramePool(pinned="cuda:0")`` pins every slot once for fast uploads;
 * ``DevicePool`` bounds and reuses device buffers;
 * ``CudaFrame`` exports by DLPack (``torch.from_dlpack``, ``cupy.from_dlpack``)
-  and ``__cuda_array_interface__``, and copies back with ``to_host()``.
+  and ``__cuda_array_interface__``, and copies back with ``to_host()``;
+* ``DeviceFrames(source, device=, format=, size=, ...)`` turns a frame source
+  (``Capture``, a channel or Zenoh ``Subscriber``) into one of ``CudaFrame``s,
+  each uploaded (and converted) on a framebus stream as it arrives;
+  ``capture(..., device=)`` opens a ``Capture`` into pinned slots wrapped so.
 
 Environment: ``FRAMEBUS_CUDA_DRIVER`` (the driver library, default
 ``libcuda.so.1``), ``FRAMEBUS_CUDA_NVRTC`` (NVRTC, default ``libnvrtc.so.12``
@@ -24,14 +28,21 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from typing_extensions import Self
 
 from ._framebus import (
+    Capture,
     CudaError,
     CudaFrame,
     CudaOutOfMemory,
     CudaUnavailable,
     DevicePool,
+    FramePool,
     _cuda_compile_kernels,
     _cuda_device_count,
     _cuda_device_info,
@@ -46,7 +57,9 @@ __all__ = [
     "CudaFrame",
     "CudaOutOfMemory",
     "CudaUnavailable",
+    "DeviceFrames",
     "DevicePool",
+    "capture",
     "compile_kernels",
     "device_count",
     "device_info",
@@ -111,3 +124,120 @@ def nvrtc_version() -> tuple[str, tuple[int, int]]:
 def kernel_source() -> tuple[list[str], str]:
     """The kernels' names and their CUDA C source."""
     return _cuda_kernel_source()
+
+
+class DeviceFrames:
+    """A frame source whose frames arrive on the GPU: ``latest()``, ``recv()``,
+    ``frames()`` and iteration return ``CudaFrame``s.
+
+    ``source`` is anything with ``latest()``/``recv()``/``frames()`` returning
+    framebus ``Frame``s (``framebus.Capture``, ``framebus.Subscriber``,
+    ``framebus.zenoh.Subscriber``). Each frame is handed to
+    ``Frame.to_device(device, stream=, format=, size=, mean=, std=, matrix=,
+    range=, pool=)`` as it is taken: the copy (and conversion) is queued on a
+    framebus stream and the call returns at once, so the source's next grab or
+    receive overlaps the GPU's copy. The host slot goes back to its pool only
+    once the copy's event has completed (framebus's reaper holds its lease),
+    never earlier. Uploads from pinned slots (``FramePool(pinned=device)``,
+    which ``capture()`` uses) are asynchronous DMA; slots a channel maps from
+    another process are pageable and upload at pageable speed.
+
+    Closing (``close()``, ``with``) closes the source when it has ``close`` or
+    ``stop``.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        device: str | int | Any = "cuda:0",
+        *,
+        format: str | None = None,
+        size: tuple[int, int] | None = None,
+        mean: float | tuple[float, float, float] | None = None,
+        std: float | tuple[float, float, float] | None = None,
+        matrix: str | None = None,
+        range: str | None = None,
+        stream: int | Any | None = None,
+        pool: DevicePool | None = None,
+    ) -> None:
+        if not any(hasattr(source, m) for m in ("latest", "recv", "frames")):
+            msg = f"source={source!r} has no latest(), recv() or frames()"
+            raise TypeError(msg)
+        self.source = source
+        self.device = device
+        self._kw: dict[str, Any] = {
+            "stream": stream,
+            "format": format,
+            "mean": mean,
+            "std": std,
+            "pool": pool,
+            "size": size,
+            "matrix": matrix,
+            "range": range,
+        }
+
+    def upload(self, frame: Any) -> CudaFrame:
+        """``frame.to_device(...)`` with this object's options."""
+        return frame.to_device(self.device, **self._kw)
+
+    def latest(self, *args: Any, **kwargs: Any) -> CudaFrame:
+        """The source's ``latest(...)``, uploaded."""
+        return self.upload(self.source.latest(*args, **kwargs))
+
+    def recv(self, *args: Any, **kwargs: Any) -> CudaFrame:
+        """The source's ``recv(...)``, uploaded."""
+        return self.upload(self.source.recv(*args, **kwargs))
+
+    def frames(self, *args: Any, **kwargs: Any) -> Iterator[CudaFrame]:
+        """The source's ``frames(...)`` (or its iteration), each uploaded."""
+        it = self.source.frames(*args, **kwargs) if hasattr(self.source, "frames") else self.source
+        for frame in it:
+            yield self.upload(frame)
+
+    def __iter__(self) -> Iterator[CudaFrame]:
+        return self.frames()
+
+    def close(self) -> None:
+        """Close (or stop) the source."""
+        for name in ("close", "stop"):
+            fn = getattr(self.source, name, None)
+            if fn is not None:
+                fn()
+                return
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DeviceFrames({self.source!r}, device={self.device!r}, {self._kw!r})"
+
+
+def capture(
+    *args: Any,
+    device: str | int | Any = "cuda:0",
+    format: str | None = None,
+    size: tuple[int, int] | None = None,
+    mean: float | tuple[float, float, float] | None = None,
+    std: float | tuple[float, float, float] | None = None,
+    stream: int | Any | None = None,
+    device_pool: DevicePool | None = None,
+    **kwargs: Any,
+) -> DeviceFrames:
+    """``framebus.Capture(*args, **kwargs)`` grabbing into pinned slots (a
+    ``FramePool(pinned=device)`` unless ``pool=`` is given), its frames uploaded
+    to ``device`` (and converted) as ``DeviceFrames`` does."""
+    if kwargs.get("pool") is None:
+        kwargs["pool"] = FramePool(pinned=device)
+    return DeviceFrames(
+        Capture(*args, **kwargs),
+        device,
+        format=format,
+        size=size,
+        mean=mean,
+        std=std,
+        stream=stream,
+        pool=device_pool,
+    )

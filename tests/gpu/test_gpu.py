@@ -130,3 +130,19 @@ def test_device_memory_flat_over_10000_frames(pool):
     after = fcuda.device_info(0)["free_memory"]
     assert abs(before - after) <= 64 << 20, (before, after, dpool.stats())
     assert dpool.stats()["buffers"] <= 8, dpool.stats()
+
+
+def test_capture_on_the_device_equals_a_host_grab():
+    """framebus.cuda.capture: pinned slots, CudaFrames equal to a host grab
+    converted on the CPU (needs a display: gpu-check.sh starts Xvfb)."""
+    import os
+
+    torch = pytest.importorskip("torch")
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("no DISPLAY")
+    region = {"left": 0, "top": 0, "width": 640, "height": 480}
+    with fcuda.capture(region=region, format="RGB", target_fps=30) as cap:
+        cf = cap.latest(timeout=10)
+        got = torch.from_dlpack(cf).cpu().numpy()
+    want = np.asarray(framebus.grab(region).convert("RGB"))
+    assert np.array_equal(got, want)  # a still Xvfb screen
