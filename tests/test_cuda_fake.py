@@ -706,3 +706,78 @@ def test_capture_on_the_device_uses_pinned_slots(xvfb):
         frames = cap.frames(timeout=10)
         assert isinstance(next(frames), fcuda.CudaFrame)
         frames.close()
+
+
+class _TinyTorch:
+    """Just enough of torch for ScreenShot.to_torch's CUDA branch: from_dlpack
+    calls __dlpack__(stream=) as torch does, and keeps the exporter so the test
+    reads the (fake) device memory."""
+
+    class dtype:  # noqa: N801 (torch's name)
+        def __init__(self, name, floating):
+            self.name, self.is_floating_point = name, floating
+
+    class device:  # noqa: N801
+        def __init__(self, spec):
+            t, _, i = str(spec).partition(":")
+            self.type, self.index = t, int(i) if i else None
+
+    class Tensor:
+        def __init__(self, cf, ops=()):
+            self.cf, self.ops = cf, ops
+
+        def permute(self, *dims):
+            return _TinyTorch.Tensor(self.cf, (*self.ops, ("permute", dims)))
+
+        def to(self, dtype=None, device=None):
+            return _TinyTorch.Tensor(self.cf, (*self.ops, ("to", dtype.name)))
+
+        def div_(self, v):
+            self.ops = (*self.ops, ("div", v))
+            return self
+
+    class cuda:  # noqa: N801
+        @staticmethod
+        def current_device():
+            return 0
+
+    def __init__(self):
+        self.uint8 = self.dtype("uint8", False)
+        self.float32 = self.dtype("float32", True)
+        self.float16 = self.dtype("float16", True)
+        self.float64 = self.dtype("float64", True)
+        self.capsules = []
+
+    def get_default_dtype(self):
+        return self.float32
+
+    def from_dlpack(self, obj):
+        self.capsules.append(obj.__dlpack__(stream=1))
+        return self.Tensor(obj)
+
+
+def test_mss_to_torch_on_cuda_goes_through_framebus(monkeypatch):
+    from framebus.mss.screenshot import ScreenShot
+
+    torch = _TinyTorch()
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    pool = framebus.FramePool()
+    f = random_frame(pool, 24, 16, seed=40)
+    shot = ScreenShot.from_size(f, 24, 16)
+    waits, launches = fake.get("stream_waits"), fake.get("launches")
+    t = shot.to_torch(device="cuda")
+    # float32 CHW RGB: one kernel, scaled to [0, 1] there, no torch ops after.
+    assert fake.get("launches") == launches + 1 and fake.get("stream_waits") == waits + 1
+    assert t.cf.format == "RGB_F32_CHW" and t.ops == ()
+    got = np.frombuffer(device_bytes(t.cf), np.float32).reshape(3, 16, 24)
+    want = np.asarray(f.convert("RGB")).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    assert np.array_equal(got, want)
+    # uint8 HWC BGR: converted on the GPU, handed over as it is.
+    t = shot.to_torch("BGR", "HWC", dtype=torch.uint8, device="cuda:0")
+    assert t.cf.format == "BGR" and t.ops == ()
+    want = np.asarray(f.convert("BGR"))
+    assert np.array_equal(np.frombuffer(device_bytes(t.cf), np.uint8).reshape(want.shape), want)
+    # float16 CHW BGRA: the slot uploaded as it is, then torch permutes and scales.
+    t = shot.to_torch("BGRA", "CHW", dtype=torch.float16, device="cuda")
+    assert t.cf.format == "BGRA"
+    assert t.ops == (("permute", (2, 0, 1)), ("to", "float16"), ("div", 255.0))

@@ -146,3 +146,20 @@ def test_capture_on_the_device_equals_a_host_grab():
         got = torch.from_dlpack(cf).cpu().numpy()
     want = np.asarray(framebus.grab(region).convert("RGB"))
     assert np.array_equal(got, want)  # a still Xvfb screen
+
+
+def test_mss_to_torch_on_cuda_equals_the_cpu_result():
+    import os
+
+    torch = pytest.importorskip("torch")
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("no DISPLAY")
+    from framebus import mss
+
+    with mss.mss() as sct:
+        shot = sct.grab({"left": 0, "top": 0, "width": 320, "height": 200})
+    for kw in ({}, {"channels": "BGR", "layout": "HWC", "dtype": torch.uint8}):
+        on_gpu = shot.to_torch(device="cuda", **kw)
+        on_cpu = shot.to_torch(device="cpu", **kw)
+        assert on_gpu.is_cuda
+        assert torch.equal(on_gpu.cpu(), on_cpu)

@@ -238,9 +238,13 @@ class ScreenShot:
         :param device: default ``torch.get_default_device()``.
 
         On the CPU, uint8/float16/float32/float64 come from :meth:`to_numpy`
-        (framebus kernels) without another copy. For another device the uint8
-        pixels (channel order and layout done by the kernel) are uploaded and
-        the dtype is converted there.
+        (framebus kernels) without another copy. On a CUDA device, when
+        ``framebus.cuda`` is available, the captured slot is uploaded by
+        ``Frame.to_device`` with the channel order (and, for float32 CHW RGB,
+        the scaling) done by a GPU kernel, and handed to torch by DLPack
+        without a copy. Otherwise the uint8 pixels (channel order and layout
+        done by the kernel) are uploaded by torch and the dtype is converted
+        there.
         """
         channels, layout = _check(channels, layout)
         torch = _require("torch", "to_torch")
@@ -272,6 +276,10 @@ class ScreenShot:
                 arr = arr.copy()
             return torch.from_numpy(arr)
 
+        if torch_device.type == "cuda":
+            rv = self._to_torch_framebus_cuda(torch, channels, layout, torch_dtype, torch_device)
+            if rv is not None:
+                return rv
         # Upload uint8 HWC (a quarter of float32's bytes), then layout and dtype on the device.
         arr = self.to_numpy(channels, "HWC")
         with warnings.catch_warnings():
@@ -283,6 +291,41 @@ class ScreenShot:
             rv = rv.permute(2, 0, 1)
         rv = rv.to(dtype=torch_dtype)
         if torch_dtype.is_floating_point:
+            rv.div_(255.0)
+        return rv
+
+    def _to_torch_framebus_cuda(
+        self, torch: Any, channels: str, layout: str, dtype: Any, device: Any
+    ) -> Any:
+        """``to_torch`` on a CUDA device through framebus's GPU path
+        (docs/gpu.md), or None when it does not apply (framebus.cuda
+        unavailable, no captured slot, RGBA).
+
+        ``Frame.to_device`` copies the captured slot (asynchronously, on a
+        framebus stream; the slot is held until the copy completed) and does
+        the channel order -- and for float32 CHW RGB the scaling to [0, 1] --
+        in the same GPU kernel; ``torch.from_dlpack`` then takes the device
+        buffer without a copy, its current stream waiting for the upload.
+        Other layouts and dtypes finish on the device with torch.
+        """
+        if self._frame is None or channels == "RGBA":
+            return None
+        import framebus.cuda as fcuda
+
+        if not fcuda.is_available():
+            return None
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if dtype == torch.float32 and layout == "CHW" and channels == "RGB":
+            # (v / 255 - 0) / 1 in float32: the bits of torch's uint8 / 255.0.
+            return torch.from_dlpack(self._frame.to_device(index, format="RGB_F32_CHW"))
+        fmt = None if channels == "BGRA" else channels
+        rv = torch.from_dlpack(self._frame.to_device(index, format=fmt))
+        if layout == "CHW":
+            rv = rv.permute(2, 0, 1)
+        if dtype == torch.uint8:
+            return rv
+        rv = rv.to(dtype=dtype)
+        if dtype.is_floating_point:
             rv.div_(255.0)
         return rv
 
