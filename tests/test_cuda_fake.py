@@ -209,6 +209,17 @@ def test_gpu_nv12_equals_the_cpu_kernels(matrix, range_, size):
     assert cai["shape"] == (h * 3 // 2, w) and cai["typestr"] == "|u1"
 
 
+def test_tall_resizes_fit_the_grid():
+    """The resampling kernels loop over rows too (the fake refuses grids beyond
+    CUDA's limits): 600 000 output rows, GRAY8 and NV12."""
+    pool = framebus.FramePool()
+    f = random_frame(pool, 6, 1000, seed=10)
+    for fmt, size in (("GRAY8", (3, 600_000)), ("NV12", (4, 600_000))):
+        cf = f.to_device(format=fmt, size=size)
+        want = f.resize(*size, "bilinear", format=fmt)
+        assert device_bytes(cf) == ctypes.string_at(want.address, want.nbytes)
+
+
 def test_nv12_frames_upload_as_they_are():
     pool = framebus.FramePool()
     nv = random_frame(pool, 16, 8, seed=7).convert("NV12")
@@ -660,12 +671,11 @@ def test_device_frames_over_a_channel_subscriber():
     """DeviceFrames(Subscriber) delivers CudaFrames converted on the GPU; the
     channel's slot is held until the copy completed, then given back."""
     name = f"pytest-cuda-{os.getpid()}"
-    with (
-        framebus.Publisher(name, mode="lossless") as pub,
-        fcuda.DeviceFrames(
-            framebus.Subscriber(name, timeout=5.0), "cuda:0", format="RGB", size=(20, 10)
-        ) as dev,
-    ):
+    pub = framebus.Publisher(name, mode="lossless")
+    dev = fcuda.DeviceFrames(
+        framebus.Subscriber(name, timeout=5.0), "cuda:0", format="RGB", size=(20, 10)
+    )
+    with pub, dev:
         sent = []
         for k in range(3):
             f = random_frame(pub.pool, 40, 20, seed=20 + k)
