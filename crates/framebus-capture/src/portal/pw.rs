@@ -1141,6 +1141,27 @@ mod tests {
     }
 
     #[test]
+    fn a_linear_dmabuf_is_mapped_at_its_offset_with_syncs_around_reads() {
+        // No DMA-BUF exporter exists on these machines (no GPU, no udmabuf, no dma-heap): a
+        // memfd stands in. The mapping takes the DMA-BUF path (no size check, the fd kept
+        // for DMA_BUF_IOCTL_SYNC, whose ENOTTY on a memfd is ignored like any sync error).
+        use std::io::Write;
+        let fd = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let mut f = std::fs::File::from(fd);
+        let bytes: Vec<u8> = (0..4 * 4096u32).map(|i| (i % 241) as u8).collect();
+        f.write_all(&bytes).unwrap();
+        let m = Mapping::new(std::os::fd::AsFd::as_fd(&f), 4096 + 64, 8192, true).unwrap();
+        assert!(m.dmabuf.is_some(), "the fd is kept for the syncs");
+        m.sync(false);
+        let p = m.range(0, 8192).unwrap();
+        // SAFETY: inside our mapping, which lives until the end of the test.
+        let got = unsafe { std::slice::from_raw_parts(p.as_ptr(), 8192) };
+        assert_eq!(got, &bytes[4096 + 64..4096 + 64 + 8192]);
+        m.sync(true);
+        assert!(m.range(8000, 193).is_none(), "past the buffer's end");
+    }
+
+    #[test]
     fn hook_remove_unlinks_from_a_list() {
         // head <-> hook <-> other <-> head, as spa_list links them
         let mut head = [0usize; 2];
