@@ -209,6 +209,39 @@ def test_gpu_nv12_equals_the_cpu_kernels(matrix, range_, size):
     assert cai["shape"] == (h * 3 // 2, w) and cai["typestr"] == "|u1"
 
 
+AREA_SIZES = [(25, 15), (16, 9), (12, 10), (7, 3), (1, 1), (100, 60), (50, 15)]
+
+
+@pytest.mark.parametrize("size", AREA_SIZES)
+@pytest.mark.parametrize("fmt", [None, "RGB", "GRAY8", "NV12"])
+def test_gpu_area_resize_equals_the_cpu_resize(size, fmt):
+    """method="area": exact 2x (the CPU's box path), non-integer factors, up
+    (area of an upscale), 1x1, one axis; byte-equal to Frame.resize."""
+    if fmt == "NV12" and (size[0] % 2 or size[1] % 2):
+        pytest.skip("NV12 needs even sides")
+    pool = framebus.FramePool()
+    f = random_frame(pool, 50, 30, seed=11, stride=50 * 4 + 8)
+    cf = f.to_device(format=fmt, size=size, method="area")
+    out = fmt or "BGRA"
+    want = f.resize(*size, "area", format=out)
+    assert (cf.width, cf.height, cf.format) == (*size, out)
+    assert device_bytes(cf) == ctypes.string_at(want.address, want.nbytes)
+
+
+def test_gpu_area_f32_chw_equals_to_tensor_default_bit_for_bit():
+    pool = framebus.FramePool()
+    f = random_frame(pool, 96, 54, seed=12)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    cf = f.to_device(format="RGB_F32_CHW", mean=mean, std=std, size=(40, 22), method="area")
+    want = f.to_tensor(size=(40, 22), mean=mean, std=std)  # method="area" is its default
+    got = np.frombuffer(device_bytes(cf), np.float32).reshape(3, 22, 40)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    with pytest.raises(ValueError, match="method= applies with size="):
+        f.to_device(method="area")
+    with pytest.raises(ValueError, match='"nearest"'):
+        f.to_device(size=(8, 8), method="nearest")
+
+
 def test_tall_resizes_fit_the_grid():
     """The resampling kernels loop over rows too (the fake refuses grids beyond
     CUDA's limits): 600 000 output rows, GRAY8 and NV12."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,10 @@ def test_ptxas_assembles_every_kernel_for_every_supported_arch(tmp_path):
         props = [ln.strip() for ln in a.stderr.splitlines() if "spill stores" in ln]
         assert len(props) == len(out["names"]), (arch, a.stderr)
         assert set(props) == {"0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"}
+        # Every kernel launches 32 x 8 = 256 threads a block: their registers fit
+        # the 64 K a block may use (else the launch fails on the GPU).
+        regs = [int(m) for m in re.findall(r"Used (\d+) registers", a.stderr)]
+        assert len(regs) == len(out["names"]) and max(regs) * 256 <= 65536, (arch, regs)
 
 
 def test_a_broken_arch_is_a_clear_error():

@@ -121,6 +121,7 @@ class Frame(Buffer):
         pool: DevicePool | None = None,
         *,
         size: tuple[int, int] | None = None,
+        method: str | None = None,
         matrix: str | None = None,
         range: str | None = None,
     ) -> CudaFrame: ...

@@ -133,8 +133,8 @@ class DeviceFrames:
     ``source`` is anything with ``latest()``/``recv()``/``frames()`` returning
     framebus ``Frame``s (``framebus.Capture``, ``framebus.Subscriber``,
     ``framebus.zenoh.Subscriber``). Each frame is handed to
-    ``Frame.to_device(device, stream=, format=, size=, mean=, std=, matrix=,
-    range=, pool=)`` as it is taken: the copy (and conversion) is queued on a
+    ``Frame.to_device(device, stream=, format=, size=, method=, mean=, std=,
+    matrix=, range=, pool=)`` as it is taken: the copy (and conversion) is queued on a
     framebus stream and the call returns at once, so the source's next grab or
     receive overlaps the GPU's copy. The host slot goes back to its pool only
     once the copy's event has completed (framebus's reaper holds its lease),
@@ -153,6 +153,7 @@ class DeviceFrames:
         *,
         format: str | None = None,
         size: tuple[int, int] | None = None,
+        method: str | None = None,
         mean: float | tuple[float, float, float] | None = None,
         std: float | tuple[float, float, float] | None = None,
         matrix: str | None = None,
@@ -172,6 +173,7 @@ class DeviceFrames:
             "std": std,
             "pool": pool,
             "size": size,
+            "method": method,
             "matrix": matrix,
             "range": range,
         }
@@ -220,6 +222,7 @@ def capture(
     device: str | int | Any = "cuda:0",
     format: str | None = None,
     size: tuple[int, int] | None = None,
+    method: str | None = None,
     mean: float | tuple[float, float, float] | None = None,
     std: float | tuple[float, float, float] | None = None,
     stream: int | Any | None = None,
@@ -236,6 +239,7 @@ def capture(
         device,
         format=format,
         size=size,
+        method=method,
         mean=mean,
         std=std,
         stream=stream,

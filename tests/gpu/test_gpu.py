@@ -58,6 +58,17 @@ def test_resize_is_pixel_exact(pool, size, fmt):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("size", [(960, 540), (224, 224), (1280, 720)])
+@pytest.mark.parametrize("fmt", ["BGRA", "RGB", "NV12"])
+def test_area_resize_is_pixel_exact(pool, size, fmt):
+    torch = pytest.importorskip("torch")
+    f = frame(pool, 1920, 1080, seed=9)
+    cf = f.to_device(format=None if fmt == "BGRA" else fmt, size=size, method="area")
+    got = torch.from_dlpack(cf).cpu().numpy()
+    want = f.resize(*size, "area", format=fmt)
+    assert got.tobytes() == bytes(memoryview(want).cast("B"))[: got.nbytes]
+
+
 def test_resized_float_chw_within_one_ulp_of_to_tensor(pool):
     torch = pytest.importorskip("torch")
     f = frame(pool, 1920, 1080, seed=7)

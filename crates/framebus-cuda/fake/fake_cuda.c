@@ -101,7 +101,7 @@ typedef struct op {
     void *dst; const void *src; size_t n;
     event *ev; long target;
     int kernel; uint64_t ksrc, kdst; int spitch, dpitch, w, h; float m[3], s[3];
-    int sw, sh, bpp, mode, k[9], y_add, c_add; /* framebus_resample(_nv12) */
+    int sw, sh, bpp, mode, k[9], y_add, c_add, area; /* framebus_resample(_nv12) */
     long ms;
     struct op *next;
 } op;
@@ -431,10 +431,12 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned
         if (o->kernel == 4) {
             o->mode = *(int *)p[9];
             for (int i = 0; i < 3; i++) { o->m[i] = *(float *)p[10 + i]; o->s[i] = *(float *)p[13 + i]; }
+            o->area = *(int *)p[16];
             cols = o->w;
         } else {
             for (int i = 0; i < 9; i++) o->k[i] = *(int *)p[9 + i];
             o->y_add = *(int *)p[18]; o->c_add = *(int *)p[19];
+            o->area = *(int *)p[20];
             cols = o->w / 2;
         }
         src_rows = o->sh;
@@ -465,9 +467,39 @@ static void axis(int i, int n_in, int n_out, int *i0, int *i1, int *f) {
     if (x0 + 1 >= n_in || fx == 0) { *i0 = *i1 = (int)(x0 < n_in - 1 ? x0 : n_in - 1); *f = 0; return; }
     *i0 = (int)x0; *i1 = (int)x0 + 1; *f = fx;
 }
+/* Area taps of output i (framebus_kernels' Axis::area): first source index,
+   count, each weight floor(overlap * 2048 / n_in), the remainder to the first
+   tap of the largest overlap. */
+static int area_axis(int i, int n_in, int n_out, unsigned *w) {
+    long long lo = (long long)i * n_in, hi = lo + n_in, a = lo / n_out, b = (hi - 1) / n_out;
+    long long best = -1; int at = 0, sum = 0;
+    for (long long j = a; j <= b; j++) {
+        long long e = (j + 1) * n_out < hi ? (j + 1) * n_out : hi, s = j * n_out > lo ? j * n_out : lo;
+        w[j - a] = (unsigned)((e - s) * 2048 / n_in);
+        sum += (int)w[j - a];
+        if (e - s > best) { best = e - s; at = (int)(j - a); }
+    }
+    w[at] += (unsigned)(2048 - sum);
+    return (int)a;
+}
 /* Byte c of the resampled pixel (x, y) of a resample op. */
 static int sample(const op *o, int x, int y, int c) {
     const unsigned char *src = (const unsigned char *)(uintptr_t)o->ksrc;
+    if (o->area) {
+        /* at most ceil(n_in / n_out) + 1 taps an axis */
+        int nx = o->sw / o->w + 2, ny = o->sh / o->h + 2;
+        unsigned *wx = calloc((size_t)nx, sizeof *wx), *wy = calloc((size_t)ny, sizeof *wy);
+        int x0 = area_axis(x, o->sw, o->w, wx), y0 = area_axis(y, o->sh, o->h, wy);
+        unsigned acc = 0;
+        for (int ty = 0; ty < ny && y0 + ty < o->sh; ty++) {
+            const unsigned char *row = src + (size_t)(y0 + ty) * o->spitch;
+            unsigned hs = 0;
+            for (int tx = 0; tx < nx && x0 + tx < o->sw; tx++) hs += wx[tx] * row[(size_t)(x0 + tx) * o->bpp + c];
+            acc += wy[ty] * hs;
+        }
+        free(wx); free(wy);
+        return (int)((acc + (1u << 21)) >> 22);
+    }
     int x0, x1, fx, y0, y1, fy;
     axis(x, o->sw, o->w, &x0, &x1, &fx);
     axis(y, o->sh, o->h, &y0, &y1, &fy);

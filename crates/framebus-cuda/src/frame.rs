@@ -17,7 +17,7 @@
 use crate::device::{self, Device, Event, StreamHandle};
 use crate::driver::check;
 use crate::error::{CudaError, Result};
-use crate::kernels::{self, Kernel, Resample, ResampleOut, YuvWeights};
+use crate::kernels::{self, Kernel, Resample, ResampleOut, ResizeMethod, YuvWeights};
 use crate::pool::{DeviceLease, DevicePool, Fence};
 use framebus_core::{Frame, FramePool, PixelFormat};
 use std::sync::Arc;
@@ -123,8 +123,10 @@ pub struct Upload {
     pub format: Option<DeviceFormat>,
     pub mean: [f32; 3],
     pub std: [f32; 3],
-    /// Resize (bilinear) to `(width, height)` on the GPU.
+    /// Resize to `(width, height)` on the GPU.
     pub size: Option<(usize, usize)>,
+    /// How `size` resizes.
+    pub method: ResizeMethod,
     /// NV12's weights (`framebus_kernels::yuv_weights`); needed for NV12 output.
     pub yuv: Option<YuvWeights>,
 }
@@ -137,6 +139,7 @@ impl Default for Upload {
             mean: [0.0; 3],
             std: [1.0; 3],
             size: None,
+            method: ResizeMethod::Bilinear,
             yuv: None,
         }
     }
@@ -363,6 +366,7 @@ pub fn upload_leased(
         dst_pitch: plan.out_pitch,
         w: plan.width,
         h: plan.height,
+        method: opts.method,
     };
     let out = match (plan.step, out) {
         (Step::Copy, _) | (_, None) => staging.clone(),

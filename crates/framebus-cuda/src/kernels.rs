@@ -10,9 +10,9 @@
 //!   contraction (`--fmad=false`), IEEE division (`--prec-div=true`).
 //!
 //! Two more kernels resize and/or write NV12 ([`Resample`]'s parameters):
-//! * `framebus_resample`: bilinear resize (`framebus_kernels::resize`'s integer
-//!   maths: pixel centres aligned, 11-bit weights per axis computed from the
-//!   same integer formula as `Axis::bilinear`, `(Σ wy·Σ wx·p + 2^21) >> 22`),
+//! * `framebus_resample`: bilinear or area resize (`framebus_kernels::resize`'s
+//!   integer maths: 11-bit weights per axis computed from the same integer
+//!   formulas as `Axis::bilinear` / `Axis::area`, `(Σ wy·Σ wx·p + 2^21) >> 22`),
 //!   then the conversion of the row kernels (copy, RGB, BGR, GRAY, CHW float);
 //! * `framebus_resample_nv12`: the same resampling, then BT.601/BT.709
 //!   limited/full NV12 from each 2×2 block with the CPU kernels' 15-bit luma and
@@ -72,6 +72,16 @@ pub struct YuvWeights {
     pub y_offset: i32,
 }
 
+/// How the resampling kernels resize (`framebus_kernels::Method`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ResizeMethod {
+    /// Linear interpolation between the 2×2 nearest source pixels.
+    #[default]
+    Bilinear,
+    /// Area average (box filter for integer factors); best for downscaling.
+    Area,
+}
+
 /// A resampling launch: `src` (`sw`×`sh`, `bpp` bytes a pixel, `src_pitch`)
 /// → `dst` (`w`×`h`, `dst_pitch`).
 #[derive(Clone, Copy, Debug)]
@@ -85,6 +95,7 @@ pub struct Resample {
     pub dst_pitch: usize,
     pub w: usize,
     pub h: usize,
+    pub method: ResizeMethod,
 }
 
 /// The kernels' CUDA C source.
@@ -159,13 +170,55 @@ __device__ __forceinline__ int fb_sample(const unsigned char* r0, const unsigned
     return (int)(((2048u - fy) * a + (unsigned)fy * b + (1u << 21)) >> 22);
 }
 
+// Area (box) taps of output i along an axis, as framebus_kernels' Axis::area:
+// output i covers [i*n_in, (i+1)*n_in) in 1/n_out source pixels; the weight of
+// source j is floor(overlap * 2048 / n_in); the remainder to 2048 goes to the
+// first tap of the largest overlap.
+__device__ __forceinline__ void fb_area_axis(int i, int n_in, int n_out, int* j0, int* n, int* at, int* rem) {
+    long long lo = (long long)i * n_in, hi = lo + n_in;
+    long long a = lo / n_out, b = (hi - 1) / n_out, best = -1;
+    int sum = 0;
+    for (long long j = a; j <= b; j++) {
+        long long r = (hi < (j + 1) * n_out ? hi : (j + 1) * n_out) - (lo > j * n_out ? lo : j * n_out);
+        sum += (int)(r * 2048 / n_in);
+        if (r > best) { best = r; *at = (int)(j - a); }
+    }
+    *j0 = (int)a; *n = (int)(b - a + 1); *rem = 2048 - sum;
+}
+
+__device__ __forceinline__ unsigned fb_area_w(int i, int n_in, int n_out, int j) {
+    long long lo = (long long)i * n_in, hi = lo + n_in;
+    long long r = (hi < (j + 1LL) * n_out ? hi : (j + 1LL) * n_out) - (lo > (long long)j * n_out ? lo : (long long)j * n_out);
+    return (unsigned)(r * 2048 / n_in);
+}
+
+// Byte c of the area-resampled pixel (x, y).
+__device__ __forceinline__ int fb_area(const unsigned char* src, int pitch, int sw, int sh, int w, int h,
+                       int x, int y, int bpp, int c) {
+    int xj0, xn, xat = 0, xrem, yj0, yn, yat = 0, yrem;
+    fb_area_axis(x, sw, w, &xj0, &xn, &xat, &xrem);
+    fb_area_axis(y, sh, h, &yj0, &yn, &yat, &yrem);
+    unsigned acc = 0;
+    for (int ty = 0; ty < yn; ty++) {
+        unsigned wy = fb_area_w(y, sh, h, yj0 + ty) + (ty == yat ? yrem : 0);
+        const unsigned char* row = src + (size_t)(yj0 + ty) * pitch;
+        unsigned hs = 0;
+        for (int tx = 0; tx < xn; tx++) {
+            unsigned wx = fb_area_w(x, sw, w, xj0 + tx) + (tx == xat ? xrem : 0);
+            hs += wx * row[(size_t)(xj0 + tx) * bpp + c];
+        }
+        acc += wy * hs;
+    }
+    return (int)((acc + (1u << 21)) >> 22);
+}
+
 #define FB_RS_PARAMS const unsigned char* __restrict__ src, int src_pitch, int sw, int sh, \
     int bpp, unsigned char* __restrict__ dst, int dst_pitch, int w, int h
 
 // Resize (bilinear), then: mode 0 the source's format, 1 RGB, 2 BGR, 3 GRAY8,
 // 4 RGB float32 CHW with mean/std (modes 1-4 read BGRA/BGRX).
 extern "C" __global__ void framebus_resample(FB_RS_PARAMS, int mode,
-    float m0, float m1, float m2, float s0, float s1, float s2) {
+    float m0, float m1, float m2, float s0, float s1, float s2, int area) {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     if (x >= w) return;
     int x0, x1, fx;
@@ -176,13 +229,14 @@ extern "C" __global__ void framebus_resample(FB_RS_PARAMS, int mode,
         const unsigned char* r0 = src + (size_t)y0 * src_pitch;
         const unsigned char* r1 = src + (size_t)y1 * src_pitch;
         unsigned char* d = dst + (size_t)y * dst_pitch;
+#define FB_PX(c) (area ? fb_area(src, src_pitch, sw, sh, w, h, x, y, bpp, c) \
+                         : fb_sample(r0, r1, x0, x1, fx, fy, bpp, c))
         if (mode == 0) {
-            for (int c = 0; c < bpp; c++) d[(size_t)x * bpp + c] = (unsigned char)fb_sample(r0, r1, x0, x1, fx, fy, bpp, c);
+            for (int c = 0; c < bpp; c++) d[(size_t)x * bpp + c] = (unsigned char)FB_PX(c);
             continue;
         }
-        int b = fb_sample(r0, r1, x0, x1, fx, fy, 4, 0);
-        int g = fb_sample(r0, r1, x0, x1, fx, fy, 4, 1);
-        int r = fb_sample(r0, r1, x0, x1, fx, fy, 4, 2);
+        int b = FB_PX(0), g = FB_PX(1), r = FB_PX(2);
+#undef FB_PX
         if (mode == 1) { d[3 * (size_t)x] = r; d[3 * (size_t)x + 1] = g; d[3 * (size_t)x + 2] = b; }
         else if (mode == 2) { d[3 * (size_t)x] = b; d[3 * (size_t)x + 1] = g; d[3 * (size_t)x + 2] = r; }
         else if (mode == 3) {
@@ -208,23 +262,27 @@ __device__ __forceinline__ unsigned char fb_clamp(int v) {
 // interleaved U, V.
 extern "C" __global__ void framebus_resample_nv12(FB_RS_PARAMS,
     int yr, int yg, int yb, int ur, int ug, int ub, int vr, int vg, int vb,
-    int y_add, int c_add) {
+    int y_add, int c_add, int area) {
     int bx = blockIdx.x * blockDim.x + threadIdx.x;
     if (2 * bx >= w) return;
     int xs0[2], xs1[2], fxs[2];
+#pragma unroll
     for (int k = 0; k < 2; k++) fb_axis(2 * bx + k, sw, w, &xs0[k], &xs1[k], &fxs[k]);
     unsigned char* uvp = dst + (size_t)h * dst_pitch;
     for (int by = blockIdx.y * blockDim.y + threadIdx.y; 2 * by < h; by += gridDim.y * blockDim.y) {
         int sr = 0, sg = 0, sb = 0;
+#pragma unroll
         for (int j = 0; j < 2; j++) {
             int y = 2 * by + j, y0, y1, fy;
             fb_axis(y, sh, h, &y0, &y1, &fy);
             const unsigned char* r0 = src + (size_t)y0 * src_pitch;
             const unsigned char* r1 = src + (size_t)y1 * src_pitch;
+#pragma unroll
             for (int k = 0; k < 2; k++) {
-                int b = fb_sample(r0, r1, xs0[k], xs1[k], fxs[k], fy, bpp, 0);
-                int g = fb_sample(r0, r1, xs0[k], xs1[k], fxs[k], fy, bpp, 1);
-                int r = fb_sample(r0, r1, xs0[k], xs1[k], fxs[k], fy, bpp, 2);
+#define FB_PX(c) (area ? fb_area(src, src_pitch, sw, sh, w, h, 2 * bx + k, y, bpp, c) \
+                         : fb_sample(r0, r1, xs0[k], xs1[k], fxs[k], fy, bpp, c))
+                int b = FB_PX(0), g = FB_PX(1), r = FB_PX(2);
+#undef FB_PX
                 dst[(size_t)y * dst_pitch + 2 * bx + k] = fb_clamp((yr * r + yg * g + yb * b + y_add) >> 15);
                 sr += r; sg += g; sb += b;
             }
@@ -419,6 +477,7 @@ pub fn launch_resample(
     let mut args = r.args()?;
     args.push(Arg::I32(out as i32));
     args.extend(mean.into_iter().chain(std).map(Arg::F32));
+    args.push(Arg::I32((r.method == ResizeMethod::Area) as i32));
     launch_args(dev, RESAMPLE, stream, r.w, r.h, &mut args)
 }
 
@@ -431,5 +490,6 @@ pub fn launch_nv12(dev: &Device, stream: StreamHandle, r: &Resample, k: &YuvWeig
     // 15-bit (luma) and 17-bit (2x2 chroma sum) shifts.
     args.push(Arg::I32((k.y_offset << 15) + (1 << 14)));
     args.push(Arg::I32((128 << 17) + (1 << 16)));
+    args.push(Arg::I32((r.method == ResizeMethod::Area) as i32));
     launch_args(dev, RESAMPLE_NV12, stream, r.w / 2, r.h / 2, &mut args)
 }

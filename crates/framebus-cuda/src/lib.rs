@@ -31,7 +31,7 @@ pub use frame::{
     plan, upload, upload_leased, Consumer, CudaFrame, DeviceFormat, Download, ExportGuard, Upload,
     UploadPlan,
 };
-pub use kernels::YuvWeights;
+pub use kernels::{ResizeMethod, YuvWeights};
 pub use pinned::{is_pinned, PinHook, PinStats};
 pub use pool::{Attempt, DeviceLease, DevicePool, DevicePoolConfig, DevicePoolStats, Fence};
 

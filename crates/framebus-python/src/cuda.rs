@@ -539,10 +539,10 @@ impl PyFrame {
     /// contents are ready on `stream` (framebus's stream of the device, or the
     /// caller's). `format` converts on the GPU (from BGRA/BGRX: "RGB", "BGR",
     /// "GRAY8", "NV12" with `matrix`/`range`, "RGB_F32_CHW" with
-    /// `(v / 255 - mean) / std`); `size=(w, h)` resizes (bilinear) in the same
-    /// kernel. Results equal `Frame.resize`/`convert`/`to_tensor`. The slot is
-    /// held until the copy completed.
-    #[pyo3(signature = (device=None, stream=None, format=None, mean=None, std=None, pool=None, *, size=None, matrix=None, range=None))]
+    /// `(v / 255 - mean) / std`); `size=(w, h)` resizes (`method` "bilinear"
+    /// or "area") in the same kernel. Results equal `Frame.resize`/`convert`/
+    /// `to_tensor`. The slot is held until the copy completed.
+    #[pyo3(signature = (device=None, stream=None, format=None, mean=None, std=None, pool=None, *, size=None, method=None, matrix=None, range=None))]
     #[allow(clippy::too_many_arguments)]
     fn to_device(
         &self,
@@ -554,6 +554,7 @@ impl PyFrame {
         std: Option<&Bound<'_, PyAny>>,
         pool: Option<&PyDevicePool>,
         size: Option<(Int, Int)>,
+        method: Option<&str>,
         matrix: Option<&str>,
         range: Option<&str>,
     ) -> Result<PyCudaFrame> {
@@ -576,6 +577,13 @@ impl PyFrame {
                 Ok::<_, Error>((args::dimension("width", w)?, args::dimension("height", h)?))
             })
             .transpose()?;
+        if method.is_some() && size.is_none() {
+            return Err(Error::value("method= applies with size= only"));
+        }
+        let method = match method.map(str::parse).transpose()? {
+            None | Some(framebus_kernels::Method::Bilinear) => fc::ResizeMethod::Bilinear,
+            Some(framebus_kernels::Method::Area) => fc::ResizeMethod::Area,
+        };
         let matrix: framebus_kernels::YuvMatrix = matrix.unwrap_or("bt601").parse()?;
         let range: framebus_kernels::YuvRange = range.unwrap_or("limited").parse()?;
         let (k, y_offset) = framebus_kernels::yuv_weights(matrix, range);
@@ -585,6 +593,7 @@ impl PyFrame {
             mean: args::per_channel("mean", mean, 0.0, false)?,
             std: args::per_channel("std", std, 1.0, true)?,
             size,
+            method,
             yuv: Some(fc::YuvWeights { k, y_offset }),
         };
         let pool = match pool {
