@@ -575,3 +575,85 @@ impl CudaFrame {
         Ok(Download { frame, done })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use framebus_core::PoolConfig;
+
+    fn frame(w: usize, h: usize, f: PixelFormat) -> Frame {
+        FramePool::new(PoolConfig::default())
+            .acquire_frame(w, h, f, None)
+            .unwrap()
+    }
+
+    fn opts(format: &str, size: Option<(usize, usize)>) -> Upload {
+        Upload {
+            format: Some(DeviceFormat::parse(format).unwrap()),
+            size,
+            yuv: Some(YuvWeights {
+                k: [[1; 3]; 3],
+                y_offset: 16,
+            }),
+            ..Upload::default()
+        }
+    }
+
+    #[test]
+    fn plans_pick_the_kernel_and_the_output_size() {
+        let f = frame(64, 36, PixelFormat::Bgra);
+        let p = plan(&f, &opts("BGRX", None)).unwrap();
+        assert_eq!((p.step, p.out_bytes), (Step::Copy, None));
+        let p = plan(&f, &opts("RGB", None)).unwrap();
+        assert_eq!(p.step, Step::Convert(Kernel::Rgb));
+        let p = plan(&f, &opts("RGB", Some((64, 36)))).unwrap();
+        assert_eq!(
+            p.step,
+            Step::Convert(Kernel::Rgb),
+            "the same size is no resize"
+        );
+        let p = plan(&f, &opts("GRAY8", Some((10, 5)))).unwrap();
+        assert_eq!(
+            (p.step, p.out_bytes),
+            (Step::Resample(ResampleOut::Gray), Some(50))
+        );
+        assert_eq!((p.width, p.height, p.out_pitch), (10, 5, 10));
+        let p = plan(&f, &opts("RGB_F32_CHW", Some((7, 3)))).unwrap();
+        assert_eq!(p.out_bytes, Some(12 * 7 * 3));
+        let p = plan(&f, &opts("NV12", Some((8, 4)))).unwrap();
+        assert!(matches!(p.step, Step::Nv12(_)));
+        assert_eq!((p.out_bytes, p.out_pitch), (Some(8 * 4 * 3 / 2), 8));
+        let p = plan(&f, &opts("NV12", None)).unwrap();
+        assert_eq!(p.out_bytes, Some(64 * 36 * 3 / 2));
+        let rgb = frame(9, 9, PixelFormat::Rgb);
+        let p = plan(&rgb, &opts("RGB", Some((4, 4)))).unwrap();
+        assert_eq!(
+            (p.step, p.out_pitch),
+            (Step::Resample(ResampleOut::Same), 12)
+        );
+    }
+
+    #[test]
+    fn bad_plans_are_errors_naming_the_value() {
+        let f = frame(64, 36, PixelFormat::Bgra);
+        let e = |o: Upload| plan(&f, &o).unwrap_err().to_string();
+        assert!(e(opts("NV12", Some((7, 4)))).contains("even width"));
+        assert!(e(opts("BGRX", Some((8, 8)))).contains("GPU resizing keeps"));
+        let no_yuv = Upload {
+            yuv: None,
+            ..opts("NV12", None)
+        };
+        assert!(e(no_yuv).contains("YUV weights"));
+        let nv = frame(8, 8, PixelFormat::Nv12);
+        assert!(plan(&nv, &opts("RGB", None))
+            .unwrap_err()
+            .to_string()
+            .contains("uploads as it is"));
+        assert_eq!(plan(&nv, &Upload::default()).unwrap().step, Step::Copy);
+        let rgb = frame(8, 8, PixelFormat::Rgb);
+        assert!(plan(&rgb, &opts("NV12", None))
+            .unwrap_err()
+            .to_string()
+            .contains("reads BGRA or BGRX"));
+    }
+}
