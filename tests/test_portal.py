@@ -287,3 +287,36 @@ def test_stack_teardown_leaves_nothing(sway):
     st.stop()
     assert st.alive() == []
     assert not st.dir.exists()
+
+
+def test_portal_frames_carry_the_producers_damage(sway, stack, portal_process):
+    """Capture(backend="portal", on_change=True): nothing while the screen is still, then
+    a frame whose damage (the producer's SPA_META_VideoDamage) is a small rectangle
+    covering every pixel that changed; the first frame's damage is the whole frame."""
+    framebus = portal_process
+    term = sway.terminal("#204060")
+    try:
+        with framebus.Capture(
+            backend="portal", target_fps=None, on_change=True, portal_restore=False
+        ) as cap:
+            first = cap.next(timeout=20)
+            prev = np.array(np.asarray(first)[..., [2, 1, 0]])
+            assert (prev == (0x20, 0x40, 0x60)).all()
+            assert [tuple(r) for r in first.damage] == [(0, 0, W, H)]
+            del first
+            with pytest.raises(TimeoutError):
+                cap.next(timeout=0.5)
+            # One cell of a pure colour, written by the client.
+            term.write(b"\x1b[48;2;255;0;0m \x1b[0m")
+            f = cap.next(timeout=10)
+            cur = np.array(np.asarray(f)[..., [2, 1, 0]])
+            assert (cur == (255, 0, 0)).all(axis=2).any()
+            damage = [tuple(r) for r in f.damage]
+            assert damage, "a new frame without damage"
+            bad = wayland.uncovered(prev, cur, damage)
+            assert len(bad) == 0, f"changed outside damage {damage}: {bad[:3]}"
+            area = sum(w * h for _, _, w, h in damage)
+            assert area < W * H // 4, f"damage {damage} is most of the output for one cell"
+    finally:
+        term.close()
+        sway.procs[-1].kill()

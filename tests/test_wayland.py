@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from framebus.capture import Capture, Grabber, Region
 from signals import time_limit
-from wayland import Sway, pattern_rgb, require_sway, wait_for
+from wayland import Sway, pattern_rgb, require_sway, uncovered, wait_for
 
 W, H = 640, 480
 ROOT = Path(__file__).resolve().parents[1]
@@ -404,14 +404,6 @@ def test_rss_and_fds_flat_over_10000_grabs(sway_factory):
 
 
 # --- on-change capture --------------------------------------------------------
-
-
-def uncovered(prev: np.ndarray, cur: np.ndarray, damage) -> np.ndarray:
-    """Pixels that changed but lie in no damage rectangle."""
-    changed = (prev != cur).any(axis=2)
-    for left, top, width, height in damage:
-        changed[top : top + height, left : left + width] = False
-    return np.argwhere(changed)
 
 
 def test_on_change_delivers_nothing_while_still_and_the_change_within_a_refresh(sway_factory):

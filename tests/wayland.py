@@ -119,6 +119,14 @@ def pattern_rgb(left: int, top: int, width: int, height: int) -> np.ndarray:
     return out
 
 
+def uncovered(prev: np.ndarray, cur: np.ndarray, damage) -> np.ndarray:
+    """Pixels that changed but lie in no damage rectangle."""
+    changed = (prev != cur).any(axis=2)
+    for left, top, width, height in damage:
+        changed[top : top + height, left : left + width] = False
+    return np.argwhere(changed)
+
+
 def wait_for(cond, timeout: float, what: str, interval: float = 0.005):
     """Poll ``cond()`` until it returns something truthy (or an array); fail naming
     ``what``."""

@@ -25,6 +25,7 @@ pub(crate) mod dbus;
 pub(crate) mod pod;
 pub(crate) mod pw;
 
+use crate::damage::{simplify, Rect, MAX_FRAME_RECTS};
 use crate::source::Source;
 use crate::{Backend, CaptureError, Monitor, Region, Result};
 use framebus_core::{Exhausted, Frame, FrameLayout, FramePool, Lease, PixelFormat, Slot};
@@ -134,9 +135,12 @@ pub struct PortalSource {
     stats: PortalStats,
     reason: Option<String>,
     /// Damage tracking (see [`Source::track_damage`]): the changed
-    /// rectangles of the last grab, and the sequence number it showed.
+    /// rectangles of the last grab (from the producer's `SPA_META_VideoDamage`),
+    /// and the sequence number it showed.
     damage: Option<Vec<Region>>,
     damage_seq: u64,
+    /// The region of the frame `damage` belongs to (a new region: the whole frame).
+    damage_region: Option<Region>,
 }
 
 impl std::fmt::Debug for PortalSource {
@@ -214,6 +218,7 @@ impl PortalSource {
             reason: None,
             damage: None,
             damage_seq: 0,
+            damage_region: None,
         })
     }
 
@@ -462,19 +467,37 @@ impl Source for PortalSource {
         policy: Option<Exhausted>,
     ) -> Result<Frame> {
         let frame = self.grab(region, with_cursor, pool, policy)?;
-        if let Some(d) = &mut self.damage {
-            // PipeWire gives no damage we read yet: a new frame may have
-            // changed anything (the whole frame), the same frame nothing.
-            d.clear();
-            if frame.seq() != self.damage_seq {
-                d.push(Region::new(
-                    0,
-                    0,
-                    frame.width() as u32,
-                    frame.height() as u32,
-                ));
-            }
+        if self.damage.is_some() {
+            let (w, h) = (frame.width() as u32, frame.height() as u32);
+            // Frame coordinates: the region's, or the whole stream's.
+            let region = region.unwrap_or(Region::new(0, 0, w, h));
+            let known = (self.damage_seq > 0 && self.damage_region == Some(region))
+                .then(|| self.stream.damage_since(self.damage_seq, frame.seq()))
+                .flatten();
+            let whole = Rect::of(Region::new(0, 0, w, h));
+            let rects = match known {
+                Some(rects) => rects
+                    .into_iter()
+                    .filter_map(|r| {
+                        let c = Rect::of(r).intersect(&Rect::of(region));
+                        (!c.is_empty()).then(|| Rect {
+                            x0: c.x0 - region.left,
+                            y0: c.y0 - region.top,
+                            x1: c.x1 - region.left,
+                            y1: c.y1 - region.top,
+                        })
+                    })
+                    .collect(),
+                None => vec![whole],
+            };
+            self.damage = Some(
+                simplify(rects, MAX_FRAME_RECTS)
+                    .into_iter()
+                    .map(Rect::to_region)
+                    .collect(),
+            );
             self.damage_seq = frame.seq();
+            self.damage_region = Some(region);
         }
         Ok(frame)
     }

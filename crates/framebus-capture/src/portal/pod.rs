@@ -34,12 +34,10 @@ pub mod choice {
 pub mod key {
     pub const OBJECT_FORMAT: u32 = 0x40003;
     pub const OBJECT_PARAM_BUFFERS: u32 = 0x40004;
-    #[cfg_attr(not(test), allow(dead_code))] // for a Meta param (tests)
     pub const OBJECT_PARAM_META: u32 = 0x40005;
     pub const PARAM_ENUM_FORMAT: u32 = 3;
     pub const PARAM_FORMAT: u32 = 4;
     pub const PARAM_BUFFERS: u32 = 5;
-    #[cfg_attr(not(test), allow(dead_code))] // for a Meta param (tests)
     pub const PARAM_META: u32 = 6;
     pub const FORMAT_MEDIA_TYPE: u32 = 1;
     pub const FORMAT_MEDIA_SUBTYPE: u32 = 2;
@@ -51,9 +49,7 @@ pub mod key {
     pub const VIDEO_FRAMERATE: u32 = 0x20004;
     pub const BUFFERS_BUFFERS: u32 = 1;
     pub const BUFFERS_DATA_TYPE: u32 = 6;
-    #[cfg_attr(not(test), allow(dead_code))] // for a Meta param (tests)
     pub const META_TYPE: u32 = 1;
-    #[cfg_attr(not(test), allow(dead_code))] // for a Meta param (tests)
     pub const META_SIZE: u32 = 2;
 }
 

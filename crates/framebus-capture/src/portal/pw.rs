@@ -56,6 +56,20 @@ struct SpaData {
     chunk: *mut SpaChunk,
 }
 #[repr(C)]
+struct SpaMeta {
+    type_: u32,
+    size: u32,
+    data: *mut c_void,
+}
+/// `spa_meta_region`: a `spa_region` (position, size).
+#[repr(C)]
+struct SpaMetaRegion {
+    x: i32,
+    y: i32,
+    width: u32,
+    height: u32,
+}
+#[repr(C)]
 struct SpaBuffer {
     n_metas: u32,
     n_datas: u32,
@@ -95,6 +109,13 @@ const SPA_DATA_MEMPTR: u32 = 1;
 const SPA_DATA_MEMFD: u32 = 2;
 const SPA_DATA_DMABUF: u32 = 3;
 const SPA_CHUNK_FLAG_CORRUPTED: i32 = 1;
+/// `SPA_META_VideoDamage`, and how many rectangles a buffer may carry (a producer with more
+/// sends fewer, larger ones).
+const SPA_META_VIDEO_DAMAGE: u32 = 3;
+const DAMAGE_REGIONS: i32 = 16;
+/// New frames whose damage the stream remembers (a consumer further behind gets the whole
+/// frame as damage).
+const DAMAGE_HISTORY: usize = 64;
 /// `DRM_FORMAT_MOD_LINEAR` and `DRM_FORMAT_MOD_INVALID`.
 const MOD_LINEAR: i64 = 0;
 const MOD_INVALID: i64 = 0x00ff_ffff_ffff_ffff;
@@ -331,9 +352,37 @@ struct State {
     streaming: bool,
     error: Option<String>,
     dmabuf_seen: bool,
+    /// (seq, the producer's damage since the previous new frame; None = unknown, the whole
+    /// frame) of the latest new frames.
+    damage_log: std::collections::VecDeque<(u64, Option<Vec<crate::Region>>)>,
+    /// Damage of buffers dequeued but not delivered (unusable ones), carried into the next
+    /// new frame; `damage_unknown` when one of them carried none.
+    damage_carry: Vec<crate::Region>,
+    damage_unknown: bool,
 }
 
 impl State {
+    /// See [`Stream::damage_since`].
+    fn damage_since(&self, after: u64, upto: u64) -> Option<Vec<crate::Region>> {
+        if after >= upto {
+            return Some(Vec::new());
+        }
+        if self
+            .damage_log
+            .front()
+            .is_none_or(|(first, _)| *first > after + 1)
+        {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (seq, d) in &self.damage_log {
+            if *seq > after && *seq <= upto {
+                out.extend_from_slice(d.as_deref()?);
+            }
+        }
+        Some(out)
+    }
+
     fn held_buffers(&self) -> usize {
         self.out.len() + self.latest.as_ref().is_some_and(|l| l.held > 0) as usize
     }
@@ -584,6 +633,13 @@ impl Stream {
     /// Sequence number of the newest frame (0 = none yet).
     pub fn seq(&self) -> u64 {
         self.state().latest.as_ref().map_or(0, |l| l.seq)
+    }
+
+    /// The producer's damage of the new frames after `after` up to `upto` (sequence
+    /// numbers), in stream pixels; None when some of it is unknown (a buffer without damage
+    /// metadata, or history no longer reaching back that far).
+    pub fn damage_since(&self, after: u64, upto: u64) -> Option<Vec<crate::Region>> {
+        self.state().damage_since(after, upto)
     }
 
     /// How many buffers the stream has, and how many consumers hold.
@@ -869,6 +925,60 @@ pub fn buffers_pod() -> Vec<u8> {
     .to_pod()
 }
 
+/// The Meta param asking for the producer's damage rectangles (`SPA_META_VideoDamage`) with
+/// each buffer: room for 1–16 `spa_meta_region`s.
+pub fn damage_meta_pod() -> Vec<u8> {
+    let region = std::mem::size_of::<SpaMetaRegion>() as i32;
+    Value::Object {
+        object_type: key::OBJECT_PARAM_META,
+        id: key::PARAM_META,
+        props: vec![
+            (key::META_TYPE, Value::Id(SPA_META_VIDEO_DAMAGE)),
+            (
+                key::META_SIZE,
+                Value::Choice {
+                    kind: pod::choice::RANGE,
+                    values: vec![
+                        Value::Int(region * DAMAGE_REGIONS),
+                        Value::Int(region),
+                        Value::Int(region * DAMAGE_REGIONS),
+                    ],
+                },
+            ),
+        ],
+    }
+    .to_pod()
+}
+
+/// The damage a buffer carries: its valid `spa_meta_region`s (the list ends at the first
+/// empty one), or None when it has no damage metadata or no valid rectangle (then the whole
+/// frame may have changed).
+///
+/// # Safety
+/// `sb` is a buffer PipeWire handed us (dequeued and not queued back): its `metas` array
+/// holds `n_metas` entries whose `data` points at `size` readable bytes.
+unsafe fn buffer_damage(sb: &SpaBuffer) -> Option<Vec<crate::Region>> {
+    if sb.n_metas == 0 || sb.metas.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract: `n_metas` spa_meta entries.
+    let metas =
+        unsafe { std::slice::from_raw_parts(sb.metas as *const SpaMeta, sb.n_metas as usize) };
+    let meta = metas
+        .iter()
+        .find(|m| m.type_ == SPA_META_VIDEO_DAMAGE && !m.data.is_null())?;
+    let n = meta.size as usize / std::mem::size_of::<SpaMetaRegion>();
+    // SAFETY: the caller's contract: `size` bytes at `data`, which PipeWire aligns for the
+    // meta's type; `n` whole regions fit.
+    let regions = unsafe { std::slice::from_raw_parts(meta.data as *const SpaMetaRegion, n) };
+    let out: Vec<crate::Region> = regions
+        .iter()
+        .take_while(|r| r.width > 0 && r.height > 0)
+        .map(|r| crate::Region::new(r.x, r.y, r.width, r.height))
+        .collect();
+    (!out.is_empty()).then_some(out)
+}
+
 /// Parse a negotiated Format pod: Ok(format) or Err(why it is unusable).
 pub fn parse_format(pod_bytes: &[u8]) -> std::result::Result<VideoFormat, String> {
     let (_, _, props) = pod::object_props(pod_bytes).ok_or("not a format object")?;
@@ -960,9 +1070,10 @@ unsafe extern "C" fn on_param_changed(data: *mut c_void, id: u32, param: *const 
         Ok(f) => {
             s.state().format = Some(f);
             let b = aligned(&buffers_pod());
-            let mut params = [b.as_ptr() as *const c_void];
-            // SAFETY: on the loop thread (lock held); a valid pod, copied.
-            unsafe { (s.lib.stream_update_params)(s.pw(), params.as_mut_ptr(), 1) };
+            let m = aligned(&damage_meta_pod());
+            let mut params = [b.as_ptr() as *const c_void, m.as_ptr() as *const c_void];
+            // SAFETY: on the loop thread (lock held); valid pods, copied.
+            unsafe { (s.lib.stream_update_params)(s.pw(), params.as_mut_ptr(), 2) };
         }
         Err(e) => {
             let mut st = s.state();
@@ -1020,11 +1131,20 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
     let s = unsafe { stream_of(data) };
     let l = s.lib;
     let mut newest: *mut PwBuffer = ptr::null_mut();
+    let mut damage: Vec<crate::Region> = Vec::new();
+    let mut unknown = false;
     loop {
         // SAFETY: on the loop thread, a valid stream.
         let b = unsafe { (l.stream_dequeue_buffer)(s.pw()) };
         if b.is_null() {
             break;
+        }
+        // Every buffer's damage counts, delivered or not: the next frame delivered holds
+        // its changes too.
+        // SAFETY: a dequeued buffer is valid until queued back.
+        match unsafe { buffer_damage(&*(*b).buffer) } {
+            Some(d) => damage.extend(d),
+            None => unknown = true,
         }
         // SAFETY: a dequeued buffer is valid until queued back.
         let usable = unsafe {
@@ -1046,12 +1166,20 @@ unsafe extern "C" fn on_process(data: *mut c_void) {
         }
         newest = b;
     }
+    let mut st = s.state();
+    st.damage_carry.append(&mut damage);
+    st.damage_unknown |= unknown;
     if newest.is_null() {
         return;
     }
-    let mut st = s.state();
     st.seq += 1;
     let seq = st.seq;
+    let carried = std::mem::take(&mut st.damage_carry);
+    let known = !std::mem::take(&mut st.damage_unknown);
+    st.damage_log.push_back((seq, known.then_some(carried)));
+    while st.damage_log.len() > DAMAGE_HISTORY {
+        st.damage_log.pop_front();
+    }
     if let Some(old) = st.latest.take() {
         if old.held > 0 {
             st.out.insert(old.buf, old.held);
@@ -1159,6 +1287,98 @@ mod tests {
         assert_eq!(got, &bytes[4096 + 64..4096 + 64 + 8192]);
         m.sync(true);
         assert!(m.range(8000, 193).is_none(), "past the buffer's end");
+    }
+
+    #[test]
+    fn damage_meta_asks_for_1_to_16_regions_of_video_damage() {
+        let pod_bytes = damage_meta_pod();
+        let (object_type, id, props) = pod::object_props(&pod_bytes).unwrap();
+        assert_eq!((object_type, id), (key::OBJECT_PARAM_META, key::PARAM_META));
+        assert_eq!(props[0], (key::META_TYPE, Value::Id(3)));
+        assert_eq!(
+            props[1],
+            (
+                key::META_SIZE,
+                Value::Choice {
+                    kind: pod::choice::RANGE,
+                    values: vec![Value::Int(256), Value::Int(16), Value::Int(256)],
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn buffer_damage_reads_regions_up_to_the_first_empty_one() {
+        let r = |x, y, width, height| SpaMetaRegion {
+            x,
+            y,
+            width,
+            height,
+        };
+        // The damage of a buffer whose metas are a header and (with `damage_meta`) a
+        // VideoDamage meta over `regions`.
+        let read = |mut regions: Vec<SpaMetaRegion>, damage_meta: bool| {
+            let mut metas = [
+                SpaMeta {
+                    type_: 1, // a header: skipped
+                    size: 32,
+                    data: ptr::null_mut(),
+                },
+                SpaMeta {
+                    type_: SPA_META_VIDEO_DAMAGE,
+                    size: (regions.len() * std::mem::size_of::<SpaMetaRegion>()) as u32,
+                    data: regions.as_mut_ptr().cast(),
+                },
+            ];
+            let sb = SpaBuffer {
+                n_metas: 1 + damage_meta as u32,
+                n_datas: 0,
+                metas: metas.as_mut_ptr().cast(),
+                datas: ptr::null_mut(),
+            };
+            // SAFETY: `sb` describes the metas above, which outlive the call.
+            unsafe { buffer_damage(&sb) }
+        };
+        let regions = || {
+            vec![
+                r(1, 2, 3, 4),
+                r(10, 20, 30, 40),
+                r(0, 0, 0, 0),
+                r(5, 5, 5, 5),
+            ]
+        };
+        assert_eq!(
+            read(regions(), true),
+            Some(vec![
+                crate::Region::new(1, 2, 3, 4),
+                crate::Region::new(10, 20, 30, 40)
+            ])
+        );
+        // No valid rectangle, or no damage meta at all: unknown (the whole frame).
+        assert_eq!(read(vec![r(0, 0, 0, 0), r(1, 1, 1, 1)], true), None);
+        assert_eq!(read(regions(), false), None);
+    }
+
+    #[test]
+    fn damage_since_unions_new_frames_and_knows_what_it_does_not_know() {
+        let reg = |x| crate::Region::new(x, 0, 1, 1);
+        let mut st = State::default();
+        assert_eq!(st.damage_since(0, 1), None, "no history");
+        st.damage_log.push_back((1, Some(vec![reg(1)])));
+        st.damage_log.push_back((2, Some(vec![reg(2)])));
+        st.damage_log.push_back((3, None));
+        st.damage_log.push_back((4, Some(vec![reg(4)])));
+        assert_eq!(st.damage_since(2, 2), Some(vec![]), "the same frame");
+        assert_eq!(st.damage_since(0, 2), Some(vec![reg(1), reg(2)]));
+        assert_eq!(st.damage_since(1, 2), Some(vec![reg(2)]));
+        assert_eq!(st.damage_since(2, 4), None, "frame 3 had no damage meta");
+        assert_eq!(st.damage_since(3, 4), Some(vec![reg(4)]));
+        st.damage_log.pop_front();
+        assert_eq!(
+            st.damage_since(0, 4),
+            None,
+            "history no longer reaches frame 1"
+        );
     }
 
     #[test]
