@@ -478,15 +478,7 @@ impl Source for PortalSource {
             let rects = match known {
                 Some(rects) => rects
                     .into_iter()
-                    .filter_map(|r| {
-                        let c = Rect::of(r).intersect(&Rect::of(region));
-                        (!c.is_empty()).then(|| Rect {
-                            x0: c.x0 - region.left,
-                            y0: c.y0 - region.top,
-                            x1: c.x1 - region.left,
-                            y1: c.y1 - region.top,
-                        })
-                    })
+                    .filter_map(|r| Rect::of(r).in_frame(region))
                     .collect(),
                 None => vec![whole],
             };

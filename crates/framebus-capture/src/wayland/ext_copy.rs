@@ -783,25 +783,24 @@ impl ExtCopySource {
         let k = p.scale as i32;
         let (_, uw, uh, _) = s.latest.as_ref()?.cons;
         let crop = if direct {
-            Rect::of(Region::new(0, 0, uw, uh))
+            Region::new(0, 0, uw, uh)
         } else {
-            Rect::of(Region::new(
+            Region::new(
                 p.local.left * k,
                 p.local.top * k,
                 p.local.width * p.scale,
                 p.local.height * p.scale,
-            ))
+            )
         };
+        let (dx, dy) = (p.dst.0 as i32, p.dst.1 as i32);
         Some(
             rects
-                .filter_map(|d| {
-                    let c = Rect::of(d).intersect(&crop);
-                    (!c.is_empty()).then(|| Rect {
-                        x0: c.x0 - crop.x0 + p.dst.0 as i32,
-                        y0: c.y0 - crop.y0 + p.dst.1 as i32,
-                        x1: c.x1 - crop.x0 + p.dst.0 as i32,
-                        y1: c.y1 - crop.y0 + p.dst.1 as i32,
-                    })
+                .filter_map(|d| Rect::of(d).in_frame(crop))
+                .map(|c| Rect {
+                    x0: c.x0 + dx,
+                    y0: c.y0 + dy,
+                    x1: c.x1 + dx,
+                    y1: c.y1 + dy,
                 })
                 .collect(),
         )

@@ -23,6 +23,7 @@
 //! frame instead of two (a stale guess fails and is retried the slow way).
 
 use super::{shm_format, wl_err, BufferKey, SlotBuffers, WlConn, WlState, FRAME_TIMEOUT};
+use crate::damage::Rect;
 use crate::source::Source;
 use crate::{Backend, CaptureError, Monitor, Region, Result};
 use framebus_core::{Exhausted, Frame, FrameLayout, FramePool, Lease, PixelFormat};
@@ -510,18 +511,7 @@ impl WlrSource {
             .into_iter()
             .filter_map(|r| {
                 let u = super::untransform_rect(r, bw as u32, bh as u32, t);
-                let x0 = u.left.max(crop.left);
-                let y0 = u.top.max(crop.top);
-                let x1 = u.right().min(crop.right());
-                let y1 = u.bottom().min(crop.bottom());
-                (x1 > x0 as i64 && y1 > y0 as i64).then(|| {
-                    Region::new(
-                        x0 - crop.left,
-                        y0 - crop.top,
-                        (x1 - x0 as i64) as u32,
-                        (y1 - y0 as i64) as u32,
-                    )
-                })
+                Rect::of(u).in_frame(crop).map(Rect::to_region)
             })
             .collect();
         let _ = uh;
