@@ -1,7 +1,7 @@
 """Frames into an FFmpeg subprocess: TurboPipe's own comparison, reproduced in one run.
 
-For each resolution (720p, 1080p, 4K; rgb24 frames as in TurboPipe's benchmark) and
-each sink, the same NBUF=4 rotating, pre-filled NumPy frames are sent by:
+For each pixel format (rgb24 as in TurboPipe's benchmark, and bgra: what screen capture
+gives), each resolution (720p, 1080p, 4K) and each sink, the same NBUF=4 rotating, pre-filled NumPy frames are sent by:
 
   write      proc.stdin.write(frame) on the main thread (no copy, buffer protocol)
   thread     a Python writer thread fed by queue.Queue(maxsize=NBUF-2)
@@ -23,6 +23,7 @@ Time: first write -> sink exit. GB/s = 1e9 bytes of frame data per second; media
 --repeats runs; methods alternate within each repeat (the 2-core VM is noisy).
 
 Usage: python bench/bench_pipe.py [--res 720p,1080p,4k] [--sinks null,x264,cat]
+       [--formats rgb24,bgra]
        [--methods write,thread,turbopipe,turbopipe+1M,framebus,framebus+splice,raw]
        [--gib 1] [--repeats 3]
 """
@@ -58,7 +59,7 @@ except ImportError:  # the bench still runs; the turbopipe rows say so
 RES = {"720p": (1280, 720), "1080p": (1920, 1080), "4k": (3840, 2160)}
 NBUF = 4
 F_SETPIPE_SZ = 1031
-X264_SECONDS = {"720p": 90, "1080p": 40, "4k": 10}  # frames per x264 run (short)
+X264_FRAMES = {"720p": 240, "1080p": 120, "4k": 24}  # frames per x264 run (~3 s here)
 
 
 def pipe_max() -> int:
@@ -66,7 +67,10 @@ def pipe_max() -> int:
         return int(f.read())
 
 
-def sink_cmd(sink: str, w: int, h: int) -> list[str]:
+CHANNELS = {"rgb24": 3, "bgra": 4}
+
+
+def sink_cmd(sink: str, w: int, h: int, pix_fmt: str) -> list[str]:
     if sink == "cat":
         return ["sh", "-c", "cat > /dev/null"]
     cmd = [
@@ -77,7 +81,7 @@ def sink_cmd(sink: str, w: int, h: int) -> list[str]:
         "-f",
         "rawvideo",
         "-pix_fmt",
-        "rgb24",
+        pix_fmt,
         "-s",
         f"{w}x{h}",
         "-r",
@@ -172,6 +176,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--res", default="720p,1080p,4k")
     ap.add_argument("--sinks", default="null,x264,cat")
+    ap.add_argument("--formats", default="rgb24,bgra")
     ap.add_argument(
         "--methods", default="write,thread,turbopipe,turbopipe+1M,framebus,framebus+splice,raw"
     )
@@ -187,47 +192,55 @@ def main() -> None:
     ]
     rows = []
     t_start = time.perf_counter()
-    for sink in a.sinks.split(","):
-        for res in a.res.split(","):
-            w, h = RES[res]
-            rng = np.random.default_rng(0)
-            frames = [rng.integers(128, 135, (h, w, 3), dtype=np.uint8) for _ in range(NBUF)]
-            fbytes = frames[0].nbytes
-            n = X264_SECONDS[res] if sink == "x264" else max(NBUF, int(a.gib * 2**30 / fbytes))
-            cmd = sink_cmd(sink, w, h)
-            runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
-            for m in methods:  # warm-up (page cache, ffmpeg binary, thread start)
-                one_run(m, frames, max(NBUF, n // 10), cmd, raw_exe)
-            for _ in range(a.repeats):
-                for m in methods:
-                    runs[m].append(one_run(m, frames, n, cmd, raw_exe))
-            gb = n * fbytes / 1e9
-            times = {m: [r[0] for r in rs] for m, rs in runs.items()}
-            gbps = {m: gb / statistics.median(t) for m, t in times.items()}
+    cases = [
+        (sink, res, pix_fmt)
+        for pix_fmt in a.formats.split(",")
+        for sink in a.sinks.split(",")
+        for res in a.res.split(",")
+    ]
+    for sink, res, pix_fmt in cases:
+        w, h = RES[res]
+        rng = np.random.default_rng(0)
+        shape = (h, w, CHANNELS[pix_fmt])
+        frames = [rng.integers(128, 135, shape, dtype=np.uint8) for _ in range(NBUF)]
+        fbytes = frames[0].nbytes
+        n = X264_FRAMES[res] if sink == "x264" else max(NBUF, int(a.gib * 2**30 / fbytes))
+        cmd = sink_cmd(sink, w, h, pix_fmt)
+        runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
+        for m in methods:  # warm-up (page cache, ffmpeg binary, thread start)
+            one_run(m, frames, max(NBUF, n // 10), cmd, raw_exe)
+        for _ in range(a.repeats):
             for m in methods:
-                med = sorted(runs[m])[len(runs[m]) // 2]
-                row = [
-                    sink,
-                    res,
-                    m,
-                    n,
-                    round(gbps[m], 2),
-                    round(n / statistics.median(times[m]), 1),
-                    round(gb / min(times[m]), 2),
-                    round(med[1] / gb, 2),
-                    round(med[2] / gb, 2),
-                ]
-                for ref in ("framebus", "framebus+splice"):
-                    row.append(round(gbps[ref] / gbps[m], 2) if ref in gbps else "")
-                rows.append(row)
-            print(
-                f"# {sink} {res}: " + ", ".join(f"{m} {g:.2f}" for m, g in gbps.items()), flush=True
-            )
+                runs[m].append(one_run(m, frames, n, cmd, raw_exe))
+        gb = n * fbytes / 1e9
+        times = {m: [r[0] for r in rs] for m, rs in runs.items()}
+        gbps = {m: gb / statistics.median(t) for m, t in times.items()}
+        for m in methods:
+            med = sorted(runs[m])[len(runs[m]) // 2]
+            row = [
+                sink,
+                res,
+                pix_fmt,
+                m,
+                n,
+                round(gbps[m], 2),
+                round(n / statistics.median(times[m]), 1),
+                round(gb / min(times[m]), 2),
+                round(med[1] / gb, 2),
+                round(med[2] / gb, 2),
+            ]
+            for ref in ("framebus", "framebus+splice"):
+                row.append(round(gbps[ref] / gbps[m], 2) if ref in gbps else "")
+            rows.append(row)
+        print(
+            f"# {sink} {res} {pix_fmt}: " + ", ".join(f"{m} {g:.2f}" for m, g in gbps.items()),
+            flush=True,
+        )
     notes = (
         f"GB/s = 1e9 bytes/s, median of {a.repeats} alternating runs (best in the next column); "
         "'fb ×' / 'fb+splice ×' = framebus's (framebus+splice's) median GB/s divided by that "
         "row's. CPU s/GB: CPU seconds per GB of frames of this process (all threads) and of "
-        "the children (the sink; for raw also the C writer), median run. rgb24 frames, 4 rotating "
+        "the children (the sink; for raw also the C writer), median run. 4 rotating "
         f"NumPy buffers synced before reuse. Total time {time.perf_counter() - t_start:.0f} s. "
         f"turbopipe {getattr(turbopipe, '__version__', 'missing')}, framebus {framebus.__version__}."
     )
@@ -237,6 +250,7 @@ def main() -> None:
         [
             "sink",
             "res",
+            "format",
             "method",
             "frames",
             "GB/s",
