@@ -346,6 +346,28 @@ def test_moderngl_buffer_is_piped_and_stays_mapped_until_written(xvfb, monkeypat
     ctx.release()
 
 
+def test_turbopipe_example_loop_with_fresh_views_of_the_mapping(xvfb, monkeypatch):
+    # TurboPipe's examples/ffmpeg.py: sync(memoryview(buffer.mglo)), then
+    # pipe(memoryview(buffer.mglo), fd). moderngl maps a buffer once, so a view held past
+    # pipe() would make the next memoryview() raise "Cannot map buffer".
+    moderngl = pytest.importorskip("moderngl")
+    from framebus import turbopipe
+
+    monkeypatch.setenv("DISPLAY", xvfb.display)
+    ctx = moderngl.create_standalone_context()
+    sent = [pattern(1 << 20, i).tobytes() for i in range(4)]
+    buf = ctx.buffer(reserve=len(sent[0]))
+    r = Reader(delay=0.1)
+    for data in sent:
+        turbopipe.sync(memoryview(buf.mglo))
+        buf.write(data)
+        turbopipe.pipe(memoryview(buf.mglo), r.fd)
+    turbopipe.sync(memoryview(buf.mglo))
+    assert r.finish() == sha(*sent)
+    buf.release()
+    ctx.release()
+
+
 def test_exit_with_pending_writes_neither_hangs_nor_crashes():
     code = (
         "import subprocess, sys, numpy as np\n"

@@ -21,6 +21,13 @@ direction:
 * ``sync()`` with no argument waits for everything; ``close(fd)`` flushes one fd
   and stops its thread (turbopipe 2.x's threads never stop); ``close()`` does so
   for every fd piped to through this module (turbopipe 1.x: "syncs and deletes").
+* ``pipe(memoryview(buffer.mglo), fd)`` (TurboPipe's ``examples/ffmpeg.py``) returns
+  once the view's bytes are written (by the fd's thread, zero-copy): moderngl maps a
+  buffer only once, so holding that view until later would make the caller's next
+  ``memoryview(buffer.mglo)`` fail ("Cannot map buffer"), and turbopipe's way —
+  releasing it and reading the unmapped memory later — is the use-after-free above.
+  With NBUFFER=1 that example syncs before every pipe anyway; pass ``buffer`` or
+  ``buffer.mglo`` itself to overlap writes with the caller.
 * Each fd's queue is bounded (backpressure), and pipes are enlarged with
   ``F_SETPIPE_SZ``. Writes are 8 KiB chunks as in turbopipe (measured in
   docs/benchmarks.md); ``TURBOPIPE_CHUNK_SIZE`` is not read, set
@@ -57,10 +64,19 @@ def _exporter(data: Any) -> Any:
     return data
 
 
+def _maps_once(data: Any) -> bool:
+    """A memoryview over a moderngl object (``memoryview(buffer.mglo)``): moderngl maps
+    a buffer once, so such a view must be let go before the caller makes the next."""
+    return isinstance(data, memoryview) and type(data.obj).__module__ in ("mgl", "moderngl.mgl")
+
+
 def pipe(data: Any, file: int) -> None:
     """Queue ``data`` (any buffer exporter, framebus.Frame or moderngl.Buffer) to be
     written to fd ``file``. ``pipe(buffer, fileno)`` of turbopipe 1.x is the same call."""
-    _pipe(_exporter(data), file)
+    data = _exporter(data)
+    _pipe(data, file)
+    if _maps_once(data):
+        _sync(data)  # written before returning, so the caller's view can go
     with _fds_lock:
         _fds.add(file)
 
