@@ -216,6 +216,7 @@ impl SegmentCache {
             Ok(p) => p,
             Err(_refused) => {
                 self.pixmaps = PixmapSupport::No;
+                let _ = xc.conn.free_gc(gc);
                 return Ok(false);
             }
         };
