@@ -215,8 +215,9 @@ __device__ __forceinline__ int fb_area(const unsigned char* src, int pitch, int 
 #define FB_RS_PARAMS const unsigned char* __restrict__ src, int src_pitch, int sw, int sh, \
     int bpp, unsigned char* __restrict__ dst, int dst_pitch, int w, int h
 
-// Resize (bilinear), then: mode 0 the source's format, 1 RGB, 2 BGR, 3 GRAY8,
-// 4 RGB float32 CHW with mean/std (modes 1-4 read BGRA/BGRX).
+// Resize (bilinear, or area when `area`), then: mode 0 the source's format,
+// 1 RGB, 2 BGR, 3 GRAY8, 4 RGB float32 CHW with mean/std (modes 1-4 read
+// BGRA/BGRX).
 extern "C" __global__ void framebus_resample(FB_RS_PARAMS, int mode,
     float m0, float m1, float m2, float s0, float s1, float s2, int area) {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
@@ -256,7 +257,7 @@ __device__ __forceinline__ unsigned char fb_clamp(int v) {
     return (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-// Resize (bilinear; the identity when the sizes match), then NV12: one thread
+// Resize (bilinear or area; the identity when the sizes match), then NV12: one thread
 // per 2x2 block; Y = (ky.rgb + y_add) >> 15 per pixel, U/V from the block's
 // sums: (k.sum + c_add) >> 17. Y plane: h rows of dst_pitch; then h/2 rows of
 // interleaved U, V.

@@ -452,15 +452,7 @@ impl PyCudaFrame {
                 i => Consumer::Stream(stream_handle(&i.0.into_pyobject(py)?.into_any())?),
             },
         };
-        if let Some(dev) = dl_device {
-            if dev != (crate::dlpack::KDL_CUDA, self.device as i32) {
-                return Err(PyBufferError::new_err(format!(
-                    "dl_device={dev:?} is not supported: this frame lives on ({}, {})",
-                    crate::dlpack::KDL_CUDA,
-                    self.device
-                )));
-            }
-        }
+        crate::dlpack::check_dl_device(dl_device, self.__dlpack_device__())?;
         if copy == Some(true) {
             return Err(PyBufferError::new_err(
                 "copy=True is not supported for CudaFrame (to_host() copies to the CPU)",

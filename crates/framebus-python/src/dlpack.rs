@@ -16,6 +16,22 @@ use std::ffi::{c_void, CStr};
 
 pub const KDL_CPU: i32 = 1;
 pub const KDL_CUDA: i32 = 2;
+
+/// The DLPack `dl_device=` argument of an export from `here` (`(type, id)`):
+/// absent, or `here` itself (framebus exports never move memory between devices).
+pub fn check_dl_device(dl_device: Option<(i32, i32)>, here: (i32, i32)) -> PyResult<()> {
+    match dl_device {
+        Some(dev) if dev != here => Err(pyo3::exceptions::PyBufferError::new_err(format!(
+            "dl_device={dev:?} is not supported: this frame lives on {here:?} ({})",
+            if here.0 == KDL_CPU {
+                "the CPU"
+            } else {
+                "a CUDA device"
+            }
+        ))),
+        _ => Ok(()),
+    }
+}
 const KDL_UINT: u8 = 1;
 const KDL_FLOAT: u8 = 2;
 const FLAG_READ_ONLY: u64 = 1 << 0;

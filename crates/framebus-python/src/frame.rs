@@ -256,13 +256,7 @@ impl PyFrame {
                 )));
             }
         }
-        if let Some(dev) = dl_device {
-            if dev != (crate::dlpack::KDL_CPU, 0) {
-                return Err(PyBufferError::new_err(format!(
-                    "dl_device={dev:?} is not supported: framebus frames live on the CPU (1, 0)"
-                )));
-            }
-        }
+        crate::dlpack::check_dl_device(dl_device, (crate::dlpack::KDL_CPU, 0))?;
         let versioned = max_version.is_some_and(|(major, _)| major >= 1);
         let frame = self.frame()?;
         let must_copy = copy == Some(true) || (!versioned && !self.writable && copy.is_none());
