@@ -749,6 +749,13 @@ def test_capture_on_the_device_uses_pinned_slots(xvfb):
         frames = cap.frames(timeout=10)
         assert isinstance(next(frames), fcuda.CudaFrame)
         frames.close()
+    # Every upload option reaches to_device; the rest reaches Capture.
+    opts = {"format": "NV12", "size": (32, 24), "method": "area", "matrix": "bt709"}
+    with fcuda.capture(region=region, display=xvfb.display, **opts) as cap:
+        cf = cap.latest(timeout=10)
+        want = host.resize(32, 24, "area", format="NV12", matrix="bt709")
+        assert (cf.format, cf.width, cf.height) == ("NV12", 32, 24)
+        assert device_bytes(cf) == ctypes.string_at(want.address, want.nbytes)
 
 
 class _TinyTorch:

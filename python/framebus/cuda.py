@@ -217,31 +217,22 @@ class DeviceFrames:
         return f"DeviceFrames({self.source!r}, device={self.device!r}, {self._kw!r})"
 
 
+#: ``DeviceFrames``'s upload options (``capture`` passes these on to it).
+_UPLOAD_OPTIONS = ("format", "size", "method", "mean", "std", "matrix", "range", "stream")
+
+
 def capture(
     *args: Any,
     device: str | int | Any = "cuda:0",
-    format: str | None = None,
-    size: tuple[int, int] | None = None,
-    method: str | None = None,
-    mean: float | tuple[float, float, float] | None = None,
-    std: float | tuple[float, float, float] | None = None,
-    stream: int | Any | None = None,
     device_pool: DevicePool | None = None,
     **kwargs: Any,
 ) -> DeviceFrames:
     """``framebus.Capture(*args, **kwargs)`` grabbing into pinned slots (a
     ``FramePool(pinned=device)`` unless ``pool=`` is given), its frames uploaded
-    to ``device`` (and converted) as ``DeviceFrames`` does."""
+    to ``device`` as ``DeviceFrames`` does: ``format``, ``size``, ``method``,
+    ``mean``, ``std``, ``matrix``, ``range`` and ``stream`` go to the upload
+    (``device_pool`` is its ``pool``), everything else to ``Capture``."""
+    upload = {k: kwargs.pop(k) for k in _UPLOAD_OPTIONS if k in kwargs}
     if kwargs.get("pool") is None:
         kwargs["pool"] = FramePool(pinned=device)
-    return DeviceFrames(
-        Capture(*args, **kwargs),
-        device,
-        format=format,
-        size=size,
-        method=method,
-        mean=mean,
-        std=std,
-        stream=stream,
-        pool=device_pool,
-    )
+    return DeviceFrames(Capture(*args, **kwargs), device, pool=device_pool, **upload)
