@@ -18,7 +18,7 @@ on a pipe grown to /proc/sys/fs/pipe-max-size (turbopipe+1M), its best case.
 framebus and raw grow the pipe themselves (F_SETPIPE_SZ).
 
 Sinks: null = ffmpeg -f rawvideo ... -i - -f null - ; cat = sh -c 'cat > /dev/null' ;
-x264 = ffmpeg ... -c:v libx264 -preset ultrafast -f null - (a short run).
+x264 = ffmpeg ... -c:v libx264 -preset ultrafast -f null - (X264_FRAMES frames, ~3 s here).
 Time: first write -> sink exit. GB/s = 1e9 bytes of frame data per second; median of
 --repeats runs; methods alternate within each repeat (the 2-core VM is noisy).
 
