@@ -1,25 +1,33 @@
 """Frames over Zenoh on loopback TCP: framebus.zenoh vs zenoh-python's own put/subscriber
-of the same frames, and the same-host framebus channel, at 1080p and 4K BGRA.
+of the same frames, the same-host path (framebus.zenoh handing over to framebus's own
+channel) and framebus's local channel itself, at 1080p and 4K BGRA; and, with
+--capped, each encoding on a 100 Mbit/s link between two network namespaces.
 
 A producer process writes each frame (np.copyto from a source frame: into the acquired
 framebus frame, or into a NumPy array that zenoh-python then needs as `bytes`, i.e.
 `.tobytes()`) and hands it off (`pub.send(f)` / `pub.put(payload, attachment=...)`);
 the consumer (this process) receives it as a NumPy array (framebus: `np.asarray(frame)`,
-zero-copy over the pool slot; zenoh-python: `np.frombuffer(sample.payload.to_bytes())`)
-and reads every byte (uint64-view sum). Both sides run lossless (congestion control
+zero-copy over the slot; zenoh-python: `np.frombuffer(sample.payload.to_bytes())`)
+and reads every byte (uint64-view sum). Every case is lossless (congestion control
 BLOCK, framebus mode="lossless"), peer to peer over tcp/127.0.0.1 with scouting off.
+
+Cases:
+* fbzenoh: framebus.zenoh over Zenoh's TCP (local=False on both ends).
+* zenohpy: zenoh-python's put/subscriber.
+* fblocal: framebus.zenoh with local=True (the default): same host, so after the first
+  frames the subscriber reads the publisher's slots through framebus's channel.
+* channel: framebus's local channel (framebus.Publisher/Subscriber, lossless depth 4).
 
 * max: unpaced producer — frames/s, GB/s, CPU per frame (both processes' user+system
   CPU, all threads, / frames).
 * paced (--rate fps): latency p50/p99 from the producer's t0 (before the write, carried
   in the frame's timestamp / the attachment) to the consumer having the array.
-* "channel": framebus's local channel (framebus.Publisher/Subscriber, lossless depth 2)
-  between the same two processes — the same-host path.
 
-Cases alternate within each repeat (A B C A B C ...); medians of --repeats.
+Cases alternate within each repeat (A B C D A B C D ...); medians of --repeats.
 
 Usage: python bench/bench_zenoh.py [--sizes 1080p,4K] [--frames 200] [--rate 30]
-                                   [--repeats 3] [--cases fbzenoh,zenohpy,channel]
+                                   [--repeats 3] [--cases fbzenoh,zenohpy,fblocal,channel]
+       python bench/bench_zenoh.py --capped [--seconds 10]   # root: netns + tc
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 SIZES = {"1080p": (1920, 1080), "4K": (3840, 2160)}
-CASES = ["fbzenoh", "zenohpy", "channel"]
+CASES = ["fbzenoh", "zenohpy", "fblocal", "channel"]
 QUIET = {"multicast": {"enabled": False}, "gossip": {"enabled": False}}
 RESULTS = Path(__file__).resolve().parent / "results" / "current.jsonl"
 
@@ -53,12 +61,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def cfg(port, listen):
+def cfg(port, listen, host="127.0.0.1"):
     c = {"mode": "peer", "scouting": QUIET}
     if listen:
-        c["listen"] = {"endpoints": [f"tcp/127.0.0.1:{port}"]}
+        c["listen"] = {"endpoints": [f"tcp/{host}:{port}"]}
     else:
-        c["connect"] = {"endpoints": [f"tcp/127.0.0.1:{port}"]}
+        c["connect"] = {"endpoints": [f"tcp/{host}:{port}"]}
         c["listen"] = {"endpoints": []}
     return c
 
@@ -67,140 +75,139 @@ def make_src(w, h):
     return np.random.default_rng(0).integers(0, 256, (h, w, 4), dtype=np.uint8)
 
 
+def channel_name(key):
+    return key.replace("/", "-")
+
+
 # ---------------------------------------------------------------- producer (child)
-def produce(case, w, h, n, rate, port, key):
-    src = make_src(w, h)
-    period = 1.0 / rate if rate else 0.0
-    if case == "fbzenoh":
+def open_producer(case, w, h, port, key):
+    """`(send(src, t0_ns, k), close)` for one case; waits until the consumer is there."""
+    if case in ("fbzenoh", "fblocal"):
         from framebus import zenoh as fz
 
-        pub = fz.Publisher(key, config=cfg(port, False), mode="lossless")
+        pub = fz.Publisher(key, config=cfg(port, False), mode="lossless", local=case == "fblocal")
         pub.wait_for_subscribers(1, timeout=30)
-        nxt = time.monotonic()
-        for _ in range(n):
-            f = pub.acquire(w, h, "BGRA")  # timestamp = now (t0)
-            np.copyto(np.asarray(f), src)
-            pub.send(f)
-            del f
-            if period:
-                nxt += period
-                time.sleep(max(0.0, nxt - time.monotonic()))
-        time.sleep(0.5)
-        pub.close()
-    elif case == "zenohpy":
+    elif case == "channel":
+        import framebus
+
+        pub = framebus.Publisher(channel_name(key), mode="lossless", depth=4)
+        pub.wait_for_subscribers(1, timeout=10)
+    else:
         import zenoh
 
         s = zenoh.open(zenoh.Config.from_json5(json.dumps(cfg(port, False))))
-        pub = s.declare_publisher(key, congestion_control=zenoh.CongestionControl.BLOCK)
-        buf = np.empty_like(src)
-        while not pub.matching_status.matching:
+        zpub = s.declare_publisher(key, congestion_control=zenoh.CongestionControl.BLOCK)
+        buf = np.empty((h, w, 4), np.uint8)
+        while not zpub.matching_status.matching:
             time.sleep(0.01)
-        nxt = time.monotonic()
-        for k in range(n):
-            t0 = time.monotonic_ns()
-            np.copyto(buf, src)
-            pub.put(buf.tobytes(), attachment=f"{t0} {k}".encode())
-            if period:
-                nxt += period
-                time.sleep(max(0.0, nxt - time.monotonic()))
-        time.sleep(0.5)
-        s.close()
-    else:
-        import framebus
 
-        pub = framebus.Publisher(key.replace("/", "-"), mode="lossless", depth=2)
-        pub.wait_for_subscribers(1, timeout=10)
-        nxt = time.monotonic()
-        for _ in range(n):
-            f = pub.acquire(w, h, "BGRA")
-            np.copyto(np.asarray(f), src)
-            pub.send(f)
-            del f
-            if period:
-                nxt += period
-                time.sleep(max(0.0, nxt - time.monotonic()))
-        time.sleep(0.2)
-        pub.close()
+        def put(src, t0, k):
+            np.copyto(buf, src)
+            zpub.put(buf.tobytes(), attachment=f"{t0} {k}".encode())
+
+        return put, s.close
+
+    def send(src, t0, k):
+        f = pub.acquire(w, h, "BGRA")  # timestamp = now (t0)
+        np.copyto(np.asarray(f), src)
+        pub.send(f)
+
+    return send, pub.close
+
+
+def produce(case, w, h, n, rate, port, key):
+    src = make_src(w, h)
+    period = 1.0 / rate if rate else 0.0
+    send, close = open_producer(case, w, h, port, key)
+    nxt = time.monotonic()
+    for k in range(n):
+        send(src, time.monotonic_ns(), k)
+        if period:
+            nxt += period
+            time.sleep(max(0.0, nxt - time.monotonic()))
+    sys.stdin.readline()  # the consumer has every frame: closing now loses nothing
+    close()
 
 
 # ---------------------------------------------------------------- consumer (here)
-def consume(case, w, h, n, rate, port, key):
-    """Start the producer, receive n frames; returns (seconds, cpu_s, latencies_ns)."""
-    lat = []
-    argv = [
-        sys.executable,
-        __file__,
-        "--produce",
-        case,
-        str(w),
-        str(h),
-        str(n),
-        str(rate),
-        str(port),
-        key,
-    ]
-    if case == "fbzenoh":
+def open_consumer(case, w, h, port, key):
+    """`(recv() -> (array, t0_ns), close, info())` for one case; call after the producer
+    started (the local channel's subscriber connects to it)."""
+    if case in ("fbzenoh", "fblocal"):
         from framebus import zenoh as fz
 
-        sub = fz.Subscriber(key, config=cfg(port, True))
-        child = subprocess.Popen(argv)
-        recv = lambda: sub.recv(timeout=30)  # noqa: E731
+        sub = fz.Subscriber(key, config=cfg(port, True), local=case == "fblocal")
 
-        def handle(f):
-            a = np.asarray(f)
-            lat.append(time.monotonic_ns() - f.timestamp)
-            a.reshape(-1).view(np.uint64).sum()
+        def recv():
+            f = sub.recv(timeout=30)
+            return np.asarray(f), f.timestamp
 
-        close = sub.close
-    elif case == "zenohpy":
-        import zenoh
-
-        s = zenoh.open(zenoh.Config.from_json5(json.dumps(cfg(port, True))))
-        sub = s.declare_subscriber(key)
-        child = subprocess.Popen(argv)
-        recv = sub.recv
-
-        def handle(sample):
-            a = np.frombuffer(sample.payload.to_bytes(), np.uint8).reshape(h, w, 4)
-            lat.append(time.monotonic_ns() - int(sample.attachment.to_bytes().split()[0]))
-            a.reshape(-1).view(np.uint64).sum()
-
-        close = s.close
-    else:
+        return recv, sub.close, lambda: {"route": sub.route, **sub.stats()}
+    if case == "channel":
         import framebus
 
-        child = subprocess.Popen(argv)
-        sub = framebus.Subscriber(key.replace("/", "-"), timeout=20)
-        recv = lambda: sub.recv(timeout=30)  # noqa: E731
+        sub = framebus.Subscriber(channel_name(key), timeout=20)
 
-        def handle(f):
-            a = np.asarray(f)
-            lat.append(time.monotonic_ns() - f.timestamp)
-            a.reshape(-1).view(np.uint64).sum()
+        def recv():
+            f = sub.recv(timeout=30)
+            return np.asarray(f), f.timestamp
 
-        close = sub.close
-    handle(recv())  # first frame: connection set up; the clock starts after it
+        return recv, sub.close, dict
+    import zenoh
+
+    s = zenoh.open(zenoh.Config.from_json5(json.dumps(cfg(port, True))))
+    zsub = s.declare_subscriber(key)
+
+    def recv():
+        sample = zsub.recv()
+        a = np.frombuffer(sample.payload.to_bytes(), np.uint8).reshape(h, w, 4)
+        return a, int(sample.attachment.to_bytes().split()[0])
+
+    return recv, s.close, dict
+
+
+def consume(case, w, h, n, rate, port, key):
+    """Start the producer, receive n frames; returns (seconds, cpu here, cpu of the
+    producer, latencies_ns, info)."""
+    lat = []
+    argv = [sys.executable, __file__, "--produce", case, *map(str, (w, h, n, rate, port)), key]
+    zenoh_side = case != "channel"
+    if zenoh_side:  # the Zenoh subscriber listens before the producer connects
+        recv, close, info = open_consumer(case, w, h, port, key)
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE)
+    if not zenoh_side:
+        recv, close, info = open_consumer(case, w, h, port, key)
+
+    def handle():
+        a, t0 = recv()
+        lat.append(time.monotonic_ns() - t0)
+        a.reshape(-1).view(np.uint64).sum()
+
+    handle()  # first frame: connection set up; the clock starts after it
     cpu0 = time.process_time()
     ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     for _ in range(n - 1):
-        handle(recv())
+        handle()
     dt = time.perf_counter() - t0
     cpu_here = time.process_time() - cpu0
-    child.wait(60)
+    got = info()
+    child.communicate(b"\n", timeout=60)
     ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     close()
-    # The child's whole CPU (incl. its 1.5 s of set-up sleep: none) over its frames.
+    # The child's whole CPU (incl. its set-up) over its frames.
     cpu_child = (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
-    return dt, cpu_here, cpu_child, lat[1:]
+    return dt, cpu_here, cpu_child, lat[1:], got
 
 
 def run_case(case, size, n, rate):
     w, h = SIZES[size]
     port = free_port()
     key = f"bench/zenoh/{os.getpid()}/{port}"
-    dt, cpu_here, cpu_child, lat = consume(case, w, h, n, rate, port, key)
+    dt, cpu_here, cpu_child, lat, got = consume(case, w, h, n, rate, port, key)
     lat = np.array(lat) / 1e6
+    if case == "fblocal":  # the same-host path must really have been taken
+        assert got["route"] == "local" and got["local"] >= n - 10, got
     return {
         "fps": (n - 1) / dt,
         "gbps": (n - 1) * w * h * 4 / dt / 1e9,
@@ -221,10 +228,16 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--produce", nargs=7)
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--capped", action="store_true", help="per encoding on a 100 Mbit/s link")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--encodings", default="raw,lz4,zstd,jpeg")
     a = ap.parse_args()
     if a.produce:
         case, w, h, n, rate, port, key = a.produce
         produce(case, int(w), int(h), int(n), float(rate), int(port), key)
+        return
+    if a.capped:
+        capped(a)
         return
     cases = a.cases.split(",")
     rows, lines = [], []
@@ -272,12 +285,12 @@ def main():
                     "lower",
                 )
             )
-        if "fbzenoh" in med and "channel" in med:
+        if "fblocal" in med and "channel" in med:
             lines.append(
                 (
-                    "same host: zenoh vs local channel, frames/s",
+                    "same host: zenoh (local hand-off) vs local channel, frames/s",
                     size,
-                    med["fbzenoh"]["fps"],
+                    med["fblocal"]["fps"],
                     "framebus local channel",
                     med["channel"]["fps"],
                     "fps",
@@ -327,6 +340,125 @@ def main():
                 )
                 + "\n"
             )
+
+
+# ---------------------------------------------------------------- --capped
+CAPPED_SUB = """
+import json, sys, time
+from framebus import ChannelClosed, zenoh as fz
+sub = fz.Subscriber(key, config=cfg)
+print(json.dumps("ready"), flush=True)
+ages, t_first = [], None
+while True:
+    try:
+        f = sub.recv(timeout=30)
+    except ChannelClosed:
+        break
+    t_first = t_first or time.monotonic()
+    ages.append((time.monotonic_ns() - f.timestamp) / 1e9)
+    del f
+secs = time.monotonic() - t_first
+print(json.dumps({"ages": ages, "secs": secs, "stats": sub.stats()}), flush=True)
+"""
+
+CAPPED_PUB = """
+import json, time, numpy as np
+from framebus import zenoh as fz
+pub = fz.Publisher(key, config=cfg, mode="latest", encoding=encoding)
+pub.wait_for_subscribers(1, timeout=30)
+frames = [screen(k) for k in range(8)]
+end, k, nxt = time.monotonic() + seconds, 0, time.monotonic()
+while time.monotonic() < end:
+    f = pub.acquire(1920, 1080, "BGRA")
+    np.copyto(np.asarray(f), frames[k % len(frames)])
+    pub.send(f)
+    del f
+    k += 1
+    nxt += 1 / 30
+    time.sleep(max(0.0, nxt - time.monotonic()))
+print(json.dumps({"made": k, "stats": pub.stats()}), flush=True)
+pub.close()
+"""
+
+# Screen-like content: flat panels, a gradient, and text-like noise in a few bands, moving
+# a little every frame (what lz4/zstd meet on a desktop; random pixels would not compress).
+SCREEN = """
+import numpy as np
+def screen(k):
+    h, w = 1080, 1920
+    a = np.full((h, w, 4), 240, np.uint8)
+    a[:40] = (60, 60, 60, 255)
+    a[40:, :300] = (200, 210, 220, 255)
+    y, x = np.mgrid[0:400, 0:800]
+    a[100:500, 400:1200, 0] = (x * 255 // 800).astype(np.uint8)
+    a[100:500, 400:1200, 1] = (y * 255 // 400).astype(np.uint8)
+    rng = np.random.default_rng(k)
+    for top in range(560, 1040, 24):
+        row = rng.integers(0, 2, (14, 1400), dtype=np.uint8) * 200
+        a[top : top + 14, 400 + k : 1800 + k, :3] = row[..., None]
+    a[..., 3] = 255
+    return a
+"""
+
+
+def capped(a):
+    """raw/lz4/zstd/jpeg, latest mode, 1080p screen content at 30 fps for --seconds over a
+    veth pair capped to 100 Mbit/s (tests/zenoh_env.Link): frames/s received, bytes per
+    frame, age p50/p99."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from zenoh_env import Link, child, connect_cfg, listen_cfg, read_line, reap
+
+    link = Link()
+    link.up_()
+    rows = []
+    try:
+        for enc in a.encodings.split(","):
+            print(f"  capped link: {enc}", file=sys.stderr, flush=True)
+            key = f"bench/zenoh/capped/{enc}"
+            sub = child(CAPPED_SUB, netns=link.sub_ns, key=key, cfg=listen_cfg(7447, link.SUB_ADDR))
+            assert read_line(sub) == "ready"
+            pub = child(
+                SCREEN + CAPPED_PUB,
+                netns=link.pub_ns,
+                key=key,
+                cfg=connect_cfg(7447, link.SUB_ADDR),
+                encoding=enc,
+                seconds=a.seconds,
+            )
+            try:
+                p = read_line(pub)
+                r = read_line(sub)
+            finally:
+                reap(pub, timeout=60)
+                reap(sub, timeout=60)
+            ages, st = np.array(r["ages"]), r["stats"]
+            rows.append(
+                [
+                    enc,
+                    p["made"] / a.seconds,
+                    len(ages) / r["secs"],
+                    st["wire_bytes"] / max(1, st["received"]) / 1e3,
+                    float(np.percentile(ages, 50)) * 1e3,
+                    float(np.percentile(ages, 99)) * 1e3,
+                    p["stats"]["encode_ns"] / max(1, p["stats"]["sent"]) / 1e6,
+                ]
+            )
+    finally:
+        link.down_()
+    harness.report(
+        "zenoh_capped",
+        f"framebus.zenoh per encoding on a capped link ({link.qdisc}), latest, 1080p screen",
+        [
+            "encoding",
+            "source frames/s",
+            "received frames/s",
+            "kB per frame",
+            "age p50 ms",
+            "age p99 ms",
+            "encode ms/frame",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ pub struct BridgeArgs {
 
 enum From {
     Local(Source),
-    Zenoh(framebus_zenoh::Subscriber),
+    Zenoh(Box<framebus_zenoh::Subscriber>),
 }
 
 enum To {
@@ -123,6 +123,7 @@ pub fn run(args: BridgeArgs, stop: &Stop) -> Result<(), String> {
                         encoding,
                         config: config.clone(),
                         pool: None,
+                        local: true,
                     },
                 )
                 .map_err(|e| e.to_string())?,
@@ -156,9 +157,9 @@ pub fn run(args: BridgeArgs, stop: &Stop) -> Result<(), String> {
     };
     let (from_kind, from_name) = endpoint(&args.from)?;
     let mut from = match from_kind {
-        "zenoh" => From::Zenoh(
+        "zenoh" => From::Zenoh(Box::new(
             framebus_zenoh::Subscriber::new(from_name, &config, None).map_err(|e| e.to_string())?,
-        ),
+        )),
         "channel" | "screen" => {
             let spec = SourceSpec::parse(&args.from).map_err(|e| format!("--from: {e}"))?;
             if !(args.wait.is_finite() && args.wait >= 0.0) {

@@ -23,7 +23,6 @@ use framebus_channel::{
     ChannelError, Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber, WaitStep,
 };
 use framebus_core::Frame;
-use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::ops::ControlFlow::{self, Break, Continue};
@@ -36,13 +35,12 @@ const MAX_DEPTH: usize = 256;
 /// Most distinct slots a publisher may have in flight.
 const MAX_SLOTS: usize = 4096;
 
-/// A slice-sized step's answer: the crate's "timed out" error means "keep waiting".
+/// A slice-sized step's answer: the crate's "timed out" (or "not there yet")
+/// error means "keep waiting".
 fn pending<T>(r: std::result::Result<T, ChannelError>) -> Result<ControlFlow<T, ChannelError>> {
-    match r {
-        Ok(v) => Ok(Break(v)),
-        Err(e @ (ChannelError::Timeout(..) | ChannelError::NotFound { .. })) => Ok(Continue(e)),
-        Err(e) => Err(e.into()),
-    }
+    wait::pending(r, |e| {
+        matches!(e, ChannelError::Timeout(..) | ChannelError::NotFound { .. })
+    })
 }
 
 fn mode_name(m: Mode) -> &'static str {
@@ -578,11 +576,7 @@ impl PySubscriber {
 
     /// `for frame in sub:` waits for each frame and ends when the channel closes.
     fn __next__(&self, py: Python<'_>) -> PyResult<PyFrame> {
-        match self.recv_interruptible(py, None) {
-            Ok(f) => Ok(PyFrame::from_frame(f)),
-            Err(Error::Channel(ChannelError::Closed(_))) => Err(PyStopIteration::new_err(())),
-            Err(e) => Err(e.into()),
-        }
+        wait::next_frame(self.recv_interruptible(py, None))
     }
 
     fn __repr__(&self) -> String {

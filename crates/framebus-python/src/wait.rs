@@ -59,6 +59,39 @@ where
     }
 }
 
+/// A slice-sized step's answer for [`wait`]: `Ok` breaks with the value, an
+/// error `not_yet` accepts (the crate's "timed out" within a slice) means
+/// "keep waiting", any other is raised.
+pub fn pending<T, E>(
+    r: std::result::Result<T, E>,
+    not_yet: impl FnOnce(&E) -> bool,
+) -> Result<ControlFlow<T, E>>
+where
+    Error: From<E>,
+{
+    match r {
+        Ok(v) => Ok(ControlFlow::Break(v)),
+        Err(e) if not_yet(&e) => Ok(ControlFlow::Continue(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `__next__` of a subscriber over its `recv(timeout=None)`: the frame, or
+/// `StopIteration` once the channel (local or Zenoh) says it is closed.
+pub fn next_frame(r: Result<framebus_core::Frame>) -> PyResult<crate::frame::PyFrame> {
+    match r {
+        Ok(f) => Ok(crate::frame::PyFrame::from_frame(f)),
+        Err(Error::Channel(framebus_channel::ChannelError::Closed(_))) => {
+            Err(pyo3::exceptions::PyStopIteration::new_err(()))
+        }
+        #[cfg(feature = "zenoh")]
+        Err(Error::Zenoh(framebus_zenoh::ZenohError::Closed { .. })) => {
+            Err(pyo3::exceptions::PyStopIteration::new_err(()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// `TimeoutError` for a wait on `what` that lasted `waited`.
 pub fn timed_out(what: &str, waited: Duration) -> Error {
     Error::Timeout(format!(

@@ -16,10 +16,8 @@ use crate::wait;
 use framebus_zenoh::{
     ConfigSource, Encoding, Mode, Publisher, PublisherConfig, Subscriber, ZenohError,
 };
-use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use std::ops::ControlFlow::{Break, Continue};
 
 /// `config=`: None (Zenoh's defaults), a dict, JSON5 text (starts with `{`) or a path.
 fn config_arg(config: Option<&Bound<'_, PyAny>>) -> Result<ConfigSource> {
@@ -54,11 +52,7 @@ fn config_arg(config: Option<&Bound<'_, PyAny>>) -> Result<ConfigSource> {
 fn pending<T>(
     r: std::result::Result<T, ZenohError>,
 ) -> Result<std::ops::ControlFlow<T, ZenohError>> {
-    match r {
-        Ok(v) => Ok(Break(v)),
-        Err(e) if e.is_timeout() => Ok(Continue(e)),
-        Err(e) => Err(e.into()),
-    }
+    wait::pending(r, ZenohError::is_timeout)
 }
 
 /// Sends frames to a Zenoh key: `framebus.zenoh.Publisher("cams/0", config=...)`.
@@ -75,10 +69,13 @@ impl PyZenohPublisher {
     /// "lossless" (reliable, blocks the sender). `encoding`: "raw", "lz4",
     /// "zstd" or "jpeg"; `quality`: JPEG 1..100 (default 90) or zstd level
     /// 1..22 (default 3). `pool`: where `acquire` takes frames from.
+    /// `local`: also serve subscribers of this host through framebus's own
+    /// channel (no copy, nothing on the loopback; docs/zenoh.md).
     #[new]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python keyword arguments
     #[pyo3(
-        signature = (key, *, config=None, mode="latest", encoding="raw", quality=None, pool=None),
-        text_signature = "(key, *, config=None, mode='latest', encoding='raw', quality=None, pool=None)"
+        signature = (key, *, config=None, mode="latest", encoding="raw", quality=None, pool=None, local=true),
+        text_signature = "(key, *, config=None, mode='latest', encoding='raw', quality=None, pool=None, local=True)"
     )]
     fn new(
         py: Python<'_>,
@@ -88,6 +85,7 @@ impl PyZenohPublisher {
         encoding: &str,
         quality: Option<Int>,
         pool: Option<PyRef<'_, PyFramePool>>,
+        local: bool,
     ) -> Result<Self> {
         let mode = Mode::parse(args::choice("mode", mode, &["latest", "lossless"])?)?;
         let encoding = args::choice("encoding", encoding, &Encoding::NAMES)?;
@@ -100,6 +98,7 @@ impl PyZenohPublisher {
             encoding,
             config: config_arg(config)?,
             pool: Some(pool_or_default(pool.as_deref())?),
+            local,
         };
         let key = key.to_owned();
         let inner = py.detach(|| Publisher::new(&key, cfg))?;
@@ -162,7 +161,9 @@ impl PyZenohPublisher {
         Ok(1)
     }
 
-    /// Counters: sent, replaced, raw_bytes, wire_bytes, encode_ns, copies, errors.
+    /// Counters: sent (to Zenoh), replaced, raw_bytes, wire_bytes, encode_ns,
+    /// copies, errors, local (frames handed to this host's subscribers
+    /// through the local channel).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
         let d = PyDict::new(py);
@@ -173,6 +174,7 @@ impl PyZenohPublisher {
         d.set_item("encode_ns", s.encode_ns)?;
         d.set_item("copies", s.copies)?;
         d.set_item("errors", s.errors)?;
+        d.set_item("local", s.local)?;
         Ok(d)
     }
 
@@ -247,22 +249,25 @@ impl PyZenohSubscriber {
 #[pymethods]
 impl PyZenohSubscriber {
     /// `key`: a Zenoh key expression (wildcards allowed). `config`: as for
-    /// the Publisher. `pool`: the FramePool received frames land in.
+    /// the Publisher. `pool`: the FramePool frames received over Zenoh land
+    /// in. `local`: take a publisher of this host through its local channel
+    /// (its own slots, no copy; `route` says which is used).
     #[new]
     #[pyo3(
-        signature = (key, *, config=None, pool=None),
-        text_signature = "(key, *, config=None, pool=None)"
+        signature = (key, *, config=None, pool=None, local=true),
+        text_signature = "(key, *, config=None, pool=None, local=True)"
     )]
     fn new(
         py: Python<'_>,
         key: &str,
         config: Option<&Bound<'_, PyAny>>,
         pool: Option<PyRef<'_, PyFramePool>>,
+        local: bool,
     ) -> Result<Self> {
         let cfg = config_arg(config)?;
         let pool = pool_or_default(pool.as_deref())?;
         let key = key.to_owned();
-        let inner = py.detach(|| Subscriber::new(&key, &cfg, Some(pool)))?;
+        let inner = py.detach(|| Subscriber::with_local(&key, &cfg, Some(pool), local))?;
         Ok(PyZenohSubscriber { inner })
     }
 
@@ -282,7 +287,8 @@ impl PyZenohSubscriber {
         Ok(py.detach(|| s.try_recv())?.map(PyFrame::from_frame))
     }
 
-    /// Counters: received, skipped, bad, wire_bytes, slot_bytes, decode_ns, publishers.
+    /// Counters: received, skipped, bad, wire_bytes, slot_bytes, decode_ns,
+    /// publishers, local (frames that came through the local channel).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
         let d = PyDict::new(py);
@@ -293,7 +299,18 @@ impl PyZenohSubscriber {
         d.set_item("slot_bytes", s.slot_bytes)?;
         d.set_item("decode_ns", s.decode_ns)?;
         d.set_item("publishers", s.publishers)?;
+        d.set_item("local", s.local)?;
         Ok(d)
+    }
+
+    /// How frames arrive now: "local" (framebus's channel, same host) or "zenoh".
+    #[getter]
+    fn route(&self) -> &'static str {
+        if self.inner.is_local() {
+            "local"
+        } else {
+            "zenoh"
+        }
     }
 
     /// Publishers of the key alive now (their liveliness tokens).
@@ -331,11 +348,7 @@ impl PyZenohSubscriber {
 
     /// `for frame in sub:` waits for each frame; ends when the publisher goes away.
     fn __next__(&self, py: Python<'_>) -> PyResult<PyFrame> {
-        match self.recv_interruptible(py, None) {
-            Ok(f) => Ok(PyFrame::from_frame(f)),
-            Err(Error::Zenoh(ZenohError::Closed { .. })) => Err(PyStopIteration::new_err(())),
-            Err(e) => Err(e.into()),
-        }
+        wait::next_frame(self.recv_interruptible(py, None))
     }
 
     fn __repr__(&self) -> String {

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod error;
+mod local;
 pub mod publisher;
 pub mod subscriber;
 pub mod wire;

@@ -64,6 +64,9 @@ pub struct PublisherConfig {
     pub config: ConfigSource,
     /// The pool `acquire` takes frames from (default: a new bounded one).
     pub pool: Option<FramePool>,
+    /// Serve subscribers of this host through framebus's own channel
+    /// (memfds, no copy) instead of Zenoh's loopback (`crate::local`).
+    pub local: bool,
 }
 
 impl Default for PublisherConfig {
@@ -73,6 +76,7 @@ impl Default for PublisherConfig {
             encoding: Encoding::Raw,
             config: ConfigSource::Default,
             pool: None,
+            local: true,
         }
     }
 }
@@ -96,6 +100,9 @@ pub struct PublisherStats {
     pub copies: u64,
     /// Encoder failures (the message of the last one is raised by `send`).
     pub errors: u64,
+    /// Frames handed to subscribers of this host through the local channel
+    /// (no copy; sent while at least one was connected).
+    pub local: u64,
 }
 
 #[derive(Default)]
@@ -107,6 +114,7 @@ struct Counters {
     encode_ns: AtomicU64,
     copies: AtomicU64,
     errors: AtomicU64,
+    local: AtomicU64,
 }
 
 /// A frame owning its slot as a payload: the `Lease` inside the frame keeps
@@ -129,10 +137,18 @@ struct Core {
     mode: Mode,
     publisher: zenoh::pubsub::Publisher<'static>,
     counters: Counters,
+    /// With a local channel: whether Zenoh knows a subscriber (kept by a
+    /// matching listener). Subscribers of this host that take the local
+    /// channel withdraw their Zenoh subscription, so a frame nobody else
+    /// wants is neither encoded nor put.
+    matching: Option<Arc<AtomicBool>>,
 }
 
 impl Core {
     fn put(&self, frame: &Frame, seq: u64, enc: Encoding) -> Result<()> {
+        if self.matching.as_ref().is_some_and(|m| !m.load(Relaxed)) {
+            return Ok(());
+        }
         let layout = *frame.layout();
         let raw_len = layout.byte_len();
         let t0 = Instant::now();
@@ -223,6 +239,12 @@ pub struct Publisher {
     encoding: Encoding,
     seq: AtomicU64,
     encoder: Option<(Arc<Encoder>, EncoderThread)>,
+    /// The same-host channel and its liveliness token (`crate::local`).
+    local: Option<framebus_channel::Publisher>,
+    local_token: Mutex<Option<LivelinessToken>>,
+    /// One sender at a time: a frame goes to the local channel and to Zenoh
+    /// with one sequence number, so both carry the same numbers.
+    send_lock: Mutex<()>,
     closed: AtomicBool,
 }
 
@@ -275,11 +297,59 @@ impl Publisher {
             .declare_token(token_key(key, &session.zid().to_string()))
             .wait()
             .map_err(|e| ZenohError::zenoh("declaring the liveliness token", e))?;
+        let pool = cfg.pool.unwrap_or_default();
+        let zid = session.zid().to_string();
+        // The same-host channel; a name already taken or a failing socket only
+        // means subscribers of this host use Zenoh too.
+        let local = if cfg.local {
+            framebus_channel::Publisher::new(
+                &crate::local::channel_name(&zid),
+                framebus_channel::PublisherConfig {
+                    mode: match cfg.mode {
+                        Mode::Latest => framebus_channel::Mode::Latest,
+                        Mode::Lossless => framebus_channel::Mode::Lossless {
+                            depth: crate::subscriber::LOSSLESS_DEPTH as u32,
+                        },
+                    },
+                    pool: Some(pool.clone()),
+                    ..Default::default()
+                },
+            )
+            .ok()
+        } else {
+            None
+        };
+        let (matching, local_token) = match &local {
+            None => (None, None),
+            Some(_) => {
+                let m = Arc::new(AtomicBool::new(
+                    publisher
+                        .matching_status()
+                        .wait()
+                        .map(|s| s.matching())
+                        .unwrap_or(true),
+                ));
+                let m2 = m.clone();
+                publisher
+                    .matching_listener()
+                    .callback(move |s| m2.store(s.matching(), Relaxed))
+                    .background()
+                    .wait()
+                    .map_err(|e| ZenohError::zenoh("declaring the matching listener", e))?;
+                let token = session
+                    .liveliness()
+                    .declare_token(crate::local::token_key(&crate::local::host_id(), &zid, key))
+                    .wait()
+                    .map_err(|e| ZenohError::zenoh("declaring the local liveliness token", e))?;
+                (Some(m), Some(token))
+            }
+        };
         let core = Arc::new(Core {
             key: key.to_owned(),
             mode: cfg.mode,
             publisher,
             counters: Counters::default(),
+            matching,
         });
         let encoder = if cfg.encoding == Encoding::Raw && cfg.mode == Mode::Lossless {
             None
@@ -304,10 +374,13 @@ impl Publisher {
             core,
             session,
             token: Mutex::new(Some(token)),
-            pool: cfg.pool.unwrap_or_default(),
+            pool,
             encoding: cfg.encoding,
             seq: AtomicU64::new(0),
             encoder,
+            local,
+            local_token: Mutex::new(local_token),
+            send_lock: Mutex::new(()),
             closed: AtomicBool::new(false),
         })
     }
@@ -328,9 +401,18 @@ impl Publisher {
         self.closed.load(Relaxed)
     }
 
-    /// Whether Zenoh knows of at least one subscriber matching the key (a
-    /// frame sent before one is known goes nowhere).
+    /// Whether the local channel serves a subscriber of this host.
+    pub fn has_local_subscribers(&self) -> bool {
+        self.local.as_ref().is_some_and(|c| c.subscribers() > 0)
+    }
+
+    /// Whether at least one subscriber matches the key: one Zenoh knows of,
+    /// or one of this host on the local channel (a frame sent before one is
+    /// known goes nowhere).
     pub fn has_subscribers(&self) -> Result<bool> {
+        if self.has_local_subscribers() {
+            return Ok(true);
+        }
         self.core
             .publisher
             .matching_status()
@@ -384,44 +466,69 @@ impl Publisher {
             return Err(self.closed_err());
         }
         self.encoding.check_format(frame.format())?;
+        let deadline = Instant::now() + wait;
+        let _serial = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // 1. Room in a lossless encoder's queue, before anything is sent: only
+        //    this thread adds to it (under `send_lock`), so the room stays.
+        if let Some((enc, _)) = &self.encoder {
+            let mut q = enc.lock();
+            loop {
+                if let Some(e) = q.error.take() {
+                    return Err(ZenohError::Encode {
+                        encoding: self.encoding.name(),
+                        why: e,
+                    });
+                }
+                if q.closed {
+                    return Err(self.closed_err());
+                }
+                if self.core.mode == Mode::Latest || q.jobs.len() < ENCODER_DEPTH {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(ZenohError::Timeout(wait, "room in the encoder's queue"));
+                }
+                q = enc
+                    .cv
+                    .wait_timeout(q, deadline - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        // 2. The local channel, every frame (so its sequence numbers are
+        //    ours); a full lossless queue there sends nothing, so a retry is safe.
+        if let Some(ch) = &self.local {
+            let readers = ch.subscribers() > 0;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ch.send_with(frame, framebus_channel::OnFull::Block(Some(left))) {
+                Ok(_) if readers => {
+                    self.core.counters.local.fetch_add(1, Relaxed);
+                }
+                Ok(_) => {}
+                Err(framebus_channel::ChannelError::Full { .. }) => {
+                    return Err(ZenohError::Timeout(
+                        wait,
+                        "room in the local channel's queue",
+                    ));
+                }
+                // A frame the channel cannot share (a slot without a file
+                // descriptor, docs/zenoh.md): local readers miss it, Zenoh
+                // still gets it.
+                Err(_) => {}
+            }
+        }
+        // 3. Zenoh.
+        let seq = self.seq.fetch_add(1, Relaxed) + 1;
         let Some((enc, _)) = &self.encoder else {
-            let seq = self.seq.fetch_add(1, Relaxed) + 1;
             self.core.put(frame, seq, Encoding::Raw)?;
             return Ok(seq);
         };
-        let deadline = Instant::now() + wait;
         let mut q = enc.lock();
-        loop {
-            if let Some(e) = q.error.take() {
-                return Err(ZenohError::Encode {
-                    encoding: self.encoding.name(),
-                    why: e,
-                });
-            }
-            if q.closed {
-                return Err(self.closed_err());
-            }
-            match self.core.mode {
-                Mode::Latest => {
-                    let replaced = q.jobs.drain(..).count() as u64;
-                    self.core.counters.replaced.fetch_add(replaced, Relaxed);
-                    break;
-                }
-                Mode::Lossless if q.jobs.len() < ENCODER_DEPTH => break,
-                Mode::Lossless => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(ZenohError::Timeout(wait, "room in the encoder's queue"));
-                    }
-                    q = enc
-                        .cv
-                        .wait_timeout(q, deadline - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-            }
+        if self.core.mode == Mode::Latest {
+            let replaced = q.jobs.drain(..).count() as u64;
+            self.core.counters.replaced.fetch_add(replaced, Relaxed);
         }
-        let seq = self.seq.fetch_add(1, Relaxed) + 1;
         q.jobs.push_back((frame.clone(), seq));
         drop(q);
         enc.cv.notify_all();
@@ -459,6 +566,7 @@ impl Publisher {
             encode_ns: c.encode_ns.load(Relaxed),
             copies: c.copies.load(Relaxed),
             errors: c.errors.load(Relaxed),
+            local: c.local.load(Relaxed),
         }
     }
 
@@ -478,8 +586,14 @@ impl Publisher {
                 let _ = h.join();
             }
         }
-        if let Some(t) = self.token.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = t.undeclare().wait();
+        for token in [&self.local_token, &self.token] {
+            if let Some(t) = token.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = t.undeclare().wait();
+            }
+        }
+        // Local subscribers get what is queued, then `Closed`.
+        if let Some(ch) = &self.local {
+            ch.close();
         }
         let _ = self.session.close().wait();
     }

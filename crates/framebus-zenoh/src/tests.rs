@@ -52,10 +52,16 @@ fn smooth(p: &Publisher, w: usize, h: usize, n: u64) -> Frame {
     f
 }
 
+/// A subscriber and a publisher over loopback TCP (`local`: false keeps the
+/// frames on Zenoh although both ends are in this process).
 fn pair(mode: Mode, encoding: Encoding) -> (Subscriber, Publisher) {
+    pair_with(mode, encoding, false)
+}
+
+fn pair_with(mode: Mode, encoding: Encoding, local: bool) -> (Subscriber, Publisher) {
     let port = free_port();
     let key = format!("test/fb/{port}");
-    let sub = Subscriber::new(&key, &listen(port), None).unwrap();
+    let sub = Subscriber::with_local(&key, &listen(port), None, local).unwrap();
     let publ = Publisher::new(
         &key,
         PublisherConfig {
@@ -63,6 +69,7 @@ fn pair(mode: Mode, encoding: Encoding) -> (Subscriber, Publisher) {
             encoding,
             config: connect(port),
             pool: None,
+            local,
         },
     )
     .unwrap();
@@ -114,6 +121,53 @@ fn lossless_raw_frames_arrive_pixel_exact_in_order() {
     let s = sub.stats();
     assert_eq!((s.received, s.skipped, s.bad), (40, 0, 0));
     assert_eq!(publ.stats().copies, 0);
+}
+
+#[test]
+fn same_host_frames_take_the_local_channel_not_the_network() {
+    for mode in [Mode::Lossless, Mode::Latest] {
+        let (sub, publ) = pair_with(mode, Encoding::Lz4, true);
+        let n = 60u64;
+        let sent: Vec<Frame> = (0..n)
+            .map(|i| pattern(&publ, 640, 480, PixelFormat::Bgra, i))
+            .collect();
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                for f in &sent {
+                    publ.send(f).unwrap();
+                    if mode == Mode::Latest {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            });
+            let mut got = Vec::new();
+            while got.last().is_none_or(|f: &Frame| f.seq() < n) {
+                got.push(sub.recv(Some(Duration::from_secs(10))).unwrap());
+            }
+            got
+        });
+        let seqs: Vec<u64> = got.iter().map(|f| f.seq()).collect();
+        if mode == Mode::Lossless {
+            assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
+        } else {
+            assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        }
+        for f in &got {
+            let i = (f.seq() - 1) as usize;
+            assert!(bytes(f) == bytes(&sent[i]), "{mode:?} frame {i} differs");
+        }
+        let (ss, ps) = (sub.stats(), publ.stats());
+        assert!(sub.is_local(), "{ss:?}");
+        // The channel's frames are the publisher's own slots: nothing decoded,
+        // and (once switched) nothing encoded or put on the network.
+        let over_zenoh = ss.received - ss.local;
+        assert!(ss.local >= 40, "{mode:?}: {ss:?}");
+        assert_eq!(ss.slot_bytes, over_zenoh * 640 * 480 * 4, "{ss:?}");
+        assert!(ps.sent < n / 2, "{mode:?}: {ps:?} vs {ss:?}");
+        assert!(ps.local >= ss.local, "{ps:?}");
+        // Only frames Zenoh carried live in the subscriber's own pool.
+        assert_eq!(sub.pool().stats().slots_in_use as u64, over_zenoh);
+    }
 }
 
 #[test]
@@ -226,11 +280,17 @@ fn latest_keeps_only_the_newest() {
         publ.send(&pattern(&publ, 256, 256, PixelFormat::Bgra, n))
             .unwrap();
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Each older frame is replaced once: in the publisher's mailbox (before
+    // Zenoh) or in the subscriber's queue (after); which depends on timing.
+    let t = Instant::now();
+    while publ.stats().replaced + sub.stats().skipped < 19 {
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", sub.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let f = sub.recv(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(f.seq(), 20);
     assert!(sub.try_recv().unwrap().is_none());
-    assert!(sub.stats().skipped >= 1);
+    assert_eq!(publ.stats().replaced + sub.stats().skipped, 19);
 }
 
 #[test]
@@ -259,6 +319,26 @@ fn bad_keys_and_configs_are_named() {
     assert!(e.contains("png"), "{e}");
     let e = Encoding::parse("jpeg", Some(0)).unwrap_err().to_string();
     assert!(e.contains("quality=0"), "{e}");
+}
+
+#[test]
+fn part_sizes_that_wrap_around_are_refused_not_a_panic() {
+    // Sizes from the network whose sum wraps to the payload's length.
+    let parts = [(usize::MAX, 4), (3, 4)];
+    let mut out = [0u8; 8];
+    let e = crate::wire::decompress("lz4", &[0u8; 2], &parts, &mut out).unwrap_err();
+    assert!(e.contains("parts add up"), "{e}");
+}
+
+#[test]
+fn the_mode_is_read_whatever_the_json_spacing() {
+    use crate::subscriber::says_lossless;
+    assert!(says_lossless(br#"{"seq":1,"mode":"lossless"}"#));
+    assert!(says_lossless(br#"{"seq": 1, "mode": "lossless"}"#));
+    assert!(says_lossless(b"{\"mode\" :\n \"lossless\"}"));
+    assert!(!says_lossless(br#"{"mode": "latest"}"#));
+    assert!(!says_lossless(br#"{"note": "mode", "x": "lossless"}"#));
+    assert!(!says_lossless(b"{}"));
 }
 
 #[test]

@@ -226,7 +226,10 @@ pub(crate) fn compress(enc: Encoding, raw: &[u8]) -> Result<(Vec<u8>, Parts)> {
                     why: e.to_string(),
                 })
             }
-            _ => unreachable!("compress is called for lz4 and zstd only"),
+            _ => Err(ZenohError::Encode {
+                encoding: enc.name(),
+                why: "not a compression".into(),
+            }),
         })
         .collect();
     let mut payload = Vec::with_capacity(outs.iter().map(|o| o.as_ref().map_or(0, Vec::len)).sum());
@@ -247,8 +250,15 @@ pub(crate) fn decompress(
     out: &mut [u8],
 ) -> std::result::Result<(), String> {
     use rayon::prelude::*;
-    let total_c: usize = parts.iter().map(|p| p.0).sum();
-    let total_r: usize = parts.iter().map(|p| p.1).sum();
+    // Checked sums: the sizes come from the network, and a wrapped sum that
+    // matched would make a split below go past the end (a panic).
+    let sum = |f: fn(&(usize, usize)) -> usize| {
+        parts
+            .iter()
+            .try_fold(0usize, |a, p| a.checked_add(f(p)))
+            .unwrap_or(usize::MAX)
+    };
+    let (total_c, total_r) = (sum(|p| p.0), sum(|p| p.1));
     if total_c != payload.len() || total_r != out.len() {
         return Err(format!(
             "parts add up to {total_c} compressed / {total_r} raw bytes, payload has {} and the frame {}",
