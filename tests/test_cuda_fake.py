@@ -729,8 +729,8 @@ def test_device_frames_over_a_channel_subscriber():
 
 
 def test_capture_on_the_device_uses_pinned_slots(xvfb):
-    """framebus.cuda.capture(..., device=) grabs into pinned slots and hands out
-    CudaFrames equal to a host grab converted on the CPU."""
+    """Capture(..., device=) (and framebus.cuda.capture) grabs into pinned
+    slots and hands out CudaFrames equal to a host grab converted on the CPU."""
     from framebus import _framebus
 
     rng = np.random.default_rng(30)
@@ -738,24 +738,100 @@ def test_capture_on_the_device_uses_pinned_slots(xvfb):
     _framebus._test_put_image(xvfb.display, 0, 0, 64, 48, img.tobytes())
     region = {"left": 0, "top": 0, "width": 64, "height": 48}
     ranges = fake.get("registered_ranges")
-    with fcuda.capture(region=region, display=xvfb.display, format="GRAY8", target_fps=30) as cap:
+    with framebus.Capture(
+        region, display=xvfb.display, device="cuda:0", format="GRAY8", target_fps=30
+    ) as cap:
         cf = cap.latest(timeout=10)
         assert isinstance(cf, fcuda.CudaFrame) and (cf.width, cf.height) == (64, 48)
         assert fake.get("registered_ranges") > ranges  # the capture's slots are pinned
+        assert cap.pool.stats()["pinned_slots"] >= 1
         host = framebus.grab(region, display=xvfb.display)
         want = np.asarray(host.convert("GRAY8"))
         got = np.frombuffer(device_bytes(cf), np.uint8).reshape(want.shape)
         assert np.array_equal(got, want)
-        frames = cap.frames(timeout=10)
-        assert isinstance(next(frames), fcuda.CudaFrame)
-        frames.close()
-    # Every upload option reaches to_device; the rest reaches Capture.
+        assert isinstance(cap.next(timeout=10), fcuda.CudaFrame)
+        assert isinstance(next(cap.frames(timeout=10)), fcuda.CudaFrame)
+    # stop() closed the capture's own pinned pool: its slots are unpinned
+    # once the uploads that hold them are done
+    del cf
+    gc.collect()
+    wait_until(lambda: fake.get("registered_ranges") == ranges)
+    # framebus.cuda.capture is Capture(device="cuda:0"): every upload option
+    # reaches to_device, the rest reaches Capture.
     opts = {"format": "NV12", "size": (32, 24), "method": "area", "matrix": "bt709"}
     with fcuda.capture(region=region, display=xvfb.display, **opts) as cap:
         cf = cap.latest(timeout=10)
         want = host.resize(32, 24, "area", format="NV12", matrix="bt709")
         assert (cf.format, cf.width, cf.height) == ("NV12", 32, 24)
         assert device_bytes(cf) == ctypes.string_at(want.address, want.nbytes)
+
+
+def test_subscriber_on_the_device_pins_the_publishers_slots_read_only():
+    """Subscriber(name, device=) registers each mapping of the publisher's
+    slots once, read-only; frames arrive as CudaFrames converted on the GPU;
+    a slot goes back to the publisher only after its copy completed; closing
+    unpins every mapping."""
+    name = f"pytest-cuda-sub-{os.getpid()}"
+    ro = fake.get("readonly_ranges")
+    pub = framebus.Publisher(name, mode="lossless", depth=8)
+    sub = framebus.Subscriber(name, timeout=5.0, device="cuda:0", format="RGB", size=(20, 10))
+    with pub, sub:
+        sent, slots, seqs = [], set(), []
+        for k in range(30):
+            f = random_frame(pub.pool, 40, 20, seed=40 + k)
+            sent.append(np.asarray(f.resize(20, 10, "bilinear", format="RGB")).copy())
+            slots.add(f.slot_id)
+            pub.send(f)
+            del f
+            cf = sub.recv(timeout=5.0)
+            assert isinstance(cf, fcuda.CudaFrame)
+            seqs.append(cf.seq)
+            b = np.frombuffer(device_bytes(cf), np.uint8).reshape(sent[-1].shape)
+            assert np.array_equal(b, sent[-1])
+            del cf
+        assert seqs == list(range(seqs[0], seqs[0] + 30))  # lossless, in order
+        # one read-only registration per publisher slot, not per frame
+        assert fake.get("readonly_ranges") - ro == len(slots) < 30
+        pinned = sub.pinned
+        assert (pinned["pinned_slots"], pinned["pin_failures"]) == (len(slots), 0), pinned
+        # a slowed copy holds the channel's slot (the publisher's pin) until done
+        fake.set("slow_ms", 150)
+        pub.send(random_frame(pub.pool, 40, 20, seed=1))
+        cf = sub.try_recv() or sub.recv(timeout=5.0)
+        assert isinstance(cf, fcuda.CudaFrame)
+        assert pub.stats()["pins"] == 1
+        fake.set("slow_ms", 0)
+        cf.synchronize(timeout=10)
+        wait_until(lambda: pub.stats()["pins"] == 0)
+        del cf
+        for k in range(2):
+            pub.send(random_frame(pub.pool, 40, 20, seed=k))
+        got = [next(sub), next(sub)]
+        assert all(isinstance(g, fcuda.CudaFrame) for g in got)
+        del got
+    gc.collect()
+    wait_until(lambda: fake.get("readonly_ranges") == ro)
+
+
+def test_device_keywords_are_checked():
+    """Upload keywords without device=, unknown keywords, a bad device or
+    device pool: clear errors naming them, before anything starts."""
+    with pytest.raises(ValueError, match="format= applies with device= only"):
+        framebus.Capture(format="RGB")
+    with framebus.Publisher(f"pytest-cuda-nodev-{os.getpid()}") as pub:
+        assert framebus.Subscriber(pub.name).pinned is None
+    with pytest.raises(ValueError, match="size= applies with device= only"):
+        framebus.Subscriber("nobody", size=(2, 2))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'colour'"):
+        framebus.Capture(device="cuda:0", colour="RGB")
+    with pytest.raises(TypeError, match="device_pool= must be a framebus.cuda.DevicePool"):
+        framebus.Subscriber("nobody", device="cuda:0", device_pool=object())
+    with pytest.raises(ValueError, match='invalid device="gpu:0"'):
+        framebus.Capture(device="gpu:0")
+    with pytest.raises(fcuda.CudaUnavailable, match="no CUDA device 7"):
+        framebus.Subscriber("nobody", device="cuda:7")
+    with pytest.raises(ValueError, match="RGB_F32_CHW"):
+        framebus.Capture(device="cuda:0", format="RGB", mean=0.5)
 
 
 class _TinyTorch:

@@ -4,9 +4,9 @@ import os
 import pathlib
 import sys
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol, final
+from typing import Any, Generic, Literal, Protocol, TypeVar, final, overload
 
-from typing_extensions import Self
+from typing_extensions import Self, TypeAlias
 
 if sys.version_info >= (3, 12):
     from collections.abc import Buffer
@@ -14,6 +14,10 @@ else:
     from typing_extensions import Buffer
 
 __version__: str
+
+# What a source delivers: host `Frame`s, or `CudaFrame`s when made with device=.
+_F = TypeVar("_F", Frame, CudaFrame)
+_Device: TypeAlias = str | int | Any
 
 # --- errors ---
 class FramebusError(Exception): ...
@@ -343,12 +347,13 @@ def grab(
 ) -> Frame: ...
 
 @final
-class CaptureFrames:
-    def __iter__(self) -> CaptureFrames: ...
-    def __next__(self) -> Frame: ...
+class CaptureFrames(Generic[_F]):
+    def __iter__(self) -> CaptureFrames[_F]: ...
+    def __next__(self) -> _F: ...
 
 @final
-class Capture:
+class Capture(Generic[_F]):
+    @overload
     def __new__(
         cls,
         region: int | Region | dict[str, int] | tuple[int, ...] | list[int] | None = None,
@@ -362,10 +367,37 @@ class Capture:
         on_change: bool = False,
         portal_source: str | None = None,
         portal_restore: bool = True,
-    ) -> Self: ...
-    def latest(self, timeout: float | None = None, allow_repeat: bool = False) -> Frame: ...
-    def next(self, timeout: float | None = None) -> Frame: ...
-    def frames(self, timeout: float | None = None) -> CaptureFrames: ...
+        device: None = None,
+    ) -> Capture[Frame]: ...
+    @overload
+    def __new__(
+        cls,
+        region: int | Region | dict[str, int] | tuple[int, ...] | list[int] | None = None,
+        target_fps: float | None = ...,
+        buffer: int = 3,
+        pool: FramePool | None = None,
+        cursor: bool = False,
+        display: str | None = None,
+        backend: str = "auto",
+        incremental: bool = False,
+        on_change: bool = False,
+        portal_source: str | None = None,
+        portal_restore: bool = True,
+        *,
+        device: _Device,
+        format: str | None = None,
+        size: tuple[int, int] | None = None,
+        method: str | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        matrix: str | None = None,
+        range: str | None = None,
+        stream: int | Any | None = None,
+        device_pool: DevicePool | None = None,
+    ) -> Capture[CudaFrame]: ...
+    def latest(self, timeout: float | None = None, allow_repeat: bool = False) -> _F: ...
+    def next(self, timeout: float | None = None) -> _F: ...
+    def frames(self, timeout: float | None = None) -> CaptureFrames[_F]: ...
     def stop(self) -> None: ...
     @property
     def running(self) -> bool: ...
@@ -440,12 +472,37 @@ class Publisher:
     def __exit__(self, _t: object, _v: object, _tb: object, /) -> bool: ...
 
 @final
-class Subscriber:
+class Subscriber(Generic[_F]):
+    @overload
     def __new__(
-        cls, name: str, timeout: float | None = 0.0, spin: float | Literal["auto"] = 0.0
-    ) -> Self: ...
-    def recv(self, timeout: float | None = None) -> Frame: ...
-    def try_recv(self) -> Frame | None: ...
+        cls,
+        name: str,
+        timeout: float | None = 0.0,
+        spin: float | Literal["auto"] = 0.0,
+        device: None = None,
+    ) -> Subscriber[Frame]: ...
+    @overload
+    def __new__(
+        cls,
+        name: str,
+        timeout: float | None = 0.0,
+        spin: float | Literal["auto"] = 0.0,
+        *,
+        device: _Device,
+        format: str | None = None,
+        size: tuple[int, int] | None = None,
+        method: str | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        matrix: str | None = None,
+        range: str | None = None,
+        stream: int | Any | None = None,
+        device_pool: DevicePool | None = None,
+    ) -> Subscriber[CudaFrame]: ...
+    def recv(self, timeout: float | None = None) -> _F: ...
+    def try_recv(self) -> _F | None: ...
+    @property
+    def pinned(self) -> dict[str, int] | None: ...
     @property
     def send_period(self) -> float | None: ...
     @property
@@ -464,7 +521,7 @@ class Subscriber:
     def __enter__(self) -> Self: ...
     def __exit__(self, _t: object, _v: object, _tb: object, /) -> bool: ...
     def __iter__(self) -> Self: ...
-    def __next__(self) -> Frame: ...
+    def __next__(self) -> _F: ...
 
 # --- zenoh (framebus.zenoh re-exports these as Publisher, Subscriber) ---
 @final

@@ -16,7 +16,9 @@ newer driver, NVRTC).
 * ``DeviceFrames(source, device=, format=, size=, ...)`` turns a frame source
   (``Capture``, a channel or Zenoh ``Subscriber``) into one of ``CudaFrame``s,
   each uploaded (and converted) on a framebus stream as it arrives;
-  ``capture(..., device=)`` opens a ``Capture`` into pinned slots wrapped so.
+  ``Capture(..., device=)`` and ``Subscriber(..., device=)`` do this
+  themselves (pinned host slots, ``CudaFrame``s out); ``capture(...)`` is
+  ``Capture(..., device="cuda:0")``.
 
 Environment: ``FRAMEBUS_CUDA_DRIVER`` (the driver library, default
 ``libcuda.so.1``), ``FRAMEBUS_CUDA_NVRTC`` (NVRTC, default ``libnvrtc.so.12``
@@ -42,7 +44,6 @@ from ._framebus import (
     CudaOutOfMemory,
     CudaUnavailable,
     DevicePool,
-    FramePool,
     _cuda_compile_kernels,
     _cuda_device_count,
     _cuda_device_info,
@@ -142,8 +143,10 @@ class DeviceFrames:
     which ``capture()`` uses) are asynchronous DMA; slots a channel maps from
     another process are pageable and upload at pageable speed.
 
-    Closing (``close()``, ``with``) closes the source when it has ``close`` or
-    ``stop``.
+    ``framebus.Capture`` and ``framebus.Subscriber`` take ``device=`` (and
+    the upload options) themselves, pinning the slots they fill or map; this
+    adapter serves any other source. Closing (``close()``, ``with``) closes the
+    source when it has ``close`` or ``stop``.
     """
 
     def __init__(
@@ -217,22 +220,13 @@ class DeviceFrames:
         return f"DeviceFrames({self.source!r}, device={self.device!r}, {self._kw!r})"
 
 
-#: ``DeviceFrames``'s upload options (``capture`` passes these on to it).
-_UPLOAD_OPTIONS = ("format", "size", "method", "mean", "std", "matrix", "range", "stream")
-
-
 def capture(
     *args: Any,
     device: str | int | Any = "cuda:0",
-    device_pool: DevicePool | None = None,
     **kwargs: Any,
-) -> DeviceFrames:
-    """``framebus.Capture(*args, **kwargs)`` grabbing into pinned slots (a
-    ``FramePool(pinned=device)`` unless ``pool=`` is given), its frames uploaded
-    to ``device`` as ``DeviceFrames`` does: ``format``, ``size``, ``method``,
-    ``mean``, ``std``, ``matrix``, ``range`` and ``stream`` go to the upload
-    (``device_pool`` is its ``pool``), everything else to ``Capture``."""
-    upload = {k: kwargs.pop(k) for k in _UPLOAD_OPTIONS if k in kwargs}
-    if kwargs.get("pool") is None:
-        kwargs["pool"] = FramePool(pinned=device)
-    return DeviceFrames(Capture(*args, **kwargs), device, pool=device_pool, **upload)
+) -> Capture:
+    """``framebus.Capture(*args, device=device, **kwargs)``: grabs into pinned
+    slots, frames uploaded (and converted: ``format``, ``size``, ``method``,
+    ``mean``, ``std``, ``matrix``, ``range``, ``stream``, ``device_pool``) as
+    they are taken; ``latest()``/``next()``/``frames()`` return ``CudaFrame``s."""
+    return Capture(*args, device=device, **kwargs)

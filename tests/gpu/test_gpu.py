@@ -152,11 +152,34 @@ def test_capture_on_the_device_equals_a_host_grab():
     if not os.environ.get("DISPLAY"):
         pytest.skip("no DISPLAY")
     region = {"left": 0, "top": 0, "width": 640, "height": 480}
-    with fcuda.capture(region=region, format="RGB", target_fps=30) as cap:
+    with framebus.Capture(region, device="cuda:0", format="RGB", target_fps=30) as cap:
         cf = cap.latest(timeout=10)
         got = torch.from_dlpack(cf).cpu().numpy()
+        assert cap.pool.stats()["pinned_slots"] >= 1
     want = np.asarray(framebus.grab(region).convert("RGB"))
     assert np.array_equal(got, want)  # a still Xvfb screen
+
+
+def test_subscriber_on_the_device_pins_read_only_and_is_pixel_exact():
+    """Subscriber(device=): the publisher's slots registered read-only (the
+    driver accepts CU_MEMHOSTREGISTER_READ_ONLY), frames equal the CPU's."""
+    import os
+
+    torch = pytest.importorskip("torch")
+    name = f"gpu-check-{os.getpid()}"
+    with (
+        framebus.Publisher(name, mode="lossless") as pub,
+        framebus.Subscriber(name, timeout=5, device="cuda:0", format="RGB") as sub,
+    ):
+        for k in range(20):
+            f = frame(pub.pool, 1280, 720, seed=50 + k)
+            want = np.asarray(f.convert("RGB")).copy()
+            pub.send(f)
+            del f
+            got = torch.from_dlpack(sub.recv(timeout=5)).cpu().numpy()
+            assert np.array_equal(got, want)
+        pinned = sub.pinned
+        assert pinned["pin_failures"] == 0 and pinned["pinned_slots"] >= 1, pinned
 
 
 def test_mss_to_torch_on_cuda_equals_the_cpu_result():

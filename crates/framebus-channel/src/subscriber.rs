@@ -24,7 +24,7 @@ use crate::spin::{Cadence, Spin};
 use crate::transport::time_left;
 use crate::wire::{self, Msg, Recv, MAX_SLOT_TABLE};
 use crate::{ChannelError, CloseReason, Mode, Result};
-use framebus_core::{Frame, FrameLayout, Lease, PixelFormat, Slot, SlotHome};
+use framebus_core::{Frame, FrameLayout, Lease, PixelFormat, Slot, SlotHome, SlotHook};
 use rustix::event::PollFlags;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
@@ -64,6 +64,8 @@ struct SubState {
     eof: bool,
     /// `Subscriber::close` ran.
     closed: bool,
+    /// Hooks every mapping made from now on ([`Subscriber::set_slot_hook`]).
+    hook: Option<Arc<dyn SlotHook>>,
 }
 
 impl SubState {
@@ -160,7 +162,7 @@ impl Inner {
                         op: "dup slot fd",
                         source: err,
                     })?;
-                    let first = map_received(dup, capacity)?;
+                    let first = map_received(dup, capacity, st.hook.as_ref())?;
                     let i = index as usize;
                     if st.slots.len() <= i {
                         st.slots.resize_with(i + 1, || None);
@@ -209,13 +211,18 @@ impl SlotHome for Inner {
     }
 }
 
-/// Map a slot memfd the publisher sent, read-only. `Slot::map_fd` refuses an
-/// fd that is not sealed against shrinking or is smaller than `len`: corrupt
-/// input from the peer (a failing `mmap` itself is our own resource error).
-fn map_received(fd: OwnedFd, len: usize) -> Result<Slot> {
-    Slot::map_fd(fd, len, false).map_err(|e| match e {
+/// Map a slot memfd the publisher sent, read-only, and hook the mapping.
+/// `Slot::map_fd` refuses an fd that is not sealed against shrinking or is
+/// smaller than `len`: corrupt input from the peer (a failing `mmap` itself is
+/// our own resource error).
+fn map_received(fd: OwnedFd, len: usize, hook: Option<&Arc<dyn SlotHook>>) -> Result<Slot> {
+    let slot = Slot::map_fd(fd, len, false).map_err(|e| match e {
         framebus_core::Error::Os { op: "mmap", .. } => ChannelError::Core(e),
         e => ChannelError::corrupt(format_args!("received slot: {e}")),
+    })?;
+    Ok(match hook {
+        Some(h) => slot.hooked(h.clone()),
+        None => slot,
     })
 }
 
@@ -467,6 +474,7 @@ impl Subscriber {
                     pending: Vec::new(),
                     eof: false,
                     closed: false,
+                    hook: None,
                 }),
             }),
             link: Some(Link {
@@ -799,6 +807,7 @@ impl Subscriber {
                 )));
             }
         }
+        let hook = st.hook.clone();
         let e = st.slots[index].as_mut().expect("checked above");
         let layout = frame_layout(d, e.capacity)?;
         let mapping = match e.free.pop() {
@@ -808,7 +817,7 @@ impl Subscriber {
                     op: "dup slot fd",
                     source: err,
                 })?;
-                map_received(fd, e.capacity)?
+                map_received(fd, e.capacity, hook.as_ref())?
             }
         };
         st.held.insert(mapping.id(), (d.index, d.gen, d.ticket));
@@ -874,6 +883,17 @@ impl Subscriber {
         drop(st);
         // Unmapped and closed outside the lock.
         drop((ctrl, slots, link));
+    }
+
+    /// Hook every mapping of a publisher's slot this subscriber makes from
+    /// now on ([`Slot::hooked`]): framebus-cuda's pin hook registers each
+    /// one read-only with the GPU once, so uploads of received frames are
+    /// DMA from pinned memory. Mappings live as long as the slot stays in the
+    /// publisher's table (a few are kept per slot), so that happens once per
+    /// slot, not per frame. Call it before the first `recv`: mappings made
+    /// before keep no hook. The hook runs under this subscriber's lock.
+    pub fn set_slot_hook(&mut self, hook: Arc<dyn SlotHook>) {
+        self.inner.lock().hook = Some(hook);
     }
 
     /// How `recv` waits for a frame: sleep at once ([`Spin::Off`], the

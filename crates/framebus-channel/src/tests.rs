@@ -1081,6 +1081,60 @@ fn child_close_counts(name: &str) {
     println!("@@CLOSE-OK");
 }
 
+/// Records what a [`framebus_core::SlotHook`] hears: live mappings by address.
+#[derive(Default)]
+struct HookRecorder {
+    live: std::sync::Mutex<std::collections::HashMap<usize, (usize, bool)>>,
+    maps: AtomicU64,
+    unmaps: AtomicU64,
+}
+
+impl framebus_core::SlotHook for HookRecorder {
+    fn on_map(&self, slot: &framebus_core::Slot) {
+        let e = (slot.capacity(), slot.is_writable());
+        let old = self.live.lock().unwrap().insert(slot.as_ptr() as usize, e);
+        assert!(old.is_none(), "mapped twice");
+        self.maps.fetch_add(1, Ordering::Relaxed);
+    }
+    fn on_unmap(&self, slot: &framebus_core::Slot) {
+        let old = self.live.lock().unwrap().remove(&(slot.as_ptr() as usize));
+        assert_eq!(old, Some((slot.capacity(), false)), "unmapped unseen");
+        self.unmaps.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_subscriber_hooks_each_slot_mapping_once_read_only() {
+    let name = unique("hook");
+    let p = Publisher::new(&name, cfg(Mode::Lossless { depth: 8 })).unwrap();
+    let mut s = Subscriber::connect(&name, SEC).unwrap();
+    let rec = std::sync::Arc::new(HookRecorder::default());
+    s.set_slot_hook(rec.clone());
+    // 200 frames through a handful of slots: one mapping (and one hook
+    // call) per slot, not per frame, every one read-only
+    let mut slots = std::collections::HashSet::new();
+    for k in 0..200 {
+        let f = filled(&p, 64, 32, PixelFormat::Bgra, k);
+        slots.insert(f.lease().slot_id());
+        p.send(&f).unwrap();
+        drop(f);
+        let r = s.recv(Some(SEC)).unwrap();
+        check_pixels(&r, k);
+        assert!(rec
+            .live
+            .lock()
+            .unwrap()
+            .contains_key(&(r.as_ptr() as usize)));
+    }
+    let maps = rec.maps.load(Ordering::Relaxed);
+    assert_eq!(maps as usize, slots.len(), "one mapping per publisher slot");
+    assert!(rec.live.lock().unwrap().values().all(|&(_, w)| !w));
+    // close unmaps every cached mapping, each through the hook
+    s.close();
+    assert_eq!(rec.unmaps.load(Ordering::Relaxed), maps);
+    assert!(rec.live.lock().unwrap().is_empty());
+}
+
 #[test]
 fn subscriber_close_unmaps_and_closes_what_no_held_frame_needs() {
     let name = unique("close-fds");

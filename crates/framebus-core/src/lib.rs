@@ -41,8 +41,8 @@ pub use error::{Error, Result};
 pub use format::{FrameLayout, PixelFormat};
 pub use frame::Frame;
 pub use lease::{Lease, SlotHome};
-pub use pool::{default_max_bytes, Exhausted, FramePool, PoolConfig, PoolStats, SlotHook};
-pub use slot::{page_size, Slot};
+pub use pool::{default_max_bytes, Exhausted, FramePool, PoolConfig, PoolStats};
+pub use slot::{page_size, Slot, SlotHook};
 pub use strided::{Expected, RowSpan, StridedView};
 
 /// Nanoseconds on `CLOCK_MONOTONIC`, the clock every framebus timestamp uses

@@ -32,6 +32,7 @@
 //!   unmapped (eviction, trim, close, the pool's own drop) — how a feature
 //!   crate pins each slot once for the whole life of its mapping (framebus-cuda
 //!   registers it with `cuMemHostRegister`) without the core knowing about it.
+//!   The hook rides on each slot ([`Slot::hooked`]), so every drop tells it.
 //!   Slots inherited through `fork` are dropped in the child without the hook
 //!   (the registration belongs to the parent's driver context).
 //!
@@ -41,7 +42,7 @@
 
 use crate::lease::LeaseInner;
 use crate::slot::{page_size, round_up};
-use crate::{Error, Frame, FrameLayout, Lease, PixelFormat, Result, Slot, SlotHome};
+use crate::{Error, Frame, FrameLayout, Lease, PixelFormat, Result, Slot, SlotHome, SlotHook};
 // Keys are slot ids this pool hands out itself: no HashDoS to guard against,
 // so FxHash (one multiply) instead of SipHash, whose code was a tenth of the
 // instruction-cache misses of a cold hand-off.
@@ -106,26 +107,6 @@ impl Default for PoolConfig {
     }
 }
 
-/// Told about every slot a pool maps and unmaps (see [`FramePool::with_hook`]).
-///
-/// `on_map` runs once per slot, after `mmap` and before the slot is first
-/// leased; `on_unmap` runs once per slot that `on_map` saw, before `munmap`,
-/// when no lease of it is left. Both run on the thread that maps or unmaps,
-/// without the pool's lock; they must not call back into the same pool. A hook
-/// cannot refuse a slot: a failure is the hook's to record (the slot is then
-/// used as it is).
-pub trait SlotHook: Send + Sync + 'static {
-    /// `len` bytes at `ptr` were just mapped for the pool.
-    fn on_map(&self, ptr: std::ptr::NonNull<u8>, len: usize);
-    /// `len` bytes at `ptr` are about to be unmapped.
-    fn on_unmap(&self, ptr: std::ptr::NonNull<u8>, len: usize);
-    /// What the hook wants shown beside the pool's stats (name, value), e.g.
-    /// pinned bytes and the time spent registering. None by default.
-    fn stats(&self) -> Vec<(&'static str, u64)> {
-        Vec::new()
-    }
-}
-
 /// A snapshot of a pool's accounting. Every number is exact at the instant of the call.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -184,15 +165,8 @@ pub(crate) struct PoolShared {
 }
 
 impl PoolShared {
-    /// Unmap `slots` (outside the lock), telling the hook first.
+    /// Unmap `slots` (outside the lock); a hooked slot tells its hook first.
     fn unmap(&self, slots: Vec<Slot>) {
-        if let Some(h) = &self.hook {
-            for s in &slots {
-                if let Some(p) = std::ptr::NonNull::new(s.as_ptr()) {
-                    h.on_unmap(p, s.capacity());
-                }
-            }
-        }
         drop(slots);
     }
 }
@@ -359,12 +333,10 @@ impl FramePool {
                 st.slots_mapped += 1;
                 drop(st);
                 self.shared.unmap(evicted); // munmap outside the lock
-                let made = Slot::new(needed, cfg.huge_pages);
-                if let (Ok(slot), Some(h)) = (&made, &self.shared.hook) {
-                    if let Some(p) = std::ptr::NonNull::new(slot.as_ptr()) {
-                        h.on_map(p, slot.capacity());
-                    }
-                }
+                let made = Slot::new(needed, cfg.huge_pages).map(|slot| match &self.shared.hook {
+                    Some(h) => slot.hooked(h.clone()),
+                    None => slot,
+                });
                 let mut st = self.lock();
                 return match made {
                     Ok(slot) => {
@@ -765,16 +737,18 @@ mod tests {
     }
 
     impl SlotHook for Recorder {
-        fn on_map(&self, ptr: std::ptr::NonNull<u8>, len: usize) {
-            let old = self.live.lock().unwrap().insert(ptr.as_ptr() as usize, len);
+        fn on_map(&self, slot: &Slot) {
+            let (ptr, len) = (slot.as_ptr(), slot.capacity());
+            let old = self.live.lock().unwrap().insert(ptr as usize, len);
             assert!(old.is_none(), "mapped twice");
             self.maps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        fn on_unmap(&self, ptr: std::ptr::NonNull<u8>, len: usize) {
+        fn on_unmap(&self, slot: &Slot) {
+            let (ptr, len) = (slot.as_ptr(), slot.capacity());
             // The mapping must still be there: touch it.
             // SAFETY: on_unmap runs before munmap, the slot has no lease left.
-            unsafe { ptr.as_ptr().write_volatile(1) };
-            let old = self.live.lock().unwrap().remove(&(ptr.as_ptr() as usize));
+            unsafe { ptr.write_volatile(1) };
+            let old = self.live.lock().unwrap().remove(&(ptr as usize));
             assert_eq!(old, Some(len), "unmapped a slot that was not mapped");
             self.unmaps
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -13,6 +13,13 @@
 //! anything: it drops the owner, whose own `Drop` hands the memory back (for
 //! PipeWire: queues the buffer back to the stream).
 //!
+//! A slot can carry a [`SlotHook`] ([`Slot::hooked`]) that hears of the
+//! mapping once after it is made and once before it goes — how a feature
+//! crate pins a mapping for a device for its whole life (framebus-cuda
+//! registers it with `cuMemHostRegister`) without this crate knowing about it.
+//! Pools and channel subscribers hook the slots they map; the unmap call lives
+//! in `Drop`, so no path that drops a slot can skip it.
+//!
 //! This module knows nothing about pools or reference counts: see `lease`.
 
 use crate::{Error, Result};
@@ -52,6 +59,42 @@ pub struct Slot {
     alive: Arc<()>,
     /// For memory of another allocator: what releases it (instead of munmap).
     owner: Option<Owner>,
+    /// Told before the mapping goes (see [`Slot::hooked`]).
+    hook: Option<Hooked>,
+}
+
+/// Told about a slot's mapping once after it is made and once before it goes
+/// (see [`Slot::hooked`], `FramePool::with_hook`).
+///
+/// `on_unmap` runs once for each slot `on_map` saw, before `munmap`, when no
+/// lease of it is left; never in a `fork()`ed child for a slot hooked in the
+/// parent (what the hook did belongs to the parent, e.g. a driver
+/// registration). Both run on the thread that maps or drops the slot, without
+/// any pool's lock; they must not call back into the slot's pool. A hook
+/// cannot refuse a slot: a failure is the hook's to record (the slot is then
+/// used as it is).
+pub trait SlotHook: Send + Sync + 'static {
+    /// `slot` was just mapped (its bytes, length and writability are final).
+    fn on_map(&self, slot: &Slot);
+    /// `slot` is about to be unmapped.
+    fn on_unmap(&self, slot: &Slot);
+    /// What the hook wants shown beside the pool's stats (name, value), e.g.
+    /// pinned bytes and the time spent registering. None by default.
+    fn stats(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+/// A slot's hook and the fork generation that called its `on_map`.
+struct Hooked {
+    hook: std::sync::Arc<dyn SlotHook>,
+    generation: u64,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<slot hook>")
+    }
 }
 
 /// What releases a foreign slot's memory (see [`Slot::from_owner`]).
@@ -188,6 +231,7 @@ impl Slot {
             writable,
             alive: Arc::new(()),
             owner: None,
+            hook: None,
         })
     }
 
@@ -221,6 +265,30 @@ impl Slot {
             writable: false,
             alive: Arc::new(()),
             owner: Some(Owner(owner)),
+            hook: None,
+        }
+    }
+
+    /// This slot, after `hook.on_map(&slot)`; `hook.on_unmap` runs when it is
+    /// dropped (before munmap), unless that happens in a `fork()`ed child.
+    /// A slot has one hook: hooking it again first tells the old one
+    /// `on_unmap`, as if the mapping had left its care.
+    pub fn hooked(mut self, hook: Arc<dyn SlotHook>) -> Slot {
+        self.unhook();
+        hook.on_map(&self);
+        self.hook = Some(Hooked {
+            hook,
+            generation: crate::fork::generation(),
+        });
+        self
+    }
+
+    /// Tell the hook (if any, and hooked in this process) that the mapping goes.
+    fn unhook(&mut self) {
+        if let Some(h) = self.hook.take() {
+            if h.generation == crate::fork::generation() {
+                h.hook.on_unmap(self);
+            }
         }
     }
 
@@ -269,6 +337,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.unhook();
         if let Some(owner) = self.owner.take() {
             // Another allocator's memory: its owner gives it back.
             drop(owner);

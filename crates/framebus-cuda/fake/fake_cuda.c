@@ -16,7 +16,9 @@
  *  - an event completes when its stream reaches it; cuStreamWaitEvent makes a
  *    stream's thread wait for the event;
  *  - cuMemHostRegister records registrations (double registration and
- *    unregistering an unknown pointer are errors, as in CUDA);
+ *    unregistering an unknown pointer are errors, as in CUDA; so is a
+ *    read-only mapping without CU_MEMHOSTREGISTER_READ_ONLY, which CUDA
+ *    cannot pin for writing);
  *  - NVRTC "compiles" by returning the source; cuModuleLoadData accepts it;
  *    cuLaunchKernel of a framebus kernel runs a C reference of framebus's CPU
  *    kernels (the tests compare it with framebus's CPU kernels).
@@ -28,7 +30,8 @@
  *  FAKE_CUDA_FAIL_REGISTER=1, FAKE_CUDA_FAIL_COMPILE=1.
  * Counters: fake_cuda_get("registered_bytes" | "registered_ranges" |
  *  "allocated_bytes" | "allocations" | "allocs" | "frees" | "launches" |
- *  "copies" | "ctx_syncs" | "stream_waits" | "register_calls" | "unregister_calls").
+ *  "copies" | "ctx_syncs" | "stream_waits" | "register_calls" | "unregister_calls" |
+ *  "readonly_ranges" (live registrations made with CU_MEMHOSTREGISTER_READ_ONLY)).
  * Test helpers: fake_cuda_set_stream_slow(stream, ms), fake_cuda_stream_sleep(stream, ms).
  */
 #include <pthread.h>
@@ -55,7 +58,7 @@ static long fail_allocs, slow_ms, fail_copies, fail_register, fail_compile;
 static size_t mem_total = (size_t)1 << 30;
 static long c_registered_bytes, c_registered_ranges, c_allocated_bytes, c_allocations,
     c_allocs, c_frees, c_launches, c_copies, c_ctx_syncs, c_stream_waits,
-    c_register_calls, c_unregister_calls;
+    c_register_calls, c_unregister_calls, c_readonly_ranges;
 
 static long env_long(const char *name, long def) {
     const char *v = getenv(name);
@@ -69,7 +72,7 @@ static void sleep_ms(long ms) {
 }
 
 /* ---- allocations and registrations (linked lists under G) ---- */
-struct range { uintptr_t p; size_t n; struct range *next; };
+struct range { uintptr_t p; size_t n; int readonly; struct range *next; };
 static struct range *allocs, *regs;
 
 static struct range *find(struct range *l, uintptr_t p) {
@@ -256,17 +259,39 @@ CUresult cuMemGetInfo_v2(size_t *free_, size_t *total) {
     pthread_mutex_unlock(&G);
     return OK;
 }
+enum { REGISTER_READ_ONLY = 8 };
+/* 1 when every page of [p, p + n) is mapped writable, 0 when some page is
+   mapped read-only, -1 when some page is not mapped (from /proc/self/maps). */
+static int range_writable(uintptr_t p, size_t n) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    char line[512], perms[8];
+    unsigned long lo, hi;
+    uintptr_t at = p, end = p + n;
+    int writable = 1;
+    while (at < end && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3) continue;
+        if (hi <= at || lo > at) continue;
+        if (perms[1] != 'w') writable = 0;
+        at = hi;
+    }
+    fclose(f);
+    return at < end ? -1 : writable;
+}
 CUresult cuMemHostRegister_v2(void *p, size_t n, unsigned flags) {
-    (void)flags;
+    int w = range_writable((uintptr_t)p, n);
     pthread_mutex_lock(&G);
     CUresult r = OK;
     c_register_calls++;
     if (fail_register) r = E_OOM;
+    else if (w < 0 || (w == 0 && !(flags & REGISTER_READ_ONLY))) r = E_INVALID_VALUE;
     else if (find(regs, (uintptr_t)p)) r = E_ALREADY_REG;
     else {
         struct range *g = malloc(sizeof *g);
         g->p = (uintptr_t)p; g->n = n; g->next = regs; regs = g;
+        g->readonly = (flags & REGISTER_READ_ONLY) != 0;
         c_registered_bytes += (long)n; c_registered_ranges++;
+        c_readonly_ranges += g->readonly;
         /* Touch every page, like pinning does (and fail loudly on a bad range). */
         for (size_t i = 0; i < n; i += 4096) ((volatile char *)p)[i];
     }
@@ -280,6 +305,7 @@ CUresult cuMemHostUnregister(void *p) {
     if (!g) { pthread_mutex_unlock(&G); return E_NOT_REG; }
     unlink_range(&regs, g);
     c_registered_bytes -= (long)g->n; c_registered_ranges--;
+    c_readonly_ranges -= g->readonly;
     free(g);
     pthread_mutex_unlock(&G);
     return OK;
@@ -647,6 +673,7 @@ long fake_cuda_get(const char *what) {
         {"allocs", &c_allocs}, {"frees", &c_frees}, {"launches", &c_launches},
         {"copies", &c_copies}, {"ctx_syncs", &c_ctx_syncs}, {"stream_waits", &c_stream_waits},
         {"register_calls", &c_register_calls}, {"unregister_calls", &c_unregister_calls},
+        {"readonly_ranges", &c_readonly_ranges},
     };
     long v = -1;
     pthread_mutex_lock(&G);

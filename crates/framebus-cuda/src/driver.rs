@@ -31,6 +31,8 @@ pub const CUDA_ERROR_NO_DEVICE: CUresult = 100;
 pub const CUDA_ERROR_NOT_READY: CUresult = 600;
 pub const CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED: CUresult = 712;
 pub const CU_MEMHOSTREGISTER_PORTABLE: c_uint = 1;
+/// The GPU only reads the registered range (needed for read-only mappings; CUDA 11.1+).
+pub const CU_MEMHOSTREGISTER_READ_ONLY: c_uint = 8;
 pub const CU_STREAM_NON_BLOCKING: c_uint = 1;
 pub const CU_EVENT_DISABLE_TIMING: c_uint = 2;
 pub const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: c_int = 75;

@@ -4,6 +4,10 @@
 //! is unmapped. Registration costs up to hundreds of ms per range, so it is
 //! paid once per slot, never per frame; a slot lives for many frames.
 //!
+//! Read-only mappings (the slots a channel subscriber maps from its publisher)
+//! are registered with `CU_MEMHOSTREGISTER_READ_ONLY` (CUDA 11.1+): the GPU
+//! may read them, never write.
+//!
 //! A registration that fails (the driver refused, the locked-memory limit)
 //! leaves the slot pageable: it still works, at pageable speed, and the
 //! failure is counted in [`PinStats`] with the driver's message.
@@ -91,18 +95,17 @@ impl PinHook {
         }
     }
 
-    fn register(&self, ptr: NonNull<u8>, len: usize) -> Result<()> {
+    fn register(&self, ptr: NonNull<u8>, len: usize, writable: bool) -> Result<()> {
         let api = self.device.bind()?;
-        let t = Instant::now();
-        // SAFETY: `ptr..ptr+len` is a live page-aligned mapping the pool just
-        // made; it stays mapped until `on_unmap`, which unregisters it first.
-        let r = unsafe {
-            (api.mem_host_register)(
-                ptr.as_ptr().cast(),
-                len,
-                driver::CU_MEMHOSTREGISTER_PORTABLE,
-            )
+        let flags = if writable {
+            driver::CU_MEMHOSTREGISTER_PORTABLE
+        } else {
+            driver::CU_MEMHOSTREGISTER_PORTABLE | driver::CU_MEMHOSTREGISTER_READ_ONLY
         };
+        let t = Instant::now();
+        // SAFETY: `ptr..ptr+len` is a live page-aligned mapping just made; it
+        // stays mapped until `on_unmap`, which unregisters it first.
+        let r = unsafe { (api.mem_host_register)(ptr.as_ptr().cast(), len, flags) };
         self.register_ns
             .fetch_add(t.elapsed().as_nanos() as u64, Relaxed);
         check(api, "cuMemHostRegister", r, || format!("{len} bytes"))
@@ -123,8 +126,11 @@ impl framebus_core::SlotHook for PinHook {
         ]
     }
 
-    fn on_map(&self, ptr: NonNull<u8>, len: usize) {
-        match self.register(ptr, len) {
+    fn on_map(&self, slot: &framebus_core::Slot) {
+        let (Some(ptr), len) = (NonNull::new(slot.as_ptr()), slot.capacity()) else {
+            return;
+        };
+        match self.register(ptr, len, slot.is_writable()) {
             Ok(()) => {
                 PINNED
                     .lock()
@@ -141,11 +147,12 @@ impl framebus_core::SlotHook for PinHook {
         }
     }
 
-    fn on_unmap(&self, ptr: NonNull<u8>, len: usize) {
+    fn on_unmap(&self, slot: &framebus_core::Slot) {
+        let (ptr, len) = (slot.as_ptr(), slot.capacity());
         let was = PINNED
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&(ptr.as_ptr() as usize));
+            .remove(&(ptr as usize));
         if was.is_none() {
             return; // its registration had failed
         }
@@ -154,7 +161,7 @@ impl framebus_core::SlotHook for PinHook {
             // mapping is still there (on_unmap runs before munmap) and no
             // lease is left, so no copy can be reading it (an upload holds its
             // lease until the copy's event completed).
-            unsafe { (api.mem_host_unregister)(ptr.as_ptr().cast()) };
+            unsafe { (api.mem_host_unregister)(ptr.cast()) };
         }
         self.slots.fetch_sub(1, Relaxed);
         self.bytes.fetch_sub(len, Relaxed);

@@ -16,6 +16,7 @@
 //! that is only waited for with the GIL released.
 
 use crate::args::{self, Int};
+use crate::cuda::DeviceUpload;
 use crate::errors::{os_error, Error, Result};
 use crate::frame::PyFrame;
 use crate::pool::{default_pool, pool_or_default, PyFramePool};
@@ -24,7 +25,7 @@ use framebus_capture::{
     grab_shared, BackendChoice, Capture, CaptureConfig, CaptureError, Grabber, Monitor,
     PortalOptions, Region, Target, MAX_BUFFER,
 };
-use framebus_core::{Frame, FramePool};
+use framebus_core::{Frame, FramePool, PoolConfig};
 use framebus_kernels::png;
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
@@ -420,6 +421,8 @@ pub struct PyCapture {
     inner: Capture,
     pool: FramePool,
     own_pool: bool,
+    /// `device=`: each frame is uploaded as it is taken.
+    upload: Option<DeviceUpload>,
 }
 
 impl PyCapture {
@@ -443,6 +446,11 @@ impl PyCapture {
         )
         .map(|(f, d)| frame_with_damage(f, d.as_deref()))
     }
+
+    /// A frame as the caller gets it (uploaded with `device=`).
+    fn deliver(&self, py: Python<'_>, frame: PyFrame) -> Result<Py<PyAny>> {
+        crate::cuda::deliver(py, self.upload.as_ref(), frame)
+    }
 }
 
 /// A frame and its damage, as the crate's `*_with_damage` return them.
@@ -457,10 +465,17 @@ impl PyCapture {
     /// delivers a frame only when something in the region changed. With
     /// either, frames carry `damage` (changes since the frame handed out before).
     /// `portal_source`, `portal_restore`: as for `Grabber`.
+    ///
+    /// `device="cuda:0"` delivers frames on the GPU: grabs go into pinned
+    /// slots (a `FramePool(pinned=device)` unless `pool=` is given), each
+    /// frame taken is queued for upload on a framebus stream (so the next
+    /// grab overlaps the copy) and `latest()`/`next()`/`frames()` return
+    /// `CudaFrame`s; `format`, `size`, `method`, `mean`, `std`, `matrix`,
+    /// `range`, `stream` and `device_pool` (its `pool`) are `Frame.to_device`'s.
     #[new]
     #[pyo3(
-        signature = (region=None, target_fps=Some(60.0), buffer=Int(3), pool=None, cursor=false, display=None, backend="auto", incremental=false, on_change=false, portal_source=None, portal_restore=true),
-        text_signature = "(region=None, target_fps=60.0, buffer=3, pool=None, cursor=False, display=None, backend='auto', incremental=False, on_change=False, portal_source=None, portal_restore=True)"
+        signature = (region=None, target_fps=Some(60.0), buffer=Int(3), pool=None, cursor=false, display=None, backend="auto", incremental=false, on_change=false, portal_source=None, portal_restore=true, device=None, **upload),
+        text_signature = "(region=None, target_fps=60.0, buffer=3, pool=None, cursor=False, display=None, backend='auto', incremental=False, on_change=False, portal_source=None, portal_restore=True, device=None, **upload)"
     )]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -476,7 +491,10 @@ impl PyCapture {
         on_change: bool,
         portal_source: Option<&str>,
         portal_restore: bool,
+        device: Option<&Bound<'_, PyAny>>,
+        upload: Option<&Bound<'_, PyDict>>,
     ) -> Result<Self> {
+        let upload = DeviceUpload::from_kwargs("Capture", device, upload)?;
         let target = parse_target(region)?;
         let choice = parse_backend(backend)?;
         let portal = portal_options(portal_source, portal_restore)?;
@@ -488,8 +506,13 @@ impl PyCapture {
         };
         config.validate()?; // before connecting: bad arguments say so first
         let own_pool = pool.is_none();
-        // A private pool by default, so stop() can give its memory back.
-        let pool = pool_of(pool).unwrap_or_default();
+        // A private pool by default, so stop() can give its memory back;
+        // pinned for the device when frames go there.
+        let pool = match (pool_of(pool), &upload) {
+            (Some(p), _) => p,
+            (None, None) => FramePool::default(),
+            (None, Some(up)) => FramePool::with_hook(PoolConfig::default(), up.pin_hook()?),
+        };
         let thread_pool = pool.clone();
         let inner = wait::run_watched(py, "starting a capture", move || {
             let mut g = Grabber::open_with(display.as_deref(), choice, thread_pool, &portal)?;
@@ -508,6 +531,7 @@ impl PyCapture {
             inner,
             pool,
             own_pool,
+            upload,
         })
     }
 
@@ -516,18 +540,25 @@ impl PyCapture {
     /// frame at once even if it was returned already. Raises TimeoutError, or
     /// CaptureError once stopped or failed.
     #[pyo3(signature = (timeout=None, allow_repeat=false))]
-    fn latest(&self, py: Python<'_>, timeout: Option<f64>, allow_repeat: bool) -> Result<PyFrame> {
+    fn latest(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        allow_repeat: bool,
+    ) -> Result<Py<PyAny>> {
         let timeout = args::timeout("timeout", timeout)?;
-        self.wait_frame(py, timeout, |c, slice| {
+        let f = self.wait_frame(py, timeout, |c, slice| {
             c.latest_with_damage(Some(slice), allow_repeat)
-        })
+        })?;
+        self.deliver(py, f)
     }
 
     /// The oldest frame not returned before (every frame the buffer kept, in order).
     #[pyo3(signature = (timeout=None))]
-    fn next(&self, py: Python<'_>, timeout: Option<f64>) -> Result<PyFrame> {
+    fn next(&self, py: Python<'_>, timeout: Option<f64>) -> Result<Py<PyAny>> {
         let timeout = args::timeout("timeout", timeout)?;
-        self.wait_frame(py, timeout, |c, slice| c.next_with_damage(Some(slice)))
+        let f = self.wait_frame(py, timeout, |c, slice| c.next_with_damage(Some(slice)))?;
+        self.deliver(py, f)
     }
 
     /// Iterate over frames in order until `stop()` (or `timeout` without a frame).
@@ -629,10 +660,10 @@ impl CaptureFrames {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<PyFrame> {
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let cap = self.capture.get();
         match cap.wait_frame(py, self.timeout, |c, slice| c.next_with_damage(Some(slice))) {
-            Ok(f) => Ok(f),
+            Ok(f) => Ok(cap.deliver(py, f)?),
             Err(Error::Capture(CaptureError::Stopped(None))) => Err(PyStopIteration::new_err(())),
             Err(e) => Err(e.into()),
         }

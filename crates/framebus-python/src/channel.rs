@@ -15,6 +15,7 @@
 //! getter itself when nobody does).
 
 use crate::args::{self, Int};
+use crate::cuda::{deliver, DeviceUpload};
 use crate::errors::{Error, Result};
 use crate::frame::PyFrame;
 use crate::pool::{parse_format, PyFramePool};
@@ -23,11 +24,12 @@ use framebus_channel::{
     ChannelError, Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber, WaitStep,
 };
 use framebus_core::Frame;
+use framebus_core::SlotHook;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// Most frames a lossless subscriber queue may hold.
@@ -269,6 +271,10 @@ pub struct PySubscriber {
     snapshot: Snapshot,
     name: String,
     mode: Mode,
+    /// `device=`: each frame is uploaded as it is received.
+    upload: Option<DeviceUpload>,
+    /// `device=`: the hook that pins the publisher's slots as they are mapped.
+    pin: Option<Arc<dyn SlotHook>>,
 }
 
 impl PySubscriber {
@@ -479,12 +485,29 @@ impl PySubscriber {
     /// GIL stays held while no other Python thread exists, handed over every
     /// ms), or "auto": sleep until shortly before the next frame is due
     /// (learnt from the publisher's send times), spin only then.
+    ///
+    /// `device="cuda:0"` delivers frames on the GPU: every mapping of the
+    /// publisher's slots is pinned (registered read-only, once per slot), each
+    /// frame received is queued for upload on a framebus stream and released
+    /// to the publisher once the copy completed; `recv()`, `try_recv()` and
+    /// iteration return `CudaFrame`s. `format`, `size`, `method`, `mean`,
+    /// `std`, `matrix`, `range`, `stream` and `device_pool` are
+    /// `Frame.to_device`'s.
     #[new]
     #[pyo3(
-        signature = (name, timeout=Some(0.0), spin=SpinArg::Seconds(0.0)),
-        text_signature = "(name, timeout=0.0, spin=0.0)"
+        signature = (name, timeout=Some(0.0), spin=SpinArg::Seconds(0.0), device=None, **upload),
+        text_signature = "(name, timeout=0.0, spin=0.0, device=None, **upload)"
     )]
-    fn new(py: Python<'_>, name: &str, timeout: Option<f64>, spin: SpinArg) -> Result<Self> {
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        timeout: Option<f64>,
+        spin: SpinArg,
+        device: Option<&Bound<'_, PyAny>>,
+        upload: Option<&Bound<'_, PyDict>>,
+    ) -> Result<Self> {
+        let upload = DeviceUpload::from_kwargs("Subscriber", device, upload)?;
+        let pin = upload.as_ref().map(DeviceUpload::pin_hook).transpose()?;
         let timeout = args::timeout("timeout", timeout)?;
         let spin = spin.parse()?;
         let mut sub = wait::wait(
@@ -494,6 +517,9 @@ impl PySubscriber {
             |_, e| e.into(),
         )?;
         sub.set_spin(spin);
+        if let Some(pin) = &pin {
+            sub.set_slot_hook(pin.clone());
+        }
         let snapshot = Snapshot::default();
         snapshot.refresh(&sub);
         Ok(PySubscriber {
@@ -501,7 +527,24 @@ impl PySubscriber {
             name: name.to_owned(),
             inner: Mutex::new(sub),
             snapshot,
+            upload,
+            pin,
         })
+    }
+
+    /// With `device=`: what pinning the publisher's slots did so far
+    /// (pinned_slots, pinned_bytes, pin_register_ns, pin_failures, ...);
+    /// None without `device=`.
+    #[getter]
+    fn pinned<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(pin) = &self.pin else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        for (k, v) in pin.stats() {
+            d.set_item(k, v)?;
+        }
+        Ok(Some(d))
     }
 
     /// The next frame (latest mode: the newest not seen yet), zero-copy and
@@ -510,16 +553,18 @@ impl PySubscriber {
     /// once the publisher closed or died and every queued frame was received,
     /// or once this subscriber was closed.
     #[pyo3(signature = (timeout=None))]
-    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> Result<PyFrame> {
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> Result<Py<PyAny>> {
         let t = args::timeout("timeout", timeout)?;
-        Ok(PyFrame::from_frame(self.recv_interruptible(py, t)?))
+        let f = self.recv_interruptible(py, t)?;
+        deliver(py, self.upload.as_ref(), PyFrame::from_frame(f))
     }
 
     /// A frame if one is ready now, else None; ChannelClosed once the publisher
     /// closed or died and nothing is left queued.
-    fn try_recv(&self, py: Python<'_>) -> Result<Option<PyFrame>> {
+    fn try_recv(&self, py: Python<'_>) -> Result<Option<Py<PyAny>>> {
         let f = self.with_now(py, |s| s.try_recv())?;
-        Ok(f.map(PyFrame::from_frame))
+        f.map(|f| deliver(py, self.upload.as_ref(), PyFrame::from_frame(f)))
+            .transpose()
     }
 
     /// The publisher's send period in seconds as learnt from received frames
@@ -575,8 +620,9 @@ impl PySubscriber {
     }
 
     /// `for frame in sub:` waits for each frame and ends when the channel closes.
-    fn __next__(&self, py: Python<'_>) -> PyResult<PyFrame> {
-        wait::next_frame(self.recv_interruptible(py, None))
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let f = wait::next_frame(self.recv_interruptible(py, None))?;
+        Ok(deliver(py, self.upload.as_ref(), f)?)
     }
 
     fn __repr__(&self) -> String {

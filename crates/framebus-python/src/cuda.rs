@@ -525,6 +525,205 @@ impl PyCudaFrame {
     }
 }
 
+/// `Frame.to_device`'s options, checked once: what `to_device` uses for one
+/// frame and `Capture`/`Subscriber(device=...)` for every frame they deliver.
+#[derive(Clone)]
+pub struct DeviceUpload {
+    index: usize,
+    opts: Upload,
+    pool: Option<DevicePool>,
+}
+
+/// The keywords `DeviceUpload::from_kwargs` takes beside `device`
+/// (`to_device`'s `pool` is `device_pool` there, beside a host `pool=`).
+const UPLOAD_KEYWORDS: [&str; 9] = [
+    "format",
+    "size",
+    "method",
+    "mean",
+    "std",
+    "matrix",
+    "range",
+    "stream",
+    "device_pool",
+];
+
+/// `to_device`'s arguments as Python gave them (`DeviceUpload::parse` checks them).
+struct UploadArgs<'a, 'py> {
+    device: Option<&'a Bound<'py, PyAny>>,
+    stream: Option<&'a Bound<'py, PyAny>>,
+    format: Option<&'a str>,
+    mean: Option<&'a Bound<'py, PyAny>>,
+    std: Option<&'a Bound<'py, PyAny>>,
+    pool: Option<&'a PyDevicePool>,
+    size: Option<(Int, Int)>,
+    method: Option<&'a str>,
+    matrix: Option<&'a str>,
+    range: Option<&'a str>,
+}
+
+impl DeviceUpload {
+    /// Check `to_device`'s arguments (see its doc).
+    fn parse(a: UploadArgs<'_, '_>) -> Result<DeviceUpload> {
+        // `device=None` is "cuda:0".
+        let index = a.device.map(device_index).transpose()?.unwrap_or(0);
+        let format = a.format.map(DeviceFormat::parse).transpose()?;
+        if (a.mean.is_some() || a.std.is_some()) && format != Some(DeviceFormat::RgbF32Chw) {
+            return Err(Error::value(
+                "mean= and std= apply to format=\"RGB_F32_CHW\" only",
+            ));
+        }
+        let nv12 = format == Some(DeviceFormat::Packed(framebus_core::PixelFormat::Nv12));
+        if (a.matrix.is_some() || a.range.is_some()) && !nv12 {
+            return Err(Error::value(
+                "matrix= and range= apply to format=\"NV12\" only",
+            ));
+        }
+        let size = a
+            .size
+            .map(|(w, h)| {
+                Ok::<_, Error>((args::dimension("width", w)?, args::dimension("height", h)?))
+            })
+            .transpose()?;
+        if a.method.is_some() && size.is_none() {
+            return Err(Error::value("method= applies with size= only"));
+        }
+        let method = match a.method.map(str::parse).transpose()? {
+            None | Some(framebus_kernels::Method::Bilinear) => fc::ResizeMethod::Bilinear,
+            Some(framebus_kernels::Method::Area) => fc::ResizeMethod::Area,
+        };
+        let matrix: framebus_kernels::YuvMatrix = a.matrix.unwrap_or("bt601").parse()?;
+        let range: framebus_kernels::YuvRange = a.range.unwrap_or("limited").parse()?;
+        let (k, y_offset) = framebus_kernels::yuv_weights(matrix, range);
+        let pool = match a.pool {
+            Some(p) if p.pool.device().index != index => {
+                return Err(Error::value(format!(
+                    "invalid pool= on cuda:{} for device=\"cuda:{index}\"",
+                    p.pool.device().index
+                )))
+            }
+            p => p.map(|p| p.pool.clone()),
+        };
+        Ok(DeviceUpload {
+            index,
+            opts: Upload {
+                stream: a.stream.map(stream_handle).transpose()?,
+                format,
+                mean: args::per_channel("mean", a.mean, 0.0, false)?,
+                std: args::per_channel("std", a.std, 1.0, true)?,
+                size,
+                method,
+                yuv: Some(fc::YuvWeights { k, y_offset }),
+            },
+            pool,
+        })
+    }
+
+    /// `Capture(..., device=, **upload)` and the subscribers' `device=`:
+    /// `device` and `to_device`'s keywords (`device_pool` for its `pool`);
+    /// None when `device` is None (then no upload keyword may be given).
+    /// `what` names the caller in errors.
+    pub fn from_kwargs(
+        what: &str,
+        device: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Result<Option<DeviceUpload>> {
+        let get = |k: &str| -> Result<Option<Bound<'_, PyAny>>> {
+            Ok(match kwargs {
+                Some(d) => d.get_item(k)?.filter(|v| !v.is_none()),
+                None => None,
+            })
+        };
+        if let Some(d) = kwargs {
+            for k in d.keys() {
+                let k: String = k.extract()?;
+                if !UPLOAD_KEYWORDS.contains(&k.as_str()) {
+                    return Err(Error::type_(format!(
+                        "{what}() got an unexpected keyword argument '{k}'"
+                    )));
+                }
+            }
+        }
+        let Some(device) = device.filter(|d| !d.is_none()) else {
+            if let Some(k) = UPLOAD_KEYWORDS
+                .iter()
+                .find(|k| get(k).ok().flatten().is_some())
+            {
+                return Err(Error::value(format!(
+                    "{what}(): {k}= applies with device= only (frames uploaded to a GPU)"
+                )));
+            }
+            return Ok(None);
+        };
+        let format = get("format")?.map(|v| v.extract::<String>()).transpose()?;
+        let method = get("method")?.map(|v| v.extract::<String>()).transpose()?;
+        let matrix = get("matrix")?.map(|v| v.extract::<String>()).transpose()?;
+        let range = get("range")?.map(|v| v.extract::<String>()).transpose()?;
+        let size = get("size")?
+            .map(|v| v.extract::<(Int, Int)>())
+            .transpose()?;
+        let pool = get("device_pool")?;
+        let pool = pool
+            .as_ref()
+            .map(|p| p.extract::<PyRef<'_, PyDevicePool>>())
+            .transpose()
+            .map_err(|_| Error::type_("device_pool= must be a framebus.cuda.DevicePool"))?;
+        let (stream, mean, std) = (get("stream")?, get("mean")?, get("std")?);
+        Self::parse(UploadArgs {
+            device: Some(device),
+            stream: stream.as_ref(),
+            format: format.as_deref(),
+            mean: mean.as_ref(),
+            std: std.as_ref(),
+            pool: pool.as_deref(),
+            size,
+            method: method.as_deref(),
+            matrix: matrix.as_deref(),
+            range: range.as_deref(),
+        })
+        .map(Some)
+    }
+
+    /// The pin hook for this upload's device (pinned host slots to upload from).
+    pub fn pin_hook(&self) -> Result<Arc<dyn SlotHook>> {
+        Ok(fc::PinHook::new(fc::device(self.index)?))
+    }
+
+    /// Queue `frame`'s copy (and conversion) on the GPU: a `CudaFrame` ready
+    /// on the upload's stream; the host slot is held until the copy completed.
+    pub fn upload(&self, py: Python<'_>, frame: &framebus_core::Frame) -> Result<PyCudaFrame> {
+        let pool = match &self.pool {
+            Some(p) => p.clone(),
+            None => py.detach(|| default_device_pool(self.index))?,
+        };
+        let plan = fc::plan(frame, &self.opts)?;
+        let stream = match self.opts.stream {
+            Some(s) => s,
+            None => py.detach(|| pool.device().stream())?,
+        };
+        let opts = Upload {
+            stream: Some(stream),
+            ..self.opts.clone()
+        };
+        let staging = acquire(py, &pool, plan.staging_bytes, stream)?;
+        let out = plan
+            .out_bytes
+            .map(|n| acquire(py, &pool, n, stream))
+            .transpose()?;
+        let f = py.detach(|| fc::upload_leased(frame, &plan, staging, out, &opts))?;
+        Ok(PyCudaFrame::new(f))
+    }
+}
+
+/// A frame as a source made with `device=` (or without) hands it out: as it
+/// is, or queued for upload to the GPU and returned as a `CudaFrame`.
+pub fn deliver(py: Python<'_>, upload: Option<&DeviceUpload>, frame: PyFrame) -> Result<Py<PyAny>> {
+    match upload {
+        None => Ok(Py::new(py, frame)?.into_any()),
+        Some(up) => Ok(Py::new(py, up.upload(py, &frame.frame()?)?)?.into_any()),
+    }
+}
+
 #[pymethods]
 impl PyFrame {
     /// Copy this frame to the GPU, asynchronously: a `CudaFrame` whose
@@ -550,71 +749,19 @@ impl PyFrame {
         matrix: Option<&str>,
         range: Option<&str>,
     ) -> Result<PyCudaFrame> {
-        // `device=None` is "cuda:0".
-        let index = device.map(device_index).transpose()?.unwrap_or(0);
-        let format = format.map(DeviceFormat::parse).transpose()?;
-        if (mean.is_some() || std.is_some()) && format != Some(DeviceFormat::RgbF32Chw) {
-            return Err(Error::value(
-                "mean= and std= apply to format=\"RGB_F32_CHW\" only",
-            ));
-        }
-        let nv12 = format == Some(DeviceFormat::Packed(framebus_core::PixelFormat::Nv12));
-        if (matrix.is_some() || range.is_some()) && !nv12 {
-            return Err(Error::value(
-                "matrix= and range= apply to format=\"NV12\" only",
-            ));
-        }
-        let size = size
-            .map(|(w, h)| {
-                Ok::<_, Error>((args::dimension("width", w)?, args::dimension("height", h)?))
-            })
-            .transpose()?;
-        if method.is_some() && size.is_none() {
-            return Err(Error::value("method= applies with size= only"));
-        }
-        let method = match method.map(str::parse).transpose()? {
-            None | Some(framebus_kernels::Method::Bilinear) => fc::ResizeMethod::Bilinear,
-            Some(framebus_kernels::Method::Area) => fc::ResizeMethod::Area,
-        };
-        let matrix: framebus_kernels::YuvMatrix = matrix.unwrap_or("bt601").parse()?;
-        let range: framebus_kernels::YuvRange = range.unwrap_or("limited").parse()?;
-        let (k, y_offset) = framebus_kernels::yuv_weights(matrix, range);
-        let opts = Upload {
-            stream: stream.map(stream_handle).transpose()?,
+        let up = DeviceUpload::parse(UploadArgs {
+            device,
+            stream,
             format,
-            mean: args::per_channel("mean", mean, 0.0, false)?,
-            std: args::per_channel("std", std, 1.0, true)?,
+            mean,
+            std,
+            pool,
             size,
             method,
-            yuv: Some(fc::YuvWeights { k, y_offset }),
-        };
-        let pool = match pool {
-            Some(p) if p.pool.device().index != index => {
-                return Err(Error::value(format!(
-                    "invalid pool= on cuda:{} for device=\"cuda:{index}\"",
-                    p.pool.device().index
-                )))
-            }
-            Some(p) => p.pool.clone(),
-            None => py.detach(|| default_device_pool(index))?,
-        };
-        let frame = self.frame()?;
-        let plan = fc::plan(&frame, &opts)?;
-        let stream = match opts.stream {
-            Some(s) => s,
-            None => py.detach(|| pool.device().stream())?,
-        };
-        let opts = Upload {
-            stream: Some(stream),
-            ..opts
-        };
-        let staging = acquire(py, &pool, plan.staging_bytes, stream)?;
-        let out = plan
-            .out_bytes
-            .map(|n| acquire(py, &pool, n, stream))
-            .transpose()?;
-        let f = py.detach(|| fc::upload_leased(&frame, &plan, staging, out, &opts))?;
-        Ok(PyCudaFrame::new(f))
+            matrix,
+            range,
+        })?;
+        up.upload(py, &self.frame()?)
     }
 }
 
