@@ -225,16 +225,28 @@ crate::context::closes_on_exit!(PyDevicePool, close);
 pub struct PyCudaFrame {
     frame: Mutex<Option<CudaFrame>>,
     cai_exported: AtomicBool,
-    /// Geometry, kept for getters after release.
+    // Geometry, kept for the getters after release.
+    #[pyo3(get)]
     width: usize,
+    #[pyo3(get)]
     height: usize,
+    /// Bytes from one row to the next (RGB_F32_CHW: 4 * width).
+    #[pyo3(get)]
     pitch: usize,
+    #[pyo3(get)]
     format: &'static str,
+    #[pyo3(get)]
     timestamp_ns: u64,
+    #[pyo3(get)]
     seq: u64,
     device: usize,
+    /// The stream (a CUstream handle) the contents are ready on.
+    #[pyo3(get)]
     stream: usize,
+    /// The device pointer of the first pixel.
+    #[pyo3(get, name = "data_ptr")]
     ptr: u64,
+    #[pyo3(get)]
     nbytes: usize,
     shape: Vec<usize>,
     strides: Vec<usize>,
@@ -297,49 +309,10 @@ impl Drop for PyCudaFrame {
 
 #[pymethods]
 impl PyCudaFrame {
-    #[getter]
-    fn width(&self) -> usize {
-        self.width
-    }
-    #[getter]
-    fn height(&self) -> usize {
-        self.height
-    }
-    /// Bytes from one row to the next (RGB_F32_CHW: 4 * width).
-    #[getter]
-    fn pitch(&self) -> usize {
-        self.pitch
-    }
-    #[getter]
-    fn format(&self) -> &'static str {
-        self.format
-    }
-    #[getter]
-    fn timestamp_ns(&self) -> u64 {
-        self.timestamp_ns
-    }
-    #[getter]
-    fn seq(&self) -> u64 {
-        self.seq
-    }
     /// `"cuda:N"`.
     #[getter]
     fn device(&self) -> String {
         format!("cuda:{}", self.device)
-    }
-    /// The stream (a CUstream handle) the contents are ready on.
-    #[getter]
-    fn stream(&self) -> usize {
-        self.stream
-    }
-    /// The device pointer of the first pixel.
-    #[getter]
-    fn data_ptr(&self) -> u64 {
-        self.ptr
-    }
-    #[getter]
-    fn nbytes(&self) -> usize {
-        self.nbytes
     }
     #[getter]
     fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
