@@ -83,13 +83,14 @@ impl Default for WriterConfig {
     fn default() -> Self {
         WriterConfig {
             depth: 8,
-            // 8 KiB writes, as turbopipe 2.1: `pipe_write` holds the pipe's mutex
-            // while it copies, so one whole-frame `write` into a 1 MiB pipe makes
-            // the reader wait for up to 1 MiB of copying (copy-in and copy-out take
-            // turns); small writes let FFmpeg read between them. Measured 2026-12-02
-            // (docs/benchmarks.md): whole frames 0.75-0.88x turbopipe into
-            // `ffmpeg -f null`, 8 KiB 0.99-1.11x. The pipe size, not the chunk, sets
-            // the number of wake-ups; splice jobs are not chunked.
+            // 8 KiB writes, as turbopipe 2.1. `pipe_write` wakes a sleeping reader
+            // only when a call that began on an empty pipe blocks or returns, so one
+            // whole-frame `write` fills the 1 MiB pipe before FFmpeg reads and the
+            // two copies take turns; 8 KiB writes let FFmpeg read between them, at
+            // the cost of more wake-ups. Measured 2026-12-02 (docs/pipe.md, "Chunk
+            // size and pipe size"): under load whole frames 0.75-0.88x turbopipe
+            // into `ffmpeg -f null`, 8 KiB 0.99-1.11x; with a core to spare whole
+            // frames 1.18-1.28x the 8 KiB default. Splice jobs are not chunked.
             chunk: 8192,
             pipe_size: sys::pipe_max_size().clamp(MIN_PIPE_SIZE, MAX_PIPE_SIZE),
             splice: false,
