@@ -366,3 +366,25 @@ fn attachments_round_trip_and_garbage_is_refused() {
         );
     }
 }
+
+#[test]
+fn frame_transport_settings_fill_only_zenohs_defaults() {
+    use crate::config::with_frame_transport;
+    let cfg = with_frame_transport(listen(free_port()).load().unwrap()).unwrap();
+    for (key, _, ours) in crate::config::FRAME_TRANSPORT {
+        assert_eq!(cfg.get_json(key).unwrap(), ours, "{key}");
+    }
+    // A value the configuration sets is kept.
+    let set = ConfigSource::Json5(
+        "{transport: {link: {tx: {queue: {size: {data: 4}}}, rx: {buffer_size: 131072}}}}".into(),
+    );
+    let cfg = with_frame_transport(set.load().unwrap()).unwrap();
+    assert_eq!(
+        cfg.get_json("transport/link/tx/queue/size/data").unwrap(),
+        "4"
+    );
+    assert_eq!(
+        cfg.get_json("transport/link/rx/buffer_size").unwrap(),
+        "131072"
+    );
+}
