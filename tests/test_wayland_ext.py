@@ -114,6 +114,12 @@ def test_auto_picks_ext_image_copy_and_frames_are_pixel_exact(comp):
             g.grab(framebus.Region(300, 190, 21, 10))
     # The one-shot API and the explicit backend name reach the same compositor.
     np.testing.assert_array_equal(rgb(framebus.grab(display=comp.socket)), pattern(320, 200, 7))
+    # grab()'s kept connection holds the compositor's buffers (default-pool
+    # slots) until closed; closing gives them back.
+    del f, r
+    assert framebus.default_pool().stats()["slots_in_use"] >= 1
+    framebus.close_shared_grab()
+    assert framebus.default_pool().stats()["slots_in_use"] == 0
     with Grabber(comp.socket, backend="ext-image-copy") as g:
         assert g.backend == "ext-image-copy"
     with pytest.raises(framebus.CaptureError, match="zwlr_screencopy_manager_v1"):

@@ -34,7 +34,7 @@ from ._framebus import (
     sync,
     to_tensor,
 )
-from .capture import Capture, Grabber, Region, grab
+from .capture import Capture, Grabber, Region, close_shared_grab, grab
 
 __all__ = [
     "ChannelFull",
@@ -48,6 +48,7 @@ __all__ = [
     "CaptureError",
     "ChannelClosed",
     "close",
+    "close_shared_grab",
     "CudaError",
     "CudaOutOfMemory",
     "CudaUnavailable",

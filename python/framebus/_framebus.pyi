@@ -345,6 +345,7 @@ def grab(
     pool: FramePool | None = None,
     display: str | None = None,
 ) -> Frame: ...
+def close_shared_grab() -> None: ...
 
 @final
 class CaptureFrames(Generic[_F]):

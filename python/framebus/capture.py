@@ -1,6 +1,7 @@
 """Screen capture on X11 straight into pool slots (see docs/capture.md).
 
-``grab()`` grabs once with a shared connection; ``Grabber`` is a reusable
+``grab()`` grabs once with a shared connection (kept for the process;
+``close_shared_grab()`` closes it); ``Grabber`` is a reusable
 connection (``.grab``, ``.monitors``, ``.backend``, ``.backend_reason``);
 ``Capture`` runs a Rust capture thread (``.latest()``, ``.frames()``,
 ``.stop()``). ``region=`` accepts None (whole screen), a monitor index
@@ -8,6 +9,6 @@ connection (``.grab``, ``.monitors``, ``.backend``, ``.backend_reason``);
 (left/top/width/height) or a ``(left, top, right, bottom)`` tuple.
 """
 
-from ._framebus import Capture, Grabber, Region, grab
+from ._framebus import Capture, Grabber, Region, close_shared_grab, grab
 
-__all__ = ["Capture", "Grabber", "Region", "grab"]
+__all__ = ["Capture", "Grabber", "Region", "close_shared_grab", "grab"]

@@ -398,6 +398,8 @@ impl PyGrabber {
 }
 
 /// Grab the screen (or a monitor or region) once, into `pool` (default pool).
+/// One connection is kept for the whole process (to the display last
+/// grabbed) so the next call is fast; `close_shared_grab()` closes it.
 #[pyfunction]
 #[pyo3(signature = (region=None, cursor=false, pool=None, display=None))]
 fn grab(
@@ -413,6 +415,14 @@ fn grab(
     let frame =
         py.detach(|| grab_shared(display.as_deref(), target, cursor, pool.as_ref(), default))?;
     Ok(PyFrame::from_frame(frame))
+}
+
+/// Close the connection `grab()` keeps (and what it holds: X server
+/// segments, or a compositor's buffers — default-pool slots on Wayland);
+/// frames already grabbed stay valid, the next `grab()` reconnects.
+#[pyfunction]
+fn close_shared_grab(py: Python<'_>) {
+    py.detach(framebus_capture::close_shared);
 }
 
 /// Continuous capture on a Rust thread into pool slots.
@@ -771,6 +781,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCapture>()?;
     m.add_class::<CaptureFrames>()?;
     m.add_function(wrap_pyfunction!(grab, m)?)?;
+    m.add_function(wrap_pyfunction!(close_shared_grab, m)?)?;
     m.add_function(wrap_pyfunction!(_test_put_image, m)?)?;
     m.add_function(wrap_pyfunction!(_test_copy_area, m)?)?;
     m.add_function(wrap_pyfunction!(_test_window, m)?)?;
