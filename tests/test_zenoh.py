@@ -505,6 +505,43 @@ def test_a_blocked_recv_obeys_ctrl_c(link):
     assert time.monotonic() - t < 1.0
 
 
+def test_a_lossless_send_blocked_by_backpressure_obeys_ctrl_c(link):
+    # The subscriber never calls recv: its queue fills, Zenoh stops reading the link,
+    # TCP pushes back, the publisher's put blocks, then its sender queue fills and
+    # send waits. A real SIGINT must raise KeyboardInterrupt there within ~1 s (the
+    # put once ran on the caller's thread, unbounded: up to Zenoh's 5 s).
+    import threading
+
+    from signals import time_limit
+
+    sub, key, port = link
+    with fz.Publisher(key, config=connect_cfg(port), mode="lossless", local=False) as pub:
+        pub.wait_for_subscribers(1, timeout=10)
+        frame = pub.acquire(1920, 1080, "BGRA")
+        np.asarray(frame)[:] = 7
+        returned = [time.monotonic()]
+        sent_at = []
+
+        def interrupt():
+            # Once no send has returned for 0.5 s, the caller is blocked.
+            while time.monotonic() - returned[-1] < 0.5:
+                time.sleep(0.05)
+            sent_at.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGINT)
+
+        t = threading.Thread(target=interrupt, daemon=True)
+        t.start()
+        with time_limit(20), pytest.raises(KeyboardInterrupt):
+            while True:
+                pub.send(frame)
+                returned.append(time.monotonic())
+        late = time.monotonic() - sent_at[0]
+        t.join(5)
+        sub.close()  # the link goes: the blocked put returns and the publisher closes at once
+        assert len(returned) > 3  # frames went out before the link filled
+        assert late < 1.0, f"KeyboardInterrupt {late:.2f} s after SIGINT"
+
+
 # ---------------------------------------------------------------- a real (capped) link
 
 

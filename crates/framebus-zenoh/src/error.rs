@@ -49,8 +49,9 @@ pub enum ZenohError {
     /// A sample that is not a framebus frame (bad attachment, size, data).
     #[error("bad frame on {key:?}: {why}")]
     BadFrame { key: String, why: String },
-    /// Compressing a frame failed.
-    #[error("encoding a frame as {encoding} failed: {why}")]
+    /// Encoding a frame, or putting it on the sender thread, failed (said by
+    /// the next `send`).
+    #[error("sending a frame as {encoding} failed: {why}")]
     Encode { encoding: &'static str, why: String },
     #[error(transparent)]
     Core(#[from] framebus_core::Error),

@@ -3,12 +3,14 @@
 //! Raw frames go to Zenoh without a copy: the payload is a `ZBytes` over a
 //! [`bytes::Bytes`] that owns a clone of the frame (its `Lease`), so the slot
 //! stays out of its pool until Zenoh has written the last fragment and
-//! dropped the message. Lossless raw frames are put on the caller's thread;
-//! latest-mode frames and encoded ones (lz4, zstd, jpeg) are handed to a
-//! sender thread (a lease clone, no copy), which encodes them (in parallel
-//! parts for big frames) and puts them. In latest mode that thread's mailbox
-//! holds one frame, replaced by a newer one while the link is busy, so the
-//! caller never waits; a lossless caller waits only when its queue is full.
+//! dropped the message. Every frame is handed to a sender thread (a lease
+//! clone, no copy), which encodes it (lz4, zstd, jpeg: in parallel parts for
+//! big frames) and puts it, so the caller never waits inside Zenoh's `put`
+//! (which blocks without a bound on a congested lossless link). In latest
+//! mode that thread's mailbox holds one frame, replaced by a newer one while
+//! the link is busy, so the caller never waits; a lossless caller waits, in
+//! bounded slices (`send_for`, so Ctrl-C is seen), only while its queue of
+//! [`ENCODER_DEPTH`] frames is full.
 
 use crate::config::{self, ConfigSource};
 use crate::error::{CloseReason, Result, ZenohError};
@@ -227,8 +229,8 @@ impl Encoder {
 /// The encoder thread, joined by `close`.
 type EncoderThread = Mutex<Option<JoinHandle<()>>>;
 
-/// Frames a lossless encoder queue holds before `send` waits.
-const ENCODER_DEPTH: usize = 2;
+/// Frames a lossless sender queue holds before `send` waits.
+pub const ENCODER_DEPTH: usize = 2;
 
 /// The sending end: `Publisher::new("cams/0", PublisherConfig { .. })`.
 pub struct Publisher {
@@ -238,7 +240,8 @@ pub struct Publisher {
     pool: FramePool,
     encoding: Encoding,
     seq: AtomicU64,
-    encoder: Option<(Arc<Encoder>, EncoderThread)>,
+    /// The sender thread's queue and handle.
+    encoder: (Arc<Encoder>, EncoderThread),
     /// The same-host channel and its liveliness token (`crate::local`).
     local: Option<framebus_channel::Publisher>,
     local_token: Mutex<Option<LivelinessToken>>,
@@ -351,25 +354,21 @@ impl Publisher {
             counters: Counters::default(),
             matching,
         });
-        let encoder = if cfg.encoding == Encoding::Raw && cfg.mode == Mode::Lossless {
-            None
-        } else {
-            let enc = Arc::new(Encoder {
-                queue: Mutex::new(Queue {
-                    jobs: VecDeque::new(),
-                    busy: false,
-                    closed: false,
-                    error: None,
-                }),
-                cv: Condvar::new(),
-            });
-            let (e2, c2, encoding) = (enc.clone(), core.clone(), cfg.encoding);
-            let h = std::thread::Builder::new()
-                .name("framebus-zenoh-tx".into())
-                .spawn(move || encoder_thread(&e2, &c2, encoding))
-                .map_err(|e| ZenohError::zenoh("starting the encoder thread", e))?;
-            Some((enc, Mutex::new(Some(h))))
-        };
+        let enc = Arc::new(Encoder {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                busy: false,
+                closed: false,
+                error: None,
+            }),
+            cv: Condvar::new(),
+        });
+        let (e2, c2, encoding) = (enc.clone(), core.clone(), cfg.encoding);
+        let h = std::thread::Builder::new()
+            .name("framebus-zenoh-tx".into())
+            .spawn(move || encoder_thread(&e2, &c2, encoding))
+            .map_err(|e| ZenohError::zenoh("starting the sender thread", e))?;
+        let encoder = (enc, Mutex::new(Some(h)));
         Ok(Publisher {
             core,
             session,
@@ -470,34 +469,34 @@ impl Publisher {
         let _serial = self.send_lock.lock().unwrap_or_else(|e| e.into_inner());
         // 1. Room in a lossless encoder's queue, before anything is sent: only
         //    this thread adds to it (under `send_lock`), so the room stays.
-        if let Some((enc, _)) = &self.encoder {
-            let mut q = enc.lock();
-            loop {
-                if let Some(e) = q.error.take() {
-                    return Err(ZenohError::Encode {
-                        encoding: self.encoding.name(),
-                        why: e,
-                    });
-                }
-                if q.closed {
-                    return Err(self.closed_err());
-                }
-                if self.core.mode == Mode::Latest || q.jobs.len() < ENCODER_DEPTH {
-                    break;
-                }
-                let now = Instant::now();
-                if now >= deadline {
-                    return Err(ZenohError::Timeout(wait, "room in the encoder's queue"));
-                }
-                q = enc
-                    .cv
-                    .wait_timeout(q, deadline - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+        let (enc, _) = &self.encoder;
+        let mut q = enc.lock();
+        loop {
+            if let Some(e) = q.error.take() {
+                return Err(ZenohError::Encode {
+                    encoding: self.encoding.name(),
+                    why: e,
+                });
             }
+            if q.closed {
+                return Err(self.closed_err());
+            }
+            if self.core.mode == Mode::Latest || q.jobs.len() < ENCODER_DEPTH {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ZenohError::Timeout(wait, "room in the encoder's queue"));
+            }
+            q = enc
+                .cv
+                .wait_timeout(q, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        // 2. The local channel, every frame (so its sequence numbers are
-        //    ours); a full lossless queue there sends nothing, so a retry is safe.
+        drop(q); // (step 3 takes it again)
+                 // 2. The local channel, every frame (so its sequence numbers are
+                 //    ours); a full lossless queue there sends nothing, so a retry is safe.
         if let Some(ch) = &self.local {
             let readers = ch.subscribers() > 0;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -520,10 +519,6 @@ impl Publisher {
         }
         // 3. Zenoh.
         let seq = self.seq.fetch_add(1, Relaxed) + 1;
-        let Some((enc, _)) = &self.encoder else {
-            self.core.put(frame, seq, Encoding::Raw)?;
-            return Ok(seq);
-        };
         let mut q = enc.lock();
         if self.core.mode == Mode::Latest {
             let replaced = q.jobs.drain(..).count() as u64;
@@ -537,9 +532,7 @@ impl Publisher {
 
     /// Wait until the encoder has handed every queued frame to Zenoh.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        let Some((enc, _)) = &self.encoder else {
-            return Ok(());
-        };
+        let (enc, _) = &self.encoder;
         let deadline = Instant::now() + timeout;
         let mut q = enc.lock();
         while !q.jobs.is_empty() || q.busy {
@@ -576,15 +569,14 @@ impl Publisher {
         if self.closed.swap(true, Relaxed) {
             return;
         }
-        if let Some((enc, handle)) = &self.encoder {
-            if self.core.mode == Mode::Lossless {
-                let _ = self.flush(Duration::from_secs(10));
-            }
-            enc.lock().closed = true;
-            enc.cv.notify_all();
-            if let Some(h) = handle.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                let _ = h.join();
-            }
+        let (enc, handle) = &self.encoder;
+        if self.core.mode == Mode::Lossless {
+            let _ = self.flush(Duration::from_secs(10));
+        }
+        enc.lock().closed = true;
+        enc.cv.notify_all();
+        if let Some(h) = handle.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
         }
         for token in [&self.local_token, &self.token] {
             if let Some(t) = token.lock().unwrap_or_else(|e| e.into_inner()).take() {

@@ -388,3 +388,133 @@ fn frame_transport_settings_fill_only_zenohs_defaults() {
         "131072"
     );
 }
+
+/// A small deterministic generator (xorshift64*): the fuzz tests below need
+/// no dependency and replay the same inputs on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn valid_attachment() -> Vec<u8> {
+    Meta {
+        layout: framebus_core::FrameLayout::new(64, 48, PixelFormat::Bgra, None).unwrap(),
+        timestamp_ns: 123,
+        seq: 7,
+        encoding: "lz4",
+        parts: vec![(100, 12288)],
+    }
+    .to_json()
+}
+
+#[test]
+fn the_attachment_parser_never_panics_on_random_or_truncated_bytes() {
+    let good = valid_attachment();
+    assert!(Meta::parse(&good).is_ok());
+    // Every truncation: not JSON any more, said so.
+    for n in 0..good.len() {
+        let e = Meta::parse(&good[..n]).unwrap_err();
+        assert!(e.contains("not JSON"), "{n}: {e}");
+    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Random bytes, and random bytes from JSON's alphabet (reach deeper).
+    let alphabet =
+        b"{}[],:\"0123456789-.eE truefalsnl framebuswidthheightstrideformatencodingparts";
+    for i in 0..20_000 {
+        let len = rng.below(200);
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                if i % 2 == 0 {
+                    rng.next() as u8
+                } else {
+                    alphabet[rng.below(alphabet.len())]
+                }
+            })
+            .collect();
+        if let Err(e) = Meta::parse(&bytes) {
+            assert!(!e.is_empty());
+        }
+    }
+    // A valid attachment with bytes changed, inserted or removed.
+    for _ in 0..20_000 {
+        let mut b = good.clone();
+        for _ in 0..1 + rng.below(4) {
+            let at = rng.below(b.len());
+            match rng.below(3) {
+                0 => b[at] = alphabet[rng.below(alphabet.len())],
+                1 => b.insert(at, alphabet[rng.below(alphabet.len())]),
+                _ => {
+                    b.remove(at);
+                }
+            }
+        }
+        match Meta::parse(&b) {
+            Ok(m) => assert!(m.layout.byte_len() >= m.layout.width),
+            Err(e) => assert!(!e.is_empty()),
+        }
+    }
+}
+
+#[test]
+fn a_bad_attachment_field_is_named_in_the_error() {
+    let good: serde_json::Value = serde_json::from_slice(&valid_attachment()).unwrap();
+    let huge = serde_json::json!(u64::MAX);
+    let bad_values = [
+        serde_json::json!("x"),
+        serde_json::json!(-1),
+        serde_json::json!(1.5),
+        serde_json::json!([]),
+        serde_json::json!({}),
+        huge,
+        serde_json::json!(1u64 << 40),
+    ];
+    for field in [
+        "framebus", "width", "height", "stride", "format", "encoding", "parts",
+    ] {
+        for bad in &bad_values {
+            let mut v = good.clone();
+            v[field] = bad.clone();
+            let text = serde_json::to_vec(&v).unwrap();
+            match Meta::parse(&text) {
+                // Right types may be accepted: a stride wider than the row
+                // (when it fits), an empty parts list (the decompressor checks
+                // the sizes against the payload).
+                Ok(m) => assert!(
+                    (field == "stride" && bad.as_u64() == Some(m.layout.stride as u64))
+                        || (field == "parts"
+                            && m.parts.is_empty()
+                            && bad == &serde_json::json!([])),
+                    "{field} = {bad} accepted: {m:?}"
+                ),
+                Err(e) => assert!(
+                    e.contains(field)
+                        || e.contains(&bad.to_string().trim_matches('"').to_string())
+                        || (field == "framebus" && e.contains("version")),
+                    "{field} = {bad}: {e}"
+                ),
+            }
+        }
+        // A missing field is named too (stride and parts are optional).
+        let mut v = good.clone();
+        v.as_object_mut().unwrap().remove(field);
+        match Meta::parse(&serde_json::to_vec(&v).unwrap()) {
+            Ok(_) => assert!(
+                field == "stride" || field == "parts",
+                "{field} missing accepted"
+            ),
+            Err(e) => assert!(
+                e.contains(field) || field == "framebus",
+                "{field} missing: {e}"
+            ),
+        }
+    }
+}
