@@ -75,7 +75,8 @@ fn clean(s: &str) -> String {
 ///   link. A reassembled frame holds its batches' buffers until the frame is
 ///   copied out; with one pooled buffer (Zenoh's default) every further batch
 ///   is a fresh zeroed allocation (`calloc` + page faults, a pass over the
-///   frame). Pages are touched only as buffers are used.
+///   frame). Cost: ~10 MB more resident memory per link (measured in
+///   docs/zenoh.md), not the whole 64 MiB.
 pub const FRAME_TRANSPORT: [(&str, &str, &str); 2] = [
     ("transport/link/tx/queue/size/data", "2", "16"),
     ("transport/link/rx/buffer_size", "65535", "67108864"),
