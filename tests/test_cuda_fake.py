@@ -907,3 +907,43 @@ def test_mss_to_torch_on_cuda_goes_through_framebus(monkeypatch):
     t = shot.to_torch("BGRA", "CHW", dtype=torch.float16, device="cuda")
     assert t.cf.format == "BGRA"
     assert t.ops == (("permute", (2, 0, 1)), ("to", "float16"), ("div", 255.0))
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["zenoh", "local"])
+def test_zenoh_subscriber_on_the_device(local):
+    """framebus.zenoh.Subscriber(device=): frames received over Zenoh land in a
+    pinned pool, frames of a same-host publisher come through its local channel
+    with the publisher's slots pinned read-only; either way CudaFrames equal
+    the CPU's conversion of what was sent."""
+    fz = pytest.importorskip("framebus.zenoh")
+    from zenoh_env import free_port, listen_cfg, pattern, reap, release, start_publisher
+
+    port = free_port()
+    key = f"pytest/cuda/zenoh/{os.getpid()}/{port}"
+    ranges, ro = fake.get("registered_ranges"), fake.get("readonly_ranges")
+    with fz.Subscriber(
+        key, config=listen_cfg(port), local=local, device="cuda:0", format="GRAY8"
+    ) as sub:
+        p = start_publisher(key, port, mode="latest", count=None, period=0.01, local=local)
+        try:
+            for _ in range(200):
+                cf = sub.recv(timeout=20)
+                assert isinstance(cf, fcuda.CudaFrame) and (cf.width, cf.height) == (64, 48)
+                if sub.route == ("local" if local else "zenoh"):
+                    break
+            for _ in range(3):
+                cf = sub.recv(timeout=20)
+                host = framebus.FramePool().acquire(64, 48, "BGRA")
+                np.asarray(host)[...] = pattern(cf.seq - 1, (48, 64, 4))
+                want = np.asarray(host.convert("GRAY8"))
+                got = np.frombuffer(device_bytes(cf), np.uint8).reshape(want.shape)
+                assert np.array_equal(got, want), cf.seq
+            if local:
+                assert fake.get("readonly_ranges") > ro  # the publisher's slots
+            else:
+                assert sub.pool.stats()["pinned_slots"] >= 1
+                assert fake.get("registered_ranges") > ranges
+            del cf
+            release(p)
+        finally:
+            reap(p, ok=False)

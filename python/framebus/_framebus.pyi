@@ -559,7 +559,8 @@ class ZenohPublisher:
     def __exit__(self, _t: object, _v: object, _tb: object, /) -> bool: ...
 
 @final
-class ZenohSubscriber:
+class ZenohSubscriber(Generic[_F]):
+    @overload
     def __new__(
         cls,
         key: str,
@@ -567,9 +568,29 @@ class ZenohSubscriber:
         config: dict[str, Any] | str | os.PathLike[str] | None = None,
         pool: FramePool | None = None,
         local: bool = True,
-    ) -> Self: ...
-    def recv(self, timeout: float | None = None) -> Frame: ...
-    def try_recv(self) -> Frame | None: ...
+        device: None = None,
+    ) -> ZenohSubscriber[Frame]: ...
+    @overload
+    def __new__(
+        cls,
+        key: str,
+        *,
+        config: dict[str, Any] | str | os.PathLike[str] | None = None,
+        pool: FramePool | None = None,
+        local: bool = True,
+        device: _Device,
+        format: str | None = None,
+        size: tuple[int, int] | None = None,
+        method: str | None = None,
+        mean: float | Sequence[float] | None = None,
+        std: float | Sequence[float] | None = None,
+        matrix: str | None = None,
+        range: str | None = None,
+        stream: int | Any | None = None,
+        device_pool: DevicePool | None = None,
+    ) -> ZenohSubscriber[CudaFrame]: ...
+    def recv(self, timeout: float | None = None) -> _F: ...
+    def try_recv(self) -> _F | None: ...
     def stats(self) -> dict[str, int]: ...
     @property
     def route(self) -> str: ...
@@ -585,7 +606,7 @@ class ZenohSubscriber:
     def __enter__(self) -> Self: ...
     def __exit__(self, _t: object, _v: object, _tb: object, /) -> bool: ...
     def __iter__(self) -> Self: ...
-    def __next__(self) -> Frame: ...
+    def __next__(self) -> _F: ...
 
 # --- cuda (framebus.cuda re-exports these) ---
 @final

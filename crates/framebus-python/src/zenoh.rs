@@ -9,10 +9,12 @@
 //! locks), so the getters never wait for a blocked call.
 
 use crate::args::{self, Int};
+use crate::cuda::{deliver, DeviceUpload};
 use crate::errors::{Error, Result};
 use crate::frame::PyFrame;
 use crate::pool::{parse_format, pool_or_default, PyFramePool};
 use crate::wait;
+use framebus_core::{FramePool, PoolConfig};
 use framebus_zenoh::{
     ConfigSource, Encoding, Mode, Publisher, PublisherConfig, Subscriber, ZenohError,
 };
@@ -228,6 +230,8 @@ impl PyZenohPublisher {
 #[pyclass(name = "ZenohSubscriber", module = "framebus.zenoh", frozen)]
 pub struct PyZenohSubscriber {
     inner: Subscriber,
+    /// `device=`: each frame is uploaded as it is received.
+    upload: Option<DeviceUpload>,
 }
 
 impl PyZenohSubscriber {
@@ -252,10 +256,17 @@ impl PyZenohSubscriber {
     /// the Publisher. `pool`: the FramePool frames received over Zenoh land
     /// in. `local`: take a publisher of this host through its local channel
     /// (its own slots, no copy; `route` says which is used).
+    ///
+    /// `device="cuda:0"` delivers frames on the GPU as `CudaFrame`s: frames
+    /// received over Zenoh land in a pinned pool (`FramePool(pinned=device)`
+    /// unless `pool=` is given; a pinned `pool=` also pins a local channel's
+    /// slots) and each is queued for upload as it is taken; `format`, `size`,
+    /// `method`, `mean`, `std`, `matrix`, `range`, `stream` and `device_pool`
+    /// are `Frame.to_device`'s.
     #[new]
     #[pyo3(
-        signature = (key, *, config=None, pool=None, local=true),
-        text_signature = "(key, *, config=None, pool=None, local=True)"
+        signature = (key, *, config=None, pool=None, local=true, device=None, **upload),
+        text_signature = "(key, *, config=None, pool=None, local=True, device=None, **upload)"
     )]
     fn new(
         py: Python<'_>,
@@ -263,12 +274,18 @@ impl PyZenohSubscriber {
         config: Option<&Bound<'_, PyAny>>,
         pool: Option<PyRef<'_, PyFramePool>>,
         local: bool,
+        device: Option<&Bound<'_, PyAny>>,
+        upload: Option<&Bound<'_, PyDict>>,
     ) -> Result<Self> {
+        let upload = DeviceUpload::from_kwargs("Subscriber", device, upload)?;
         let cfg = config_arg(config)?;
-        let pool = pool_or_default(pool.as_deref())?;
+        let pool = match (&upload, pool) {
+            (Some(up), None) => FramePool::with_hook(PoolConfig::default(), up.pin_hook()?),
+            (_, pool) => pool_or_default(pool.as_deref())?,
+        };
         let key = key.to_owned();
         let inner = py.detach(|| Subscriber::with_local(&key, &cfg, Some(pool), local))?;
-        Ok(PyZenohSubscriber { inner })
+        Ok(PyZenohSubscriber { inner, upload })
     }
 
     /// The next frame (latest mode: the newest that arrived), read-only, in a
@@ -276,15 +293,18 @@ impl PyZenohSubscriber {
     /// forever; Ctrl-C honoured); TimeoutError, or ChannelClosed once the
     /// publisher went away (liveliness) and every queued frame was received.
     #[pyo3(signature = (timeout=None))]
-    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> Result<PyFrame> {
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> Result<Py<PyAny>> {
         let t = args::timeout("timeout", timeout)?;
-        Ok(PyFrame::from_frame(self.recv_interruptible(py, t)?))
+        let f = self.recv_interruptible(py, t)?;
+        deliver(py, self.upload.as_ref(), PyFrame::from_frame(f))
     }
 
     /// A frame if one is queued now, else None; ChannelClosed as `recv`.
-    fn try_recv(&self, py: Python<'_>) -> Result<Option<PyFrame>> {
+    fn try_recv(&self, py: Python<'_>) -> Result<Option<Py<PyAny>>> {
         let s = &self.inner;
-        Ok(py.detach(|| s.try_recv())?.map(PyFrame::from_frame))
+        py.detach(|| s.try_recv())?
+            .map(|f| deliver(py, self.upload.as_ref(), PyFrame::from_frame(f)))
+            .transpose()
     }
 
     /// Counters: received, skipped, bad, wire_bytes, slot_bytes, decode_ns,
@@ -347,8 +367,9 @@ impl PyZenohSubscriber {
     }
 
     /// `for frame in sub:` waits for each frame; ends when the publisher goes away.
-    fn __next__(&self, py: Python<'_>) -> PyResult<PyFrame> {
-        wait::next_frame(self.recv_interruptible(py, None))
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let f = wait::next_frame(self.recv_interruptible(py, None))?;
+        Ok(deliver(py, self.upload.as_ref(), f)?)
     }
 
     fn __repr__(&self) -> String {

@@ -252,7 +252,8 @@ pub struct Subscriber {
 
 impl Subscriber {
     /// Subscribe to `key` (wildcards allowed); `pool` holds received frames
-    /// (default: a new bounded one).
+    /// (default: a new bounded one). A pool with a slot hook (e.g. pinned for
+    /// a GPU) also hooks the mappings of a local channel route.
     pub fn new(key: &str, config: &ConfigSource, pool: Option<FramePool>) -> Result<Subscriber> {
         Subscriber::with_local(key, config, pool, true)
     }
@@ -434,7 +435,12 @@ impl Subscriber {
             (None, Some(zid)) if !route.refused.contains(&zid) => {
                 let name = crate::local::channel_name(&zid);
                 match framebus_channel::Subscriber::connect(&name, Duration::from_millis(500)) {
-                    Ok(sub) => {
+                    Ok(mut sub) => {
+                        // A pool with a slot hook (pinned for a GPU) hooks the
+                        // publisher's slots this route maps as well.
+                        if let Some(h) = self.pool.hook() {
+                            sub.set_slot_hook(h.clone());
+                        }
                         let lossless =
                             matches!(sub.mode(), framebus_channel::Mode::Lossless { .. });
                         route.local = Some(LocalRoute {
