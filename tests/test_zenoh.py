@@ -714,6 +714,139 @@ def test_link_down_then_up_both_sides_recover(capped_link, mode):
     assert ages.max() < 8.0, ages.max()
 
 
+LEASE_MS = 3000  # Zenoh's link lease for the long-outage test (its default is 10 000)
+
+LEASE_SUBSCRIBE = """
+import json, time
+from framebus import ChannelClosed, zenoh as fz
+sub = fz.Subscriber(key, config=cfg)
+print(json.dumps("ready"), flush=True)
+events, closed, end = [], 0, time.monotonic() + duration
+while time.monotonic() < end and closed < max_closed:
+    try:
+        f = sub.recv(timeout=0.2)
+    except TimeoutError:
+        continue
+    except ChannelClosed:
+        closed += 1
+        events.append([time.monotonic(), -1])
+        continue
+    assert (np.asarray(f) == pattern(f.seq - 1, (f.height, f.width, 4))).all(), f.seq
+    events.append([time.monotonic(), f.seq])
+    del f
+print(json.dumps({"events": events, "stats": sub.stats()}), flush=True)
+"""
+
+LEASE_PUBLISH = """
+import json, sys, time, numpy as np
+import framebus
+from framebus import zenoh as fz
+pool = framebus.FramePool()  # its own: slots_in_use counts only this publisher's frames
+pub = fz.Publisher(key, config=cfg, mode=mode, pool=pool)
+pub.wait_for_subscribers(1, timeout=30)
+end, k, errors = time.monotonic() + duration, 0, []
+while time.monotonic() < end:
+    f = pub.acquire(w, h, "BGRA")
+    np.asarray(f)[...] = pattern(k, (h, w, 4))
+    try:
+        pub.send(f)
+    except Exception as e:
+        errors.append([time.monotonic(), repr(e)])
+    del f
+    k += 1
+    time.sleep(period)
+t = time.monotonic()
+while pool.stats()["slots_in_use"] and time.monotonic() < t + 5:
+    time.sleep(0.01)
+print(json.dumps({"stats": pub.stats(), "pool": pool.stats(), "errors": errors,
+                  "made": k, "slots_wait": time.monotonic() - t}), flush=True)
+sys.stdin.readline()
+pub.close()
+"""
+
+
+@pytest.mark.parametrize("mode", ["latest", "lossless"])
+def test_link_down_longer_than_the_lease_closes_then_recovers(capped_link, mode):
+    """The veth goes down for 5 s, longer than Zenoh's link lease (set to 3 s in both
+    configurations to keep the test short; 10 s by default): the session ends, the
+    subscriber raises ChannelClosed once during the outage, and when the link comes back
+    the publisher re-connects by itself and frames resume pixel-exact; the publisher's
+    slots all return to its pool."""
+    lease = {"link": {"tx": {"lease": LEASE_MS}}}
+    key = "pytest/zenoh/lease"
+    sub = child(
+        LEASE_SUBSCRIBE,
+        netns=capped_link.sub_ns,
+        key=key,
+        cfg={**listen_cfg(7447, host=capped_link.SUB_ADDR), "transport": lease},
+        duration=17.0,
+        max_closed=4,
+    )
+    pub = None
+    try:
+        assert read_line(sub) == "ready"
+        pub = child(
+            LEASE_PUBLISH,
+            netns=capped_link.pub_ns,
+            key=key,
+            cfg={**connect_cfg(7447, host=capped_link.SUB_ADDR), "transport": lease},
+            mode=mode,
+            w=320,
+            h=240,
+            period=0.02,
+            duration=14.0,
+        )
+        time.sleep(3.0)  # frames flow
+        down = time.monotonic()
+        capped_link.set_link(False)
+        time.sleep(5.0)
+        capped_link.set_link(True)
+        up = time.monotonic()
+        p = read_line(pub)
+        release(pub)
+        r = read_line(sub)
+    finally:
+        if pub is not None:
+            reap(pub, timeout=30)
+        reap(sub, timeout=30)
+    ev = r["events"]
+    closes = [t for t, s in ev if s == -1]
+    frames = [(t, s) for t, s in ev if s != -1]
+    print(mode, "publisher", p, "subscriber", r["stats"])
+    print(
+        mode, "ChannelClosed at", [round(t - down, 2) for t in closes], "s after the link went down"
+    )
+    # The session ends when the lease runs out, while the link is still down: one
+    # ChannelClosed then, and one for the publisher's close at the end.
+    assert len(closes) == 2 and closes[-1] > frames[-1][0], ev
+    assert down + LEASE_MS / 1000 - 0.5 < closes[0] < up, (closes[0] - down, up - down)
+    before = [s for t, s in frames if t < closes[0]]
+    after = [(t, s) for t, s in frames if t > closes[0]]
+    assert len(before) >= 20, before
+    # Nothing between that close and the link's return; then the publisher re-connects by
+    # itself (Zenoh retries its connect endpoint) and frames resume.
+    assert after and after[0][0] > up, after[:3]
+    resumed = after[0][0] - up
+    print(
+        mode, "first frame", round(resumed, 2), "s after the link came back;", len(after), "after"
+    )
+    assert resumed < 5.0, resumed
+    seqs = before + [s for _, s in after]  # pixel-exact: checked by the subscriber
+    assert seqs == sorted(set(seqs)), seqs
+    assert p["errors"] == [] and p["stats"]["errors"] == 0, p
+    # Nothing leaks: every frame Zenoh held for the dead session came back to the pool.
+    assert p["pool"]["slots_in_use"] == 0, p["pool"]
+    last = [s for _, s in after]
+    if last[-1] < p["made"] - 5 and len(after) < 50:
+        # Known (docs/zenoh.md, "Known gaps"): in about one run of 20, frames stop
+        # ~0.5 s after they resumed and do not come back, without a ChannelClosed.
+        pytest.xfail(f"frames stalled after {len(after)} resumed (seq {last[-1]} of {p['made']})")
+    if mode == "lossless":  # every frame once the new session is there, in order
+        assert last == list(range(last[0], p["made"] + 1)), (last, p["made"])
+    else:
+        assert last[-1] >= p["made"] - 5, (last[-1], p["made"])
+
+
 def test_kill_9_subscriber_the_publisher_goes_on_and_a_new_subscriber_gets_frames(tmp_path):
     """A subscriber process killed with SIGKILL mid-stream (lossless, so a stuck link would
     block the publisher): the publisher keeps sending, its slots all come back to its
