@@ -144,11 +144,50 @@ struct Core {
     /// channel withdraw their Zenoh subscription, so a frame nobody else
     /// wants is neither encoded nor put.
     matching: Option<Arc<AtomicBool>>,
+    /// When `matching` was last checked against Zenoh while it said "none".
+    matching_checked: Mutex<Instant>,
 }
 
+/// How often a publisher whose matching listener says "no subscriber" asks
+/// Zenoh again before skipping a put.
+const MATCHING_RECHECK: Duration = Duration::from_millis(100);
+
 impl Core {
+    /// Whether a frame should be put: always without a local channel; with
+    /// one, when Zenoh knows a subscriber. A listener's "none" is not trusted
+    /// for long: its events come from Zenoh's threads and can arrive out of
+    /// order (a dead session's end reported after the new session's start),
+    /// so the status is asked again every [`MATCHING_RECHECK`] while it says
+    /// none — a stale "none" costs at most that long, never the stream.
+    fn wanted(&self) -> bool {
+        let Some(m) = &self.matching else {
+            return true;
+        };
+        if m.load(Relaxed) {
+            return true;
+        }
+        let mut checked = self
+            .matching_checked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if checked.elapsed() < MATCHING_RECHECK {
+            return false;
+        }
+        *checked = Instant::now();
+        let now = self
+            .publisher
+            .matching_status()
+            .wait()
+            .map(|s| s.matching())
+            .unwrap_or(true);
+        if now {
+            m.store(true, Relaxed);
+        }
+        now
+    }
+
     fn put(&self, frame: &Frame, seq: u64, enc: Encoding) -> Result<()> {
-        if self.matching.as_ref().is_some_and(|m| !m.load(Relaxed)) {
+        if !self.wanted() {
             return Ok(());
         }
         let layout = *frame.layout();
@@ -353,6 +392,7 @@ impl Publisher {
             publisher,
             counters: Counters::default(),
             matching,
+            matching_checked: Mutex::new(Instant::now()),
         });
         let enc = Arc::new(Encoder {
             queue: Mutex::new(Queue {
