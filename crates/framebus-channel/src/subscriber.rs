@@ -807,8 +807,9 @@ impl Subscriber {
                 )));
             }
         }
-        let hook = st.hook.clone();
-        let e = st.slots[index].as_mut().expect("checked above");
+        // Disjoint fields: the hook is read only when a mapping is made.
+        let SubState { slots, hook, .. } = &mut *st;
+        let e = slots[index].as_mut().expect("checked above");
         let layout = frame_layout(d, e.capacity)?;
         let mapping = match e.free.pop() {
             Some(m) => m,
