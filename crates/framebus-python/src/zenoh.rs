@@ -207,8 +207,9 @@ impl PyZenohPublisher {
         self.inner.is_closed()
     }
 
-    /// Send what is queued (lossless), withdraw the liveliness token and
-    /// close the Zenoh session. Subscribers get what arrived, then ChannelClosed.
+    /// Send what is queued (lossless), wait (at most 5 s) until every framebus
+    /// subscriber has taken what was sent, withdraw the liveliness token and
+    /// close the Zenoh session. Subscribers get every frame, then ChannelClosed.
     fn close(&self, py: Python<'_>) {
         let p = &self.inner;
         py.detach(|| p.close())

@@ -13,9 +13,13 @@
 //!   lz4/zstd/jpeg: encoder thread, parts in     ──▶  decoded into the slot
 //!         parallel (rayon)                            (parts in parallel)
 //!  liveliness token @framebus/pub/<key>/<zid>  ──▶  Closed(PublisherGone) when none left
+//!  close(): query @framebus/delivered/<key>/*   ──▶  answered once every frame before it
+//!         (the link is idle before the session         was taken ([`delivery`])
+//!          closes: nothing cut mid-batch)
 //! ```
 
 pub mod config;
+mod delivery;
 pub mod error;
 mod local;
 pub mod publisher;
@@ -24,7 +28,7 @@ pub mod wire;
 
 pub use config::ConfigSource;
 pub use error::{CloseReason, Result, ZenohError};
-pub use publisher::{Mode, Publisher, PublisherConfig, PublisherStats};
+pub use publisher::{Mode, Publisher, PublisherConfig, PublisherStats, CLOSE_DELIVERY_WAIT};
 pub use subscriber::{Subscriber, SubscriberStats, LOSSLESS_DEPTH};
 pub use wire::{Encoding, Meta};
 

@@ -268,6 +268,10 @@ impl Encoder {
 /// The encoder thread, joined by `close`.
 type EncoderThread = Mutex<Option<JoinHandle<()>>>;
 
+/// Longest `close` waits for subscribers to take the frames already put
+/// (they answer within a round trip once the link has carried them).
+pub const CLOSE_DELIVERY_WAIT: Duration = Duration::from_secs(5);
+
 /// Frames a lossless sender queue holds before `send` waits.
 pub const ENCODER_DEPTH: usize = 2;
 
@@ -603,8 +607,11 @@ impl Publisher {
         }
     }
 
-    /// Stop: encode what is queued (lossless), withdraw the liveliness token
-    /// (subscribers drain what arrived, then get `Closed`) and close the session.
+    /// Stop: encode what is queued (lossless), wait (up to
+    /// [`CLOSE_DELIVERY_WAIT`]) until every framebus subscriber has taken
+    /// what was put ([`crate::delivery`]: Zenoh's close would cut a batch
+    /// being written), withdraw the liveliness token (subscribers drain what
+    /// arrived, then get `Closed`) and close the session.
     pub fn close(&self) {
         if self.closed.swap(true, Relaxed) {
             return;
@@ -618,6 +625,7 @@ impl Publisher {
         if let Some(h) = handle.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();
         }
+        let _ = crate::delivery::wait_delivered(&self.session, &self.core.key, CLOSE_DELIVERY_WAIT);
         for token in [&self.local_token, &self.token] {
             if let Some(t) = token.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 let _ = t.undeclare().wait();

@@ -293,6 +293,8 @@ impl Subscriber {
             .callback(move |s| s2.on_liveliness(s))
             .wait()
             .map_err(|e| ZenohError::zenoh("declaring the liveliness subscriber", e))?;
+        crate::delivery::declare_responder(&session, key)
+            .map_err(|e| ZenohError::zenoh("declaring the delivery responder", e))?;
         let mut subs = vec![live];
         if local {
             let s3 = shared.clone();

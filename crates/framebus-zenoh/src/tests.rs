@@ -223,6 +223,50 @@ fn jpeg_round_trips_within_a_psnr_bound() {
     assert!(e.contains("NV12"), "{e}");
 }
 
+/// `close` right after the last send, while a slow lossless subscriber holds
+/// Zenoh's reader back (so the link is mid-batch): every frame still arrives,
+/// pixel-exact, then `Closed`. Zenoh's own close cancels the TX task in the
+/// middle of a batch; without the delivery barrier the tail was lost or one
+/// frame arrived with its last fragment filled from other batches.
+#[test]
+fn close_waits_until_a_slow_subscriber_took_every_frame() {
+    let (sub, publ) = pair(Mode::Lossless, Encoding::Raw);
+    let n = 24u64;
+    let sent: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            let mut sent = Vec::new();
+            for k in 0..n {
+                let f = pattern(&publ, 1280, 720, PixelFormat::Bgra, k);
+                sent.push(bytes(&f));
+                publ.send(&f).unwrap();
+            }
+            let t = Instant::now();
+            publ.close();
+            (sent, t.elapsed())
+        });
+        let mut got = Vec::new();
+        loop {
+            match sub.recv(Some(Duration::from_secs(20))) {
+                Ok(f) => {
+                    std::thread::sleep(Duration::from_millis(30)); // a slow reader
+                    got.push((f.seq(), bytes(&f)));
+                }
+                Err(ZenohError::Closed { .. }) => break,
+                Err(e) => panic!("after {} frames: {e}", got.len()),
+            }
+        }
+        let (sent, closing) = h.join().unwrap();
+        assert!(closing < CLOSE_DELIVERY_WAIT, "close took {closing:?}");
+        let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
+        for (k, (a, (_, b))) in sent.iter().zip(&got).enumerate() {
+            assert!(a == b, "frame {k} arrived with other pixels");
+        }
+        sent
+    });
+    assert_eq!(sent.len() as u64, n);
+}
+
 #[test]
 fn publisher_gone_closes_then_a_new_one_recovers() {
     let port = free_port();
