@@ -228,6 +228,50 @@ def test_bad_configs_and_keys_raise_errors_naming_them(tmp_path):
         pub.send(framebus.FramePool().acquire(4, 4))
 
 
+INIT_LOG = """
+import sys
+from framebus import zenoh as fz
+try:
+    fz.init_log("loud")
+except ValueError as e:
+    print("refused:", e, flush=True)
+fz.init_log(sys.argv[1])
+cfg = {"mode": "peer", "listen": {"endpoints": ["tcp/127.0.0.1:0"]}, "scouting": %r}
+fz.Publisher("log/test", config=cfg).close()
+"""
+
+
+@pytest.mark.parametrize(
+    ("level", "rust_log", "shown"),
+    [("debug", None, True), ("debug", "off", False), ("error", None, False)],
+)
+def test_init_log_prints_zenohs_own_log_to_stderr(level, rust_log, shown):
+    """framebus.zenoh.init_log: Zenoh's tracing events on stderr (not stdout, where
+    zenoh's own init_log_from_env_or writes) at the level asked for, RUST_LOG overriding
+    it when set; an unknown level is refused naming it."""
+    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+    if rust_log:
+        env["RUST_LOG"] = rust_log
+    r = subprocess.run(
+        [sys.executable, "-c", INIT_LOG % (QUIET,), level],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert 'refused: invalid level="loud"' in r.stdout and "trace, debug, info" in r.stdout, (
+        r.stdout
+    )
+    assert "zenoh::" not in r.stdout, r.stdout[:2000]  # stdout stays the program's
+    assert "\x1b[" not in r.stderr  # no colour codes into a pipe
+    lines = [ln for ln in r.stderr.splitlines() if "zenoh::" in ln]
+    if shown:  # e.g. "... DEBUG ThreadId(01) zenoh::net::runtime: Zenoh Rust API v1.10.2"
+        assert any("DEBUG" in ln for ln in lines), r.stderr[-2000:]
+    else:
+        assert not lines, r.stderr[-2000:]
+
+
 def test_fds_and_rss_stay_flat_over_10000_frames(link):
     sub, key, port = link
     n = 10_000

@@ -16,9 +16,10 @@ attachment) lets plain zenoh-python and zenoh-c programs take part.
 try:
     from ._framebus import ZenohPublisher as Publisher
     from ._framebus import ZenohSubscriber as Subscriber
+    from ._framebus import zenoh_init_log as init_log
 except ImportError as e:  # built without the `zenoh` cargo feature
     raise ImportError(
         "framebus was built without Zenoh support (cargo feature `zenoh` of framebus-python)"
     ) from e
 
-__all__ = ["Publisher", "Subscriber"]
+__all__ = ["Publisher", "Subscriber", "init_log"]

@@ -386,7 +386,16 @@ impl PyZenohSubscriber {
     }
 }
 
+/// `framebus.zenoh.init_log(level="info")`: Zenoh's own log to stderr (links,
+/// leases, routing), or as `RUST_LOG` says when it is set; the first call decides.
+#[pyfunction]
+#[pyo3(name = "zenoh_init_log", signature = (level="info"))]
+fn init_log(level: &str) -> Result<()> {
+    Ok(framebus_zenoh::init_log(level)?)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(init_log, m)?)?;
     m.add_class::<PyZenohPublisher>()?;
     m.add_class::<PyZenohSubscriber>()?;
     Ok(())
