@@ -525,7 +525,10 @@ class Subscriber(Generic[_F]):
     def __next__(self) -> _F: ...
 
 # --- zenoh (framebus.zenoh re-exports these as Publisher, Subscriber, init_log) ---
-def zenoh_init_log(level: Literal["trace", "debug", "info", "warn", "error", "off"] = "info") -> None: ...
+def zenoh_init_log(
+    level: Literal["trace", "debug", "info", "warn", "error", "off"] = "info",
+) -> None: ...
+
 @final
 class ZenohPublisher:
     def __new__(
