@@ -272,6 +272,15 @@ def test_init_log_prints_zenohs_own_log_to_stderr(level, rust_log, shown):
         assert not lines, r.stderr[-2000:]
 
 
+def test_init_log_names_a_rust_log_it_cannot_parse():
+    code = "from framebus import zenoh as fz\ntry:\n    fz.init_log()\nexcept ValueError as e:\n    print(e)"
+    env = {**os.environ, "RUST_LOG": "zenoh=loud"}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert 'invalid RUST_LOG="zenoh=loud"' in r.stdout, (r.stdout, r.stderr)
+
+
 def test_fds_and_rss_stay_flat_over_10000_frames(link):
     sub, key, port = link
     n = 10_000
