@@ -440,13 +440,15 @@ def capped(a):
         for enc in a.encodings.split(","):
             print(f"  capped link: {enc}", file=sys.stderr, flush=True)
             key = f"bench/zenoh/capped/{enc}"
-            sub = child(CAPPED_SUB, netns=link.sub_ns, key=key, cfg=listen_cfg(7447, link.SUB_ADDR))
+            sub = child(
+                CAPPED_SUB, netns=link.sub_ns, key=key, cfg=listen_cfg(link.SUB_PORT, link.SUB_ADDR)
+            )
             assert read_line(sub) == "ready"
             pub = child(
                 SCREEN + CAPPED_PUB,
                 netns=link.pub_ns,
                 key=key,
-                cfg=connect_cfg(7447, link.SUB_ADDR),
+                cfg=connect_cfg(link.port, link.SUB_ADDR),
                 encoding=enc,
                 seconds=a.seconds,
             )

@@ -794,7 +794,9 @@ def test_subscriber_on_the_device_pins_the_publishers_slots_read_only():
         assert fake.get("readonly_ranges") - ro == len(slots) < 30
         pinned = sub.pinned
         assert (pinned["pinned_slots"], pinned["pin_failures"]) == (len(slots), 0), pinned
-        # a slowed copy holds the channel's slot (the publisher's pin) until done
+        # a slowed copy holds the channel's slot (the publisher's pin) until done;
+        # the last frame's release travels back asynchronously, so start from 0
+        wait_until(lambda: pub.stats()["pins"] == 0)
         fake.set("slow_ms", 150)
         pub.send(random_frame(pub.pool, 40, 20, seed=1))
         cf = sub.try_recv() or sub.recv(timeout=5.0)

@@ -63,6 +63,7 @@ def test_lossless_frames_arrive_pixel_exact_in_order_across_processes(link):
         reap(p)
     s = sub.stats()
     assert s["received"] == n and s["skipped"] == 0 and s["bad"] == 0 and s["local"] == 0
+    assert s["rebased"] == 0, s  # one host: timestamps kept as sent
     assert s["slot_bytes"] == n * 640 * 480 * 4
 
 
@@ -132,6 +133,69 @@ for k, payload in enumerate(payloads):
 sys.stdin.readline()  # closing the session drops what Zenoh has not sent yet
 s.close()
 """
+
+
+OTHER_HOST_PUBLISH = """
+import json, sys, time, numpy as np
+from framebus import zenoh as fz
+pub = fz.Publisher(key, config=cfg, mode="lossless")  # local=True: offers its channel
+pub.wait_for_subscribers(1, timeout=30)
+stamps = []
+for k in range(count):
+    f = pub.acquire(64, 48, "BGRA")
+    np.asarray(f)[...] = pattern(k, (48, 64, 4))
+    stamps.append(f.timestamp)  # this side's CLOCK_MONOTONIC
+    pub.send(f)
+    del f
+    time.sleep(0.02)
+print(json.dumps(stamps), flush=True)
+sys.stdin.readline()
+pub.close()
+"""
+
+BOOTED_EARLIER_S = 100_000  # the publisher's "host" booted ~28 hours before this one
+
+
+def test_timestamps_from_another_host_are_ages_on_this_one():
+    """A publisher whose CLOCK_MONOTONIC runs 100 000 s ahead (a time namespace: a host
+    booted earlier, the same wall clock): each frame's timestamp is re-based onto this
+    host's monotonic clock through the attachment's `unix_ns`, so `monotonic_ns() -
+    timestamp` is the frame's age here too; the sender's own stamps are 1e14 ns away.
+    Both ends have `local=True`: another time namespace is not "this host" for the local
+    channel (its timestamps would be the sender's clock), so frames come over Zenoh."""
+    if subprocess.run(["unshare", "--time", "--fork", "true"], capture_output=True).returncode:
+        pytest.skip("no time namespaces here (unshare --time needs root and CONFIG_TIME_NS)")
+    port = free_port()
+    key = f"pytest/zenoh/{os.getpid()}/timens"
+    sub = fz.Subscriber(key, config=listen_cfg(port))
+    n = 20
+    p = child(
+        OTHER_HOST_PUBLISH,
+        monotonic_offset=BOOTED_EARLIER_S,
+        key=key,
+        cfg=connect_cfg(port),
+        count=n,
+    )
+    try:
+        ages, stamps = [], []
+        for _ in range(n):
+            f = sub.recv(timeout=20)
+            ages.append(time.monotonic_ns() - f.timestamp)
+            stamps.append(f.timestamp)
+            assert np.array_equal(np.asarray(f), pattern(f.seq - 1, (48, 64, 4)))
+            del f
+        sent = read_line(p)
+        assert sub.route == "zenoh"
+        s = sub.stats()
+    finally:
+        reap(p)
+        sub.close()
+    # Ages: received within a second of their capture (a loaded machine included).
+    assert all(0 <= a < 1_000_000_000 for a in ages), ages
+    # The sender's stamps are its own clock: 100 000 s ahead of ours, to within that.
+    skew = [(s - r) / 1e9 for s, r in zip(sent, stamps)]
+    assert all(abs(d - BOOTED_EARLIER_S) < 1.0 for d in skew), skew
+    assert s["rebased"] == s["received"] == n and s["local"] == 0, s
 
 
 def test_plain_zenoh_publisher_feeds_framebus_subscriber(link):
@@ -680,7 +744,7 @@ def _capped(
         SUBSCRIBE,
         netns=link.sub_ns,
         key=key,
-        cfg=listen_cfg(7447, host=link.SUB_ADDR),
+        cfg=listen_cfg(link.SUB_PORT, host=link.SUB_ADDR),
         duration=sub_duration,
         max_closed=max_closed,
         check=check,
@@ -690,7 +754,7 @@ def _capped(
         CAPPED_PUBLISH,
         netns=link.pub_ns,
         key=key,
-        cfg=connect_cfg(7447, host=link.SUB_ADDR),
+        cfg=connect_cfg(link.port, host=link.SUB_ADDR),
         mode=mode,
         encoding=encoding,
         quality=quality,
@@ -716,6 +780,8 @@ def test_latest_mode_keeps_age_bounded_on_a_capped_link(capped_link, encoding):
     ages = np.array(r["ages"])
     print(encoding, "frames", len(ages), "age p50/p99", np.percentile(ages, [50, 99]), r["stats"])
     assert len(ages) >= 5, r
+    # Every frame crossed the link: none younger than its 20 ms delay.
+    assert ages.min() >= capped_link.DELAY_S, (capped_link.qdisc, ages.min())
     seqs = [s for s in r["seqs"] if s > 0]
     assert seqs == sorted(seqs)
     # Newest only: age does not grow with time although the link is slower than the source.
@@ -833,7 +899,7 @@ def test_link_down_longer_than_the_lease_closes_then_recovers(capped_link, mode)
         LEASE_SUBSCRIBE,
         netns=capped_link.sub_ns,
         key=key,
-        cfg={**listen_cfg(7447, host=capped_link.SUB_ADDR), "transport": lease},
+        cfg={**listen_cfg(capped_link.SUB_PORT, host=capped_link.SUB_ADDR), "transport": lease},
         duration=17.0,
         max_closed=4,
     )
@@ -844,7 +910,7 @@ def test_link_down_longer_than_the_lease_closes_then_recovers(capped_link, mode)
             LEASE_PUBLISH,
             netns=capped_link.pub_ns,
             key=key,
-            cfg={**connect_cfg(7447, host=capped_link.SUB_ADDR), "transport": lease},
+            cfg={**connect_cfg(capped_link.port, host=capped_link.SUB_ADDR), "transport": lease},
             mode=mode,
             w=320,
             h=240,

@@ -69,11 +69,16 @@ def wait_until(cond, timeout=20.0, what="a condition"):
         time.sleep(0.01)
 
 
-def child(code, *, netns=None, **kw):
-    """Start `python -c` with PATTERN and `kw` as globals (in network namespace `netns`);
-    stdin and stdout are pipes (`release`, `read_line`)."""
+def child(code, *, netns=None, monotonic_offset=None, **kw):
+    """Start `python -c` with PATTERN and `kw` as globals (in network namespace `netns`;
+    with `monotonic_offset` seconds added to its CLOCK_MONOTONIC in a time namespace of
+    its own, as on a host booted that much earlier); stdin and stdout are pipes
+    (`release`, `read_line`)."""
     pre = PATTERN + "".join(f"{k} = {v!r}\n" for k, v in kw.items())
     argv = [sys.executable, "-c", pre + textwrap.dedent(code)]
+    if monotonic_offset is not None:
+        timens = ["unshare", "--time", f"--monotonic={monotonic_offset}", "--fork"]
+        argv = [*timens, "--kill-child", *argv]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
     return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -201,18 +206,85 @@ def sh(*a):
     return subprocess.run(a, check=True, capture_output=True, text=True)
 
 
+DELAY_RELAY = """
+import collections, socket, sys, threading, time
+listen, target = (sys.argv[1], int(sys.argv[2])), (sys.argv[3], int(sys.argv[4]))
+delay = float(sys.argv[5])
+def pump(src, dst, delay):
+    # src -> dst, each chunk sent `delay` s after it arrived; at most 4 MiB held, so
+    # a reader that stops reading stops the sender (TCP backpressure, as on a link).
+    q, cv, held = collections.deque(), threading.Condition(), [0]
+    def read():
+        while True:
+            try:
+                b = src.recv(1 << 16)
+            except OSError:
+                b = b""
+            with cv:
+                while held[0] > 4 << 20:
+                    cv.wait()
+                q.append((time.monotonic() + delay, b))
+                held[0] += len(b)
+                cv.notify_all()
+            if not b:
+                return
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        while True:
+            with cv:
+                while not q:
+                    cv.wait()
+                due, b = q[0]
+            time.sleep(max(0.0, due - time.monotonic()))
+            with cv:
+                q.popleft()
+                held[0] -= len(b)
+                cv.notify_all()
+            if not b:
+                break
+            dst.sendall(b)
+    except OSError:
+        pass
+    for s in (src, dst):  # one side gone: both connections end, as Zenoh's link would
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+srv = socket.create_server(listen)
+print("ready", flush=True)
+while True:
+    a, _ = srv.accept()
+    try:
+        b = socket.create_connection(target)
+    except OSError:
+        a.close()
+        continue
+    for s in (a, b):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    threading.Thread(target=pump, args=(a, b, delay), daemon=True).start()
+    threading.Thread(target=pump, args=(b, a, 0.0), daemon=True).start()
+"""
+
+
 class Link:
     """Two network namespaces joined by a veth pair on 10.77.0.1 (publisher side) and
-    10.77.0.2 (subscriber side), the publisher's side capped to 100 Mbit/s (netem with
-    20 ms delay, or tbf where the kernel has no sch_netem)."""
+    10.77.0.2 (subscriber side), the publisher's side capped to 100 Mbit/s with 20 ms
+    delay: netem; where the kernel has no sch_netem (the CI VM's), tbf for the rate and a
+    relay in the subscriber's namespace (DELAY_RELAY) that holds each chunk travelling
+    from the publisher 20 ms. Subscribers listen on SUB_ADDR:SUB_PORT; publishers
+    connect to SUB_ADDR:`port` (the relay's port, or SUB_PORT)."""
 
     PUB_ADDR, SUB_ADDR = "10.77.0.1", "10.77.0.2"
+    SUB_PORT, RELAY_PORT = 7447, 7448
+    DELAY_S = 0.020
 
     def __init__(self):
         tag = f"fbz{os.getpid() % 100000}"
         self.pub_ns, self.sub_ns = f"{tag}p", f"{tag}s"
         self.pub_dev, self.sub_dev = f"{tag}a", f"{tag}b"
         self.qdisc = None
+        self.port = self.SUB_PORT
+        self.relay = None
 
     def up_(self):
         sh("ip", "netns", "add", self.pub_ns)
@@ -233,9 +305,18 @@ class Link:
             self.qdisc = "netem 100mbit 20ms"
         except subprocess.CalledProcessError:
             # Kernels without sch_netem (the CI VM's): the same rate cap through a token
-            # bucket, without the 20 ms delay.
+            # bucket, the delay from a relay in the subscriber's namespace.
             sh(*tc, "root", "tbf", "rate", "100mbit", "burst", "64kb", "latency", "50ms")
-            self.qdisc = "tbf 100mbit"
+            self.qdisc = "tbf 100mbit + 20 ms relay"
+            self.relay = subprocess.Popen(
+                ["ip", "netns", "exec", self.sub_ns, sys.executable, "-c", DELAY_RELAY]
+                + [self.SUB_ADDR, str(self.RELAY_PORT), self.SUB_ADDR, str(self.SUB_PORT)]
+                + [str(self.DELAY_S)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert self.relay.stdout.readline() == "ready\n", "the delay relay did not start"
+            self.port = self.RELAY_PORT
 
     def set_link(self, up):
         """Take the publisher's end of the veth down or bring it back up."""
@@ -243,5 +324,9 @@ class Link:
         sh("ip", "-n", self.pub_ns, "link", "set", self.pub_dev, state)
 
     def down_(self):
+        if self.relay is not None:
+            self.relay.kill()
+            self.relay.wait()
+            self.relay.stdout.close()
         for ns in (self.pub_ns, self.sub_ns):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # veth goes too

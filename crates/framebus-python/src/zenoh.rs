@@ -309,7 +309,9 @@ impl PyZenohSubscriber {
     }
 
     /// Counters: received, skipped, bad, wire_bytes, slot_bytes, decode_ns,
-    /// publishers, local (frames that came through the local channel).
+    /// publishers, local (frames that came through the local channel),
+    /// rebased (frames from another host's clock whose timestamp was moved
+    /// onto this host's monotonic clock).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.inner.stats();
         let d = PyDict::new(py);
@@ -321,6 +323,7 @@ impl PyZenohSubscriber {
         d.set_item("decode_ns", s.decode_ns)?;
         d.set_item("publishers", s.publishers)?;
         d.set_item("local", s.local)?;
+        d.set_item("rebased", s.rebased)?;
         Ok(d)
     }
 

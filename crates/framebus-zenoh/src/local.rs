@@ -4,8 +4,9 @@
 //! Unix socket, `framebus-channel`) named [`channel_name`] and holds the
 //! liveliness token [`token_key`], whose host part says where that channel
 //! can be reached: this boot of the kernel, this network namespace (the
-//! channel's socket is an abstract one) and this user (the channel only
-//! admits its own uid). A subscriber with `local` on whose host part is the
+//! channel's socket is an abstract one), this time namespace (the channel's
+//! timestamps are `CLOCK_MONOTONIC`, which a time namespace offsets) and this
+//! user (the channel only admits its own uid). A subscriber with `local` on whose host part is the
 //! same connects to that channel and withdraws its Zenoh subscription, so
 //! the publisher's Zenoh `put` finds no subscriber on this host and the
 //! pixels never cross the loopback; subscribers elsewhere, and plain Zenoh
@@ -13,7 +14,8 @@
 
 use std::os::unix::fs::MetadataExt;
 
-/// Where a framebus channel is reachable: `<boot id>.<netns inode>.<uid>`.
+/// Where a framebus channel is reachable and its timestamps mean the same:
+/// `<boot id>.<netns inode>.<time ns inode>.<uid>`.
 /// Any part that cannot be read becomes `x` (then two processes agree only
 /// if the rest does, and a failed connect falls back to Zenoh anyway).
 pub(crate) fn host_id() -> String {
@@ -22,13 +24,16 @@ pub(crate) fn host_id() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "x".into());
-    let netns = std::fs::metadata("/proc/self/ns/net")
-        .map(|m| m.ino().to_string())
-        .unwrap_or_else(|_| "x".into());
+    let ns = |name: &str| {
+        std::fs::metadata(format!("/proc/self/ns/{name}"))
+            .map(|m| m.ino().to_string())
+            .unwrap_or_else(|_| "x".into())
+    };
+    let (netns, timens) = (ns("net"), ns("time"));
     let uid = std::fs::metadata("/proc/self")
         .map(|m| m.uid().to_string())
         .unwrap_or_else(|_| "x".into());
-    format!("{boot}.{netns}.{uid}")
+    format!("{boot}.{netns}.{timens}.{uid}")
 }
 
 /// The framebus channel of the publisher whose Zenoh session id is `zid`.

@@ -56,6 +56,9 @@ pub struct SubscriberStats {
     /// Frames received through the local channel (same host: the
     /// publisher's own slots, no copy, nothing on the network).
     pub local: u64,
+    /// Frames from another clock (another host) whose timestamp was re-based
+    /// onto this host's `CLOCK_MONOTONIC` through their `unix_ns`.
+    pub rebased: u64,
 }
 
 struct State {
@@ -614,7 +617,9 @@ impl Subscriber {
             meta.layout
         };
         let lease = self.pool.acquire(layout.byte_len())?;
-        let mut frame = Frame::new(lease, layout)?.with_meta(meta.timestamp_ns, meta.seq);
+        let here = wire::realtime_offset_ns();
+        let timestamp_ns = wire::local_timestamp_ns(meta.timestamp_ns, meta.unix_ns, here);
+        let mut frame = Frame::new(lease, layout)?.with_meta(timestamp_ns, meta.seq);
         let out = frame
             .data_mut()
             .ok_or_else(|| self.bad("a fresh slot is not writable".into()))?;
@@ -653,6 +658,7 @@ impl Subscriber {
         st.stats.wire_bytes += payload.len() as u64;
         st.stats.slot_bytes += layout.byte_len() as u64;
         st.stats.decode_ns += t0.elapsed().as_nanos() as u64;
+        st.stats.rebased += u64::from(timestamp_ns != meta.timestamp_ns);
         drop(st);
         Ok(frame.into_readonly())
     }

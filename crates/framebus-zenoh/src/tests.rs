@@ -390,11 +390,22 @@ fn attachments_round_trip_and_garbage_is_refused() {
     let m = Meta {
         layout: framebus_core::FrameLayout::new(7, 3, PixelFormat::Rgb, Some(24)).unwrap(),
         timestamp_ns: 5,
+        unix_ns: Some(1_796_225_574_425_060_352),
         seq: 9,
         encoding: "zstd",
         parts: vec![(10, 63)],
     };
     assert_eq!(Meta::parse(&m.to_json()).unwrap(), m);
+    let without = Meta { unix_ns: None, ..m };
+    assert!(!String::from_utf8(without.to_json())
+        .unwrap()
+        .contains("unix_ns"));
+    assert_eq!(Meta::parse(&without.to_json()).unwrap(), without);
+    let e = Meta::parse(&valid_attachment_with("\"unix_ns\":-4")).unwrap_err();
+    assert!(
+        e.contains("\"unix_ns\" is not a non-negative integer"),
+        "{e}"
+    );
     for bad in [
         &b"nope"[..],
         b"{}",
@@ -453,11 +464,41 @@ fn valid_attachment() -> Vec<u8> {
     Meta {
         layout: framebus_core::FrameLayout::new(64, 48, PixelFormat::Bgra, None).unwrap(),
         timestamp_ns: 123,
+        unix_ns: None,
         seq: 7,
         encoding: "lz4",
         parts: vec![(100, 12288)],
     }
     .to_json()
+}
+
+/// [`valid_attachment`] with one more `"key":value` member.
+fn valid_attachment_with(member: &str) -> Vec<u8> {
+    let mut a = valid_attachment();
+    a.pop();
+    a.extend_from_slice(format!(",{member}}}").as_bytes());
+    a
+}
+
+#[test]
+fn timestamps_from_another_clock_are_rebased_through_unix_time() {
+    use crate::wire::{local_timestamp_ns, SAME_CLOCK_NS};
+    let here: i128 = 1_700_000_000_000_000_000; // this host booted at that Unix time
+                                                // The same host: kept exactly, whatever the measuring jitter.
+    for jitter in [0, 1_000, -(SAME_CLOCK_NS - 1)] {
+        let unix = (5_000 + here + jitter) as u64;
+        assert_eq!(local_timestamp_ns(5_000, Some(unix), here), 5_000);
+    }
+    // No wall-clock time: kept (plain Zenoh publishers, older framebus).
+    assert_eq!(local_timestamp_ns(42, None, here), 42);
+    // Another host, booted 100 000 s earlier: its timestamp is ~1e14 ns larger
+    // for the same instant; re-based, the frame is 2 s old here at 10 s.
+    let there = here - 100_000_000_000_000;
+    let sent = 10_000_000_000u64 + 100_000_000_000_000 - 2_000_000_000;
+    let unix = (i128::from(sent) + there) as u64;
+    assert_eq!(local_timestamp_ns(sent, Some(unix), here), 8_000_000_000);
+    // An instant before this host's boot: 0, not a wrap-around.
+    assert_eq!(local_timestamp_ns(7, Some(1), here), 0);
 }
 
 #[test]

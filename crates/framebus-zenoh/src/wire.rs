@@ -5,8 +5,17 @@
 //!
 //! ```text
 //! {"framebus":1,"width":1920,"height":1080,"stride":7680,"format":"BGRA",
-//!  "timestamp_ns":123,"seq":7,"encoding":"lz4","parts":[[51234,4194304],...]}
+//!  "timestamp_ns":123,"unix_ns":1796225574425060352,"seq":7,"encoding":"lz4",
+//!  "parts":[[51234,4194304],...]}
 //! ```
+//!
+//! * `timestamp_ns` is the sender's `CLOCK_MONOTONIC`; `unix_ns` is the same
+//!   instant on the sender's wall clock (`CLOCK_REALTIME`, ns since the Unix
+//!   epoch). A receiver whose clocks differ from the sender's by more than
+//!   [`SAME_CLOCK_NS`] (another host) re-bases the frame's timestamp onto its
+//!   own `CLOCK_MONOTONIC` through `unix_ns` ([`local_timestamp_ns`]), so
+//!   `now - timestamp` is the frame's age on either side, as exact as the two
+//!   hosts' wall clocks agree (NTP, PTP).
 //!
 //! * `raw`: the payload is the frame's `stride × height` bytes (planar YUV:
 //!   the layout's byte length), exactly.
@@ -26,6 +35,36 @@ use serde_json::{json, Value};
 pub const WIRE_VERSION: u64 = 1;
 /// Raw bytes per independently compressed part (the unit of parallel work).
 pub const PART_BYTES: usize = 4 << 20;
+/// Two hosts whose `CLOCK_REALTIME − CLOCK_MONOTONIC` differ by less than
+/// this are taken to share one monotonic clock (one host; NTP slewing moves
+/// the difference by at most 0.5 ms per second): their timestamps are kept.
+pub const SAME_CLOCK_NS: i128 = 1_000_000;
+
+/// `CLOCK_REALTIME − CLOCK_MONOTONIC` on this host now, in ns: added to a
+/// monotonic timestamp it gives that instant's Unix time.
+pub fn realtime_offset_ns() -> i128 {
+    let mono = framebus_core::monotonic_ns();
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    real - i128::from(mono)
+}
+
+/// The sender's `timestamp_ns` on this host's `CLOCK_MONOTONIC`, given the
+/// frame's `unix_ns` and this host's [`realtime_offset_ns`] (`here`): kept as
+/// it is when there is no `unix_ns` or both ends share a clock (within
+/// [`SAME_CLOCK_NS`]), else `unix_ns − here` (0 for an instant before this
+/// host's boot).
+pub fn local_timestamp_ns(timestamp_ns: u64, unix_ns: Option<u64>, here: i128) -> u64 {
+    let Some(unix) = unix_ns else {
+        return timestamp_ns;
+    };
+    let there = i128::from(unix) - i128::from(timestamp_ns);
+    if (there - here).abs() < SAME_CLOCK_NS {
+        return timestamp_ns;
+    }
+    (i128::from(unix) - here).clamp(0, i128::from(u64::MAX)) as u64
+}
 
 /// How the pixels travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +140,8 @@ impl Encoding {
 pub struct Meta {
     pub layout: FrameLayout,
     pub timestamp_ns: u64,
+    /// `timestamp_ns` on the sender's wall clock (see the module's doc).
+    pub unix_ns: Option<u64>,
     pub seq: u64,
     pub encoding: &'static str,
     /// `[compressed, raw]` byte counts of each part (lz4, zstd).
@@ -120,6 +161,9 @@ impl Meta {
             "seq": self.seq,
             "encoding": self.encoding,
         });
+        if let Some(u) = self.unix_ns {
+            v["unix_ns"] = Value::from(u);
+        }
         if !self.parts.is_empty() {
             v["parts"] = Value::from(
                 self.parts
@@ -188,6 +232,10 @@ impl Meta {
         Ok(Meta {
             layout,
             timestamp_ns: obj.get("timestamp_ns").and_then(Value::as_u64).unwrap_or(0),
+            unix_ns: match obj.get("unix_ns") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(int("unix_ns")?),
+            },
             seq: obj.get("seq").and_then(Value::as_u64).unwrap_or(0),
             encoding,
             parts,
