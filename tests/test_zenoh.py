@@ -520,6 +520,49 @@ def test_frames_go_through_a_router_between_two_clients():
             reap(p)
 
 
+def test_a_publisher_counts_its_subscribers_like_the_local_channel():
+    """`subscribers` and `wait_for_subscribers(n)` count framebus subscribers (by their
+    liveliness tokens; a wildcard one, and one that reads through the local channel,
+    included); with only a plain Zenoh subscriber the count is 1 (Zenoh says "any"); a
+    wait for more than there are times out naming both numbers."""
+    zenoh = pytest.importorskip("zenoh")
+    port = free_port()
+    topic = f"pytest/zenoh/count/{os.getpid()}/{port}"
+    router_cfg = {"mode": "router", "scouting": QUIET}
+    router_cfg["listen"] = {"endpoints": [f"tcp/127.0.0.1:{port}"]}
+    client = {"mode": "client", "connect": {"endpoints": [f"tcp/127.0.0.1:{port}"]}}
+    with (
+        zenoh.open(zenoh.Config.from_json5(json.dumps(router_cfg))) as router,
+        fz.Publisher(topic, config=client, mode="lossless") as pub,
+    ):
+        assert pub.subscribers == 0
+        with pytest.raises(TimeoutError, match=r"waiting for 1 subscribers \(0 now\)"):
+            pub.wait_for_subscribers(1, timeout=0.2)
+        plain = router.declare_subscriber(topic)
+        assert pub.wait_for_subscribers(1, timeout=10) == 1
+        wild = topic.rsplit("/", 1)[0] + "/*"
+        with (
+            fz.Subscriber(topic, config=client) as a,
+            fz.Subscriber(wild, config=client, local=False) as b,
+        ):
+            assert pub.wait_for_subscribers(2, timeout=10) == 2
+            for k in range(60):  # `a` moves to the publisher's local channel
+                f = pub.acquire(64, 48, "BGRA")
+                np.asarray(f)[...] = pattern(k, (48, 64, 4))
+                pub.send(f)
+                del f
+                assert a.recv(timeout=10).seq == b.recv(timeout=10).seq == k + 1
+                if a.route == "local":
+                    break
+            assert a.route == "local" and b.route == "zenoh"
+            assert pub.subscribers == 2
+            with pytest.raises(TimeoutError, match=r"waiting for 3 subscribers \(2 now\)"):
+                pub.wait_for_subscribers(3, timeout=0.3)
+        wait_until(lambda: pub.subscribers == 1, what="the plain subscriber alone")
+        plain.undeclare()
+        wait_until(lambda: pub.subscribers == 0, what="no subscriber")
+
+
 def test_same_host_frames_take_the_local_channel_and_plain_subscribers_still_get_them():
     """Publisher and subscriber of one host (both local=True, the default): after the
     first frames the subscriber reads the publisher's own slots through framebus's

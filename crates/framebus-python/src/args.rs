@@ -73,6 +73,22 @@ pub fn dimension(name: &str, v: Int) -> Result<usize> {
     size(name, v, MAX_DIMENSION)
 }
 
+/// A frame's `width`, `height`, `format` and optional `stride` arguments as
+/// a checked layout (each bad value named; the size must fit memory).
+pub fn layout(
+    width: Int,
+    height: Int,
+    format: &str,
+    stride: Option<Int>,
+) -> Result<framebus_core::FrameLayout> {
+    Ok(framebus_core::FrameLayout::new(
+        dimension("width", width)?,
+        dimension("height", height)?,
+        format.parse()?,
+        opt_count("stride", stride, 1, isize::MAX as usize)?,
+    )?)
+}
+
 /// An optional [`count`].
 pub fn opt_count(name: &str, v: Option<Int>, min: usize, max: usize) -> Result<Option<usize>> {
     v.map(|v| count(name, v, min, max)).transpose()

@@ -18,7 +18,7 @@ use crate::args::{self, Int};
 use crate::cuda::{deliver, DeviceUpload};
 use crate::errors::{Error, Result};
 use crate::frame::PyFrame;
-use crate::pool::{parse_format, PyFramePool};
+use crate::pool::PyFramePool;
 use crate::wait;
 use framebus_channel::{
     ChannelError, Mode, OnFull, Publisher, PublisherConfig, Spin, Subscriber, WaitStep,
@@ -114,13 +114,11 @@ impl PyPublisher {
     /// A writable frame from the publisher's pool: fill it, then `send` it.
     #[pyo3(signature = (width, height, format="BGRA"))]
     fn acquire(&self, py: Python<'_>, width: Int, height: Int, format: &str) -> Result<PyFrame> {
-        let (w, h) = (
-            args::dimension("width", width)?,
-            args::dimension("height", height)?,
-        );
-        let fmt = parse_format(format)?;
+        let l = args::layout(width, height, format, None)?;
         let p = &self.inner;
-        Ok(PyFrame::from_frame(py.detach(|| p.acquire(w, h, fmt))?))
+        Ok(PyFrame::from_frame(
+            py.detach(|| p.acquire(l.width, l.height, l.format))?,
+        ))
     }
 
     /// Publish any framebus Frame without copying it; returns its sequence

@@ -251,7 +251,7 @@ fn zenoh_err(e: framebus_zenoh::ZenohError) -> PyErr {
     match e {
         Z::Core(c) => core_err(c),
         Z::Closed { .. } => ChannelClosed::new_err(msg),
-        Z::Timeout(..) => PyTimeoutError::new_err(msg),
+        Z::Timeout(..) | Z::Subscribers { .. } => PyTimeoutError::new_err(msg),
         e if e.is_bad_input() => PyValueError::new_err(msg),
         _ => FramebusError::new_err(msg),
     }

@@ -519,13 +519,7 @@ fn simd_level(simd: Option<&str>) -> Result<&'static str> {
 #[pyfunction]
 #[pyo3(signature = (width, height, format, stride=None))]
 fn image_nbytes(width: Int, height: Int, format: &str, stride: Option<Int>) -> Result<usize> {
-    let l = FrameLayout::new(
-        args::dimension("width", width)?,
-        args::dimension("height", height)?,
-        parse_format(format)?,
-        args::opt_count("stride", stride, 1, isize::MAX as usize)?,
-    )?;
-    Ok(needed_bytes(&l))
+    Ok(needed_bytes(&args::layout(width, height, format, stride)?))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

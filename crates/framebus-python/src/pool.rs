@@ -125,11 +125,7 @@ impl PyFramePool {
         stride: Option<Int>,
         timeout: Option<f64>,
     ) -> Result<PyFrame> {
-        let width = args::dimension("width", width)?;
-        let height = args::dimension("height", height)?;
-        let stride = args::opt_count("stride", stride, 1, isize::MAX as usize)?;
-        let format = parse_format(format)?;
-        let layout = framebus_core::FrameLayout::new(width, height, format, stride)?;
+        let layout = args::layout(width, height, format, stride)?;
         let policy = match (self.pool.config().on_exhausted, timeout) {
             (Exhausted::Block(_), Some(t)) => Exhausted::Block(args::timeout("timeout", Some(t))?),
             (p, t) => {

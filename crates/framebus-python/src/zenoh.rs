@@ -12,7 +12,7 @@ use crate::args::{self, Int};
 use crate::cuda::{deliver, DeviceUpload};
 use crate::errors::{Error, Result};
 use crate::frame::PyFrame;
-use crate::pool::{parse_format, pool_or_default, PyFramePool};
+use crate::pool::{pool_or_default, PyFramePool};
 use crate::wait;
 use framebus_core::{FramePool, PoolConfig};
 use framebus_zenoh::{
@@ -110,13 +110,11 @@ impl PyZenohPublisher {
     /// A writable frame from the publisher's pool: fill it, then `send` it.
     #[pyo3(signature = (width, height, format="BGRA"))]
     fn acquire(&self, py: Python<'_>, width: Int, height: Int, format: &str) -> Result<PyFrame> {
-        let (w, h) = (
-            args::dimension("width", width)?,
-            args::dimension("height", height)?,
-        );
-        let fmt = parse_format(format)?;
+        let l = args::layout(width, height, format, None)?;
         let p = &self.inner;
-        Ok(PyFrame::from_frame(py.detach(|| p.acquire(w, h, fmt))?))
+        Ok(PyFrame::from_frame(
+            py.detach(|| p.acquire(l.width, l.height, l.format))?,
+        ))
     }
 
     /// Publish any framebus Frame; returns its sequence number. Raw frames
@@ -136,31 +134,36 @@ impl PyZenohPublisher {
         )
     }
 
-    /// 1 when Zenoh knows of a subscriber matching the key, else 0 (Zenoh
-    /// tells "any", not how many).
+    /// The framebus subscribers of the key (wherever they are; those reading
+    /// through the local channel included); when there is none, 1 if a
+    /// subscriber framebus cannot count (a plain Zenoh one) matches, else 0.
     #[getter]
     fn subscribers(&self, py: Python<'_>) -> Result<usize> {
         let p = &self.inner;
-        Ok(usize::from(py.detach(|| p.has_subscribers())?))
+        Ok(py.detach(|| p.subscribers())?)
     }
 
-    /// Wait (GIL released, Ctrl-C honoured) until a subscriber matches; returns
-    /// 1 (`n` may be 0 or 1: Zenoh does not count them). `timeout=None` waits forever.
+    /// Wait (GIL released, Ctrl-C honoured) until `subscribers` is at least
+    /// `n`; returns it. `timeout=None` waits forever.
     #[pyo3(signature = (n=Int(1), timeout=Some(5.0)), text_signature = "($self, n=1, timeout=5.0)")]
     fn wait_for_subscribers(&self, py: Python<'_>, n: Int, timeout: Option<f64>) -> Result<usize> {
-        let n = args::count("n", n, 0, 1)?;
+        let n = args::count("n", n, 0, 1 << 20)?;
         let timeout = args::timeout("timeout", timeout)?;
-        if n == 0 {
-            return Ok(0);
-        }
         let p = &self.inner;
         wait::wait(
             py,
             timeout,
-            |slice| pending(p.wait_for_subscribers(slice)),
-            |waited, _| ZenohError::Timeout(waited, "a matching subscriber").into(),
-        )?;
-        Ok(1)
+            |slice| pending(p.wait_for_subscribers(n, slice)),
+            |waited, e| match e {
+                ZenohError::Subscribers { wanted, have, .. } => ZenohError::Subscribers {
+                    waited,
+                    wanted,
+                    have,
+                }
+                .into(),
+                e => e.into(),
+            },
+        )
     }
 
     /// Counters: sent (to Zenoh), replaced, raw_bytes, wire_bytes, encode_ns,

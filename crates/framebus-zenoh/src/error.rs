@@ -46,6 +46,16 @@ pub enum ZenohError {
     /// A wait ran out.
     #[error("timed out after {secs:.3} s waiting for {1}", secs = .0.as_secs_f64())]
     Timeout(Duration, &'static str),
+    /// `wait_for_subscribers` ran out with fewer than it waited for.
+    #[error(
+        "timed out after {secs:.3} s waiting for {wanted} subscribers ({have} now)",
+        secs = .waited.as_secs_f64()
+    )]
+    Subscribers {
+        waited: Duration,
+        wanted: usize,
+        have: usize,
+    },
     /// A sample that is not a framebus frame (bad attachment, size, data).
     #[error("bad frame on {key:?}: {why}")]
     BadFrame { key: String, why: String },
@@ -67,7 +77,10 @@ impl ZenohError {
 
     /// True for the "keep waiting" answer of a slice of a wait.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, ZenohError::Timeout(..))
+        matches!(
+            self,
+            ZenohError::Timeout(..) | ZenohError::Subscribers { .. }
+        )
     }
 
     /// True for errors caused by a bad argument (Python: `ValueError`).

@@ -13,6 +13,8 @@
 //!   lz4/zstd/jpeg: encoder thread, parts in     ──▶  decoded into the slot
 //!         parallel (rayon)                            (parts in parallel)
 //!  liveliness token @framebus/pub/<key>/<zid>  ──▶  Closed(PublisherGone) when none left
+//!  subscribers() counts tokens                 ◀──  liveliness token @framebus/sub/<key>/<zid>
+//!         ([`presence`])
 //!  close(): query @framebus/delivered/<key>/*   ──▶  answered once every frame before it
 //!         (the link is idle before the session         was taken ([`delivery`])
 //!          closes: nothing cut mid-batch)
@@ -22,6 +24,7 @@ pub mod config;
 mod delivery;
 pub mod error;
 mod local;
+mod presence;
 pub mod publisher;
 pub mod subscriber;
 pub mod wire;

@@ -284,6 +284,8 @@ pub struct Publisher {
     core: Arc<Core>,
     session: zenoh::Session,
     token: Mutex<Option<LivelinessToken>>,
+    /// The framebus subscribers of the key (their liveliness tokens).
+    subscribers: crate::presence::Subscribers,
     pool: FramePool,
     encoding: Encoding,
     seq: AtomicU64,
@@ -347,6 +349,8 @@ impl Publisher {
             .declare_token(token_key(key, &session.zid().to_string()))
             .wait()
             .map_err(|e| ZenohError::zenoh("declaring the liveliness token", e))?;
+        let subscribers = crate::presence::Subscribers::watch(&session, key)
+            .map_err(|e| ZenohError::zenoh("watching the subscribers' liveliness tokens", e))?;
         let pool = cfg.pool.unwrap_or_default();
         let zid = session.zid().to_string();
         // The same-host channel; a name already taken or a failing socket only
@@ -421,6 +425,7 @@ impl Publisher {
             core,
             session,
             token: Mutex::new(Some(token)),
+            subscribers,
             pool,
             encoding: cfg.encoding,
             seq: AtomicU64::new(0),
@@ -468,18 +473,36 @@ impl Publisher {
             .map_err(|e| ZenohError::zenoh("asking for matching subscribers", e))
     }
 
-    /// Wait up to `timeout` until a subscriber matches (polled every 10 ms;
-    /// Zenoh tells "any", not how many). `Timeout` if none came.
-    pub fn wait_for_subscribers(&self, timeout: Duration) -> Result<()> {
+    /// How many subscribers the key has: the framebus subscribers, counted
+    /// by their liveliness tokens ([`crate::presence`]; those reading through
+    /// the local channel included); when there is none, 1 if a subscriber
+    /// framebus cannot count (a plain Zenoh one) matches, else 0.
+    pub fn subscribers(&self) -> Result<usize> {
+        match self.subscribers.count() {
+            0 => Ok(usize::from(self.has_subscribers()?)),
+            n => Ok(n),
+        }
+    }
+
+    /// Wait up to `timeout` until [`Publisher::subscribers`] is at least `n`
+    /// (polled every 10 ms); returns it. `Timeout` if it stayed below.
+    pub fn wait_for_subscribers(&self, n: usize, timeout: Duration) -> Result<usize> {
         let deadline = Instant::now() + timeout;
-        while !self.has_subscribers()? {
+        loop {
+            let have = self.subscribers()?;
+            if have >= n {
+                return Ok(have);
+            }
             let now = Instant::now();
             if now >= deadline {
-                return Err(ZenohError::Timeout(timeout, "a matching subscriber"));
+                return Err(ZenohError::Subscribers {
+                    waited: timeout,
+                    wanted: n,
+                    have,
+                });
             }
             std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
         }
-        Ok(())
     }
 
     /// A writable frame from the publisher's pool.

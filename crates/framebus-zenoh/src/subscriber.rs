@@ -247,6 +247,8 @@ pub struct Subscriber {
     session: Mutex<Option<zenoh::Session>>,
     /// The liveliness subscriptions.
     subs: Mutex<Vec<zenoh::pubsub::Subscriber<()>>>,
+    /// Counts this subscriber for publishers ([`crate::presence`]).
+    token: Mutex<Option<zenoh::liveliness::LivelinessToken>>,
     /// Held by `recv` while it receives.
     route: Mutex<Route>,
     allow_local: bool,
@@ -298,6 +300,9 @@ impl Subscriber {
             .map_err(|e| ZenohError::zenoh("declaring the liveliness subscriber", e))?;
         crate::delivery::declare_responder(&session, key)
             .map_err(|e| ZenohError::zenoh("declaring the delivery responder", e))?;
+        // After the data subscription: a publisher that sees it has that too.
+        let token = crate::presence::declare_token(&session, key)
+            .map_err(|e| ZenohError::zenoh("declaring the subscriber's liveliness token", e))?;
         let mut subs = vec![live];
         if local {
             let s3 = shared.clone();
@@ -319,6 +324,7 @@ impl Subscriber {
             shared,
             session: Mutex::new(Some(session)),
             subs: Mutex::new(subs),
+            token: Mutex::new(Some(token)),
             route: Mutex::new(Route {
                 data: Some(data),
                 local: None,
@@ -684,6 +690,9 @@ impl Subscriber {
             if let Some(d) = route.data.take() {
                 let _ = d.undeclare().wait();
             }
+        }
+        if let Some(t) = self.token.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.undeclare().wait();
         }
         for s in self
             .subs

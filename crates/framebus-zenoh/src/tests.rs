@@ -83,7 +83,8 @@ fn pair_with(mode: Mode, encoding: Encoding, local: bool) -> (Subscriber, Publis
     }
     // The subscriber's declaration must reach the publisher too.
     assert!(publ.has_subscribers().is_ok());
-    publ.wait_for_subscribers(Duration::from_secs(10)).unwrap();
+    publ.wait_for_subscribers(1, Duration::from_secs(10))
+        .unwrap();
     (sub, publ)
 }
 
@@ -287,7 +288,8 @@ fn publisher_gone_closes_then_a_new_one_recovers() {
             assert!(t.elapsed() < Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(10));
         }
-        publ.wait_for_subscribers(Duration::from_secs(10)).unwrap();
+        publ.wait_for_subscribers(1, Duration::from_secs(10))
+            .unwrap();
         for n in 0..3 {
             publ.send(&pattern(&publ, 64, 64, PixelFormat::Gray8, n))
                 .unwrap();
@@ -601,5 +603,42 @@ fn a_bad_attachment_field_is_named_in_the_error() {
                 "{field} missing: {e}"
             ),
         }
+    }
+}
+
+#[test]
+fn a_publisher_counts_its_framebus_subscribers() {
+    // Two subscribers listening (one on a wildcard key), a publisher connected to both.
+    let (pa, pb) = (free_port(), free_port());
+    let key = format!("test/fb/count/{pa}");
+    let a = Subscriber::with_local(&key, &listen(pa), None, false).unwrap();
+    let publ = Publisher::new(
+        &key,
+        PublisherConfig {
+            config: ConfigSource::Json5(format!(
+                r#"{{mode: "peer", connect: {{endpoints: ["tcp/127.0.0.1:{pa}", "tcp/127.0.0.1:{pb}"]}}, listen: {{endpoints: []}}, {QUIET}}}"#
+            )),
+            local: false,
+            ..PublisherConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(publ.wait_for_subscribers(1, Duration::from_secs(10)).unwrap(), 1);
+    let b = Subscriber::with_local("test/fb/count/*", &listen(pb), None, false).unwrap();
+    assert_eq!(publ.wait_for_subscribers(2, Duration::from_secs(10)).unwrap(), 2);
+    // A third never comes: the error says how many there are.
+    let e = publ.wait_for_subscribers(3, Duration::from_millis(300)).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(e.to_string().contains("waiting for 3 subscribers (2 now)"), "{e}");
+    b.close();
+    let t = Instant::now();
+    while publ.subscribers().unwrap() != 1 {
+        assert!(t.elapsed() < Duration::from_secs(10), "the closed one still counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(a);
+    while publ.subscribers().unwrap() != 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "the last one still counted");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
