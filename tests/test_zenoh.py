@@ -33,6 +33,7 @@ from zenoh_env import (
     reap,
     recv_frames,
     release,
+    router_cfgs,
     rss,
     smooth,
     start_publisher,
@@ -503,9 +504,7 @@ def test_frames_go_through_a_router_between_two_clients():
     zenoh = pytest.importorskip("zenoh")
     port = free_port()
     topic = f"pytest/zenoh/router/{port}"
-    router_cfg = {"mode": "router", "scouting": QUIET}
-    router_cfg["listen"] = {"endpoints": [f"tcp/127.0.0.1:{port}"]}
-    client = {"mode": "client", "connect": {"endpoints": [f"tcp/127.0.0.1:{port}"]}}
+    router_cfg, client = router_cfgs(port)
     with (
         zenoh.open(zenoh.Config.from_json5(json.dumps(router_cfg))),
         fz.Subscriber(topic, config=client, local=False) as sub,
@@ -528,9 +527,7 @@ def test_a_publisher_counts_its_subscribers_like_the_local_channel():
     zenoh = pytest.importorskip("zenoh")
     port = free_port()
     topic = f"pytest/zenoh/count/{os.getpid()}/{port}"
-    router_cfg = {"mode": "router", "scouting": QUIET}
-    router_cfg["listen"] = {"endpoints": [f"tcp/127.0.0.1:{port}"]}
-    client = {"mode": "client", "connect": {"endpoints": [f"tcp/127.0.0.1:{port}"]}}
+    router_cfg, client = router_cfgs(port)
     with (
         zenoh.open(zenoh.Config.from_json5(json.dumps(router_cfg))) as router,
         fz.Publisher(topic, config=client, mode="lossless") as pub,
@@ -572,9 +569,7 @@ def test_same_host_frames_take_the_local_channel_and_plain_subscribers_still_get
     zenoh = pytest.importorskip("zenoh")
     port = free_port()
     topic = f"pytest/zenoh/local/{os.getpid()}/{port}"
-    router_cfg = {"mode": "router", "scouting": QUIET}
-    router_cfg["listen"] = {"endpoints": [f"tcp/127.0.0.1:{port}"]}
-    client = {"mode": "client", "connect": {"endpoints": [f"tcp/127.0.0.1:{port}"]}}
+    router_cfg, client = router_cfgs(port)
     n, shape = 40, (240, 320, 4)
     with zenoh.open(zenoh.Config.from_json5(json.dumps(router_cfg))) as router:
         plain = router.declare_subscriber(topic)

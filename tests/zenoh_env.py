@@ -61,6 +61,17 @@ def connect_cfg(port, host="127.0.0.1"):
     }
 
 
+def router_cfgs(port):
+    """A Zenoh router's configuration listening on 127.0.0.1:`port`, and a client's for it."""
+    router = {
+        "mode": "router",
+        "scouting": QUIET,
+        "listen": {"endpoints": [f"tcp/127.0.0.1:{port}"]},
+    }
+    client = {"mode": "client", "connect": {"endpoints": [f"tcp/127.0.0.1:{port}"]}}
+    return router, client
+
+
 def wait_until(cond, timeout=20.0, what="a condition"):
     """Poll `cond` every 10 ms until it is true; AssertionError naming `what` after `timeout`."""
     end = time.monotonic() + timeout

@@ -623,22 +623,41 @@ fn a_publisher_counts_its_framebus_subscribers() {
         },
     )
     .unwrap();
-    assert_eq!(publ.wait_for_subscribers(1, Duration::from_secs(10)).unwrap(), 1);
+    assert_eq!(
+        publ.wait_for_subscribers(1, Duration::from_secs(10))
+            .unwrap(),
+        1
+    );
     let b = Subscriber::with_local("test/fb/count/*", &listen(pb), None, false).unwrap();
-    assert_eq!(publ.wait_for_subscribers(2, Duration::from_secs(10)).unwrap(), 2);
+    assert_eq!(
+        publ.wait_for_subscribers(2, Duration::from_secs(10))
+            .unwrap(),
+        2
+    );
     // A third never comes: the error says how many there are.
-    let e = publ.wait_for_subscribers(3, Duration::from_millis(300)).unwrap_err();
+    let e = publ
+        .wait_for_subscribers(3, Duration::from_millis(300))
+        .unwrap_err();
     assert!(e.is_timeout(), "{e}");
-    assert!(e.to_string().contains("waiting for 3 subscribers (2 now)"), "{e}");
+    assert!(
+        e.to_string().contains("waiting for 3 subscribers (2 now)"),
+        "{e}"
+    );
     b.close();
     let t = Instant::now();
     while publ.subscribers().unwrap() != 1 {
-        assert!(t.elapsed() < Duration::from_secs(10), "the closed one still counted");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the closed one still counted"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(a);
     while publ.subscribers().unwrap() != 0 {
-        assert!(t.elapsed() < Duration::from_secs(20), "the last one still counted");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the last one still counted"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
