@@ -976,12 +976,28 @@ def test_link_down_longer_than_the_lease_closes_then_recovers(capped_link, mode)
         mode, "ChannelClosed at", [round(t - down, 2) for t in closes], "s after the link went down"
     )
     # The session ends when the lease runs out, while the link is still down: one
-    # ChannelClosed then, and one for the publisher's close at the end.
-    assert len(closes) == 2 and closes[-1] > frames[-1][0], ev
-    assert down + LEASE_MS / 1000 - 0.5 < closes[0] < up, (closes[0] - down, up - down)
+    # ChannelClosed then (and one for the publisher's close at the end, below).
+    assert closes and down + LEASE_MS / 1000 - 0.5 < closes[0] < up, (closes, down, up)
     before = [s for t, s in frames if t < closes[0]]
     after = [(t, s) for t, s in frames if t > closes[0]]
     assert len(before) >= 20, before
+    assert p["errors"] == [] and p["stats"]["errors"] == 0, p
+    # Nothing leaks: every frame Zenoh held for the dead session came back to the pool.
+    assert p["pool"]["slots_in_use"] == 0, p["pool"]
+    last = [s for _, s in after]
+    put_after = p["stats"]["sent"] - len(before) - len(after)
+    stalled = not last or (last[-1] < p["made"] - 5 and len(after) < 50)
+    if stalled and r["stats"]["publishers"] == 1 and put_after > 20:
+        # Known (docs/zenoh.md, "Known gaps"), in ~1 run of 20: Zenoh re-connected (the
+        # subscriber saw the publisher's token come back, and never saw it go at the
+        # close) and the publisher put frames with a subscriber matched, yet none (or
+        # none after the first ~0.5 s) reached the subscriber. A reconnect that brings
+        # back no token, or a publisher that stops putting, still fails below.
+        pytest.xfail(
+            f"frames stalled: {len(after)} after the link came back, {put_after} put "
+            f"that never arrived, publisher still seen alive"
+        )
+    assert len(closes) == 2 and closes[-1] > frames[-1][0], ev
     # Nothing between that close and the link's return; then the publisher re-connects by
     # itself (Zenoh retries its connect endpoint) and frames resume.
     assert after and after[0][0] > up, after[:3]
@@ -990,16 +1006,8 @@ def test_link_down_longer_than_the_lease_closes_then_recovers(capped_link, mode)
         mode, "first frame", round(resumed, 2), "s after the link came back;", len(after), "after"
     )
     assert resumed < 5.0, resumed
-    seqs = before + [s for _, s in after]  # pixel-exact: checked by the subscriber
+    seqs = before + last  # pixel-exact: checked by the subscriber
     assert seqs == sorted(set(seqs)), seqs
-    assert p["errors"] == [] and p["stats"]["errors"] == 0, p
-    # Nothing leaks: every frame Zenoh held for the dead session came back to the pool.
-    assert p["pool"]["slots_in_use"] == 0, p["pool"]
-    last = [s for _, s in after]
-    if last[-1] < p["made"] - 5 and len(after) < 50:
-        # Known (docs/zenoh.md, "Known gaps"): in about one run of 20, frames stop
-        # ~0.5 s after they resumed and do not come back, without a ChannelClosed.
-        pytest.xfail(f"frames stalled after {len(after)} resumed (seq {last[-1]} of {p['made']})")
     if mode == "lossless":  # every frame once the new session is there, in order
         assert last == list(range(last[0], p["made"] + 1)), (last, p["made"])
     else:
