@@ -988,11 +988,13 @@ def test_link_down_longer_than_the_lease_closes_then_recovers(capped_link, mode)
     put_after = p["stats"]["sent"] - len(before) - len(after)
     stalled = not last or (last[-1] < p["made"] - 5 and len(after) < 50)
     if stalled and r["stats"]["publishers"] == 1 and put_after > 20:
-        # Known (docs/zenoh.md, "Known gaps"), in ~1 run of 20: Zenoh re-connected (the
-        # subscriber saw the publisher's token come back, and never saw it go at the
-        # close) and the publisher put frames with a subscriber matched, yet none (or
-        # none after the first ~0.5 s) reached the subscriber. A reconnect that brings
-        # back no token, or a publisher that stops putting, still fails below.
+        # The stall of docs/zenoh.md ("Known gaps"), ~1 run in 30 before framebus kept a
+        # blocked put's wait below a short lease: Zenoh re-connected (the subscriber saw
+        # the publisher's token come back, and never saw it go at the close) and the
+        # publisher put frames with a subscriber matched, yet none (or none after the
+        # first ~0.5 s) reached the subscriber. Reported as an expected failure, visible
+        # in the summary; a reconnect that brings back no token, or a publisher that
+        # stops putting, still fails below.
         pytest.xfail(
             f"frames stalled: {len(after)} after the link came back, {put_after} put "
             f"that never arrived, publisher still seen alive"

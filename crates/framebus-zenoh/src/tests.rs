@@ -661,3 +661,27 @@ fn a_publisher_counts_its_framebus_subscribers() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_lease_shorter_than_the_blocked_wait_shortens_the_wait() {
+    use crate::config::{with_frame_transport, WAIT_BEFORE_CLOSE_US};
+    let (wait, zenoh_default) = WAIT_BEFORE_CLOSE_US;
+    let wait_of = |text: &str| {
+        let cfg = with_frame_transport(ConfigSource::Json5(text.into()).load().unwrap()).unwrap();
+        cfg.get_json(wait).unwrap()
+    };
+    // Zenoh's defaults (10 s lease): the 5 s wait stays.
+    assert_eq!(wait_of("{}"), zenoh_default.to_string());
+    // A 3 s lease: the wait becomes half of it, so a blocked transport ends first.
+    assert_eq!(
+        wait_of("{transport: {link: {tx: {lease: 3000}}}}"),
+        "1500000"
+    );
+    // A wait the configuration sets is kept, whatever the lease.
+    assert_eq!(
+        wait_of(
+            "{transport: {link: {tx: {lease: 3000, queue: {congestion_control: {block: {wait_before_close: 4000000}}}}}}}"
+        ),
+        "4000000"
+    );
+}
