@@ -222,10 +222,7 @@ impl Core {
         let meta = Meta {
             layout,
             timestamp_ns: frame.timestamp_ns(),
-            unix_ns: (frame.timestamp_ns() != 0).then(|| {
-                let unix = i128::from(frame.timestamp_ns()) + wire::realtime_offset_ns();
-                unix.clamp(0, i128::from(u64::MAX)) as u64
-            }),
+            unix_ns: wire::unix_ns(frame.timestamp_ns()),
             seq,
             encoding: enc.name(),
             parts,

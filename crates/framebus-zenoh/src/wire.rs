@@ -50,6 +50,14 @@ pub fn realtime_offset_ns() -> i128 {
     real - i128::from(mono)
 }
 
+/// The `unix_ns` a sender puts beside `timestamp_ns` (this host's
+/// `CLOCK_MONOTONIC`); none for a frame without a timestamp (0).
+pub fn unix_ns(timestamp_ns: u64) -> Option<u64> {
+    (timestamp_ns != 0).then(|| {
+        (i128::from(timestamp_ns) + realtime_offset_ns()).clamp(0, i128::from(u64::MAX)) as u64
+    })
+}
+
 /// The sender's `timestamp_ns` on this host's `CLOCK_MONOTONIC`, given the
 /// frame's `unix_ns` and this host's [`realtime_offset_ns`] (`here`): kept as
 /// it is when there is no `unix_ns` or both ends share a clock (within
